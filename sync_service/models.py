@@ -1,0 +1,117 @@
+"""Database tables (SQLModel). Tables are not the wire format: routes convert at the edge
+into the `*Public` / `*Create` pydantic classes in `sync_service/schemas.py`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # stored naive UTC: same on SQLite and PostgreSQL
+
+
+class Fleet(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=now)
+
+
+class Channel(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("fleet_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    fleet_id: int = Field(foreign_key="fleet.id", index=True)
+    name: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=now)
+
+
+class ApiToken(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, index=True, max_length=64)
+    kind: str = Field(max_length=16)  # publisher | enrollment | device
+    scopes: str = Field(default="", max_length=64)  # comma-separated: publish,release,admin
+    name: str = Field(default="", max_length=128)
+    fleet_id: int | None = Field(default=None, foreign_key="fleet.id")
+    device_id: str | None = Field(default=None, max_length=128, index=True)
+    created_at: datetime = Field(default_factory=now)
+    revoked_at: datetime | None = None
+
+
+class Blob(SQLModel, table=True):
+    sha256: str = Field(primary_key=True, max_length=64)
+    length: int
+    kind: str = Field(max_length=16)  # manifest | artifact | reference
+    created_at: datetime = Field(default_factory=now)
+
+
+class ModelVersion(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, max_length=64)
+    version: int
+    manifest_sha256: str = Field(foreign_key="blob.sha256", max_length=64)
+    manifest_length: int
+    created_at: datetime = Field(default_factory=now)
+
+
+class ModelArtifact(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("model_version_id", "target"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model_version_id: int = Field(foreign_key="modelversion.id", index=True)
+    target: str = Field(max_length=32)
+    sha256: str = Field(foreign_key="blob.sha256", index=True, max_length=64)
+    length: int
+    precision: str = Field(max_length=8)
+
+
+class Release(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = Field(foreign_key="channel.id", index=True)
+    model_version_id: int = Field(foreign_key="modelversion.id", index=True)
+    model_name: str = Field(index=True, max_length=64)
+    percent: float = 0.0
+    salt: str = Field(max_length=64)
+    urgent: bool = False
+    state: str = Field(default="active", max_length=16)  # active | halted | superseded
+    halt_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    halted_by_health_gate: bool = False
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+
+class ChannelIndexDoc(SQLModel, table=True):
+    """Every signed index version ever served, newest wins; kept for audit."""
+
+    __table_args__ = (UniqueConstraint("channel_id", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = Field(foreign_key="channel.id", index=True)
+    version: int
+    body: str = Field(sa_column=Column(Text, nullable=False))  # the exact bytes served
+    etag: str = Field(max_length=66)
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=now)
+
+
+class Device(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=128)
+    fleet_id: int = Field(foreign_key="fleet.id", index=True)
+    platform: str = Field(max_length=16)
+    app_version: str = Field(default="", max_length=32)
+    ort_version: str = Field(default="", max_length=32)
+    providers: str = Field(default="", max_length=512)  # comma-separated
+    registered_at: datetime = Field(default_factory=now)
+    last_seen_at: datetime = Field(default_factory=now)
+
+
+class DeviceEvent(SQLModel, table=True):
+    event_id: str = Field(primary_key=True, max_length=64)
+    device_id: str = Field(foreign_key="device.id", index=True, max_length=128)
+    kind: str = Field(max_length=32, index=True)
+    model_name: str | None = Field(default=None, max_length=64, index=True)
+    model_version: int | None = None
+    reason: str | None = Field(default=None, max_length=256)
+    data: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON
+    at: datetime
+    received_at: datetime = Field(default_factory=now)
