@@ -1,0 +1,139 @@
+"""The cross-language vectors (tests/vectors/) against packager.manifest.
+
+The TypeScript client walks the same files (react-native-stub/test/vectors.test.ts); both
+must reach the verdict recorded in tests/vectors/manifest.json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from packager import errors
+from packager.manifest import (
+    canonical_bytes,
+    check_expiry,
+    keyid_of,
+    parse_time,
+    rollout_bucket,
+    sha256_hex,
+    update_root,
+    verify_index,
+    verify_manifest,
+    verify_root_self,
+)
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+INDEX = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
+
+
+def load(rel: str) -> Any:
+    return json.loads((VECTORS / rel).read_text(encoding="utf-8"))
+
+
+def run_case(operation: str, body: dict[str, Any]) -> None:
+    now = parse_time(body["now"]) if "now" in body else None
+    if operation == "verify_root_self":
+        verify_root_self(body["document"], now=now)
+    elif operation == "root_chain":
+        root = verify_root_self(body["trusted"], check_expired=False)
+        for raw in body["chain"]:
+            root = update_root(root, raw)
+        check_expiry(root.expires, now, f"root v{root.version}")
+    elif operation == "verify_manifest":
+        verify_manifest(body["document"], verify_root_self(body["root"], check_expired=False))
+    elif operation == "verify_index":
+        verify_index(
+            body["document"],
+            verify_root_self(body["root"], check_expired=False),
+            trusted_version=body["trusted_version"],
+            now=now,
+        )
+    else:
+        raise AssertionError(f"unknown operation {operation}")
+
+
+@pytest.mark.parametrize("case", INDEX["cases"], ids=[c["name"] for c in INDEX["cases"]])
+def test_case_verdict(case: dict[str, Any]) -> None:
+    body = load(case["file"])
+    if case["expect"] == "ok":
+        run_case(case["operation"], body)
+        return
+    expected = getattr(errors, case["expect"])
+    with pytest.raises(errors.VerificationError) as info:
+        run_case(case["operation"], body)
+    # Exact class, not a subclass: the TypeScript client reports the same name.
+    assert type(info.value) is expected, f"{case['name']}: {type(info.value).__name__}: {info.value}"
+
+
+def test_every_error_class_is_exercised() -> None:
+    wanted = {
+        "FormatError", "WrongTypeError", "UnknownKeyError", "BadSignatureError",
+        "ThresholdError", "ExpiredError", "RollbackError",
+    }
+    assert wanted <= {c["expect"] for c in INDEX["cases"]}
+
+
+@pytest.mark.parametrize("case", load("canonical.json")["cases"], ids=lambda c: c["name"])
+def test_canonical_bytes(case: dict[str, Any]) -> None:
+    data = canonical_bytes(json.loads(case["json"]))
+    assert data.hex() == case["canonical_hex"]
+    assert data.decode() == case["canonical_utf8"]
+
+
+def test_canonical_rfc8785_spot_checks() -> None:
+    # Hand-checked against RFC 8785 section 3.2.2.3 (ECMAScript number serialisation).
+    by_name = {c["name"]: c["canonical_utf8"] for c in load("canonical.json")["cases"]}
+    assert by_name["float-tiny"] == "1e-7"
+    assert by_name["float-exp-boundary-21"] == "1e+21"
+    assert by_name["float-exp-boundary-20"] == "100000000000000000000"
+    assert by_name["negative-zero"] == "0"
+    assert by_name["integral-float"] == "[1,-2.5,100]"
+    assert by_name["key-order-utf16"].startswith('{"":6,"B":5,"a":3,"é":4,"😀":2')
+
+
+@pytest.mark.parametrize("case", load("rollout.json")["cases"], ids=lambda c: f"{c['salt']}|{c['device_id']}")
+def test_rollout_bucket(case: dict[str, Any]) -> None:
+    bucket = rollout_bucket(case["salt"], case["device_id"])
+    assert bucket == case["bucket"]
+    assert (bucket < case["percent"] * 100) is case["included"]
+
+
+def test_signing_vectors_and_keys() -> None:
+    keys = load("keys.json")
+    assert "TEST" in keys["notice"]
+    for name, k in keys["keys"].items():
+        priv = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(k["seed_hex"]))
+        raw = bytes.fromhex(k["public_hex"])
+        assert keyid_of(priv.public_key()) == k["keyid"] == keyid_of(raw), name
+    for case in load("signing.json")["cases"]:
+        data = canonical_bytes(case["signed"])
+        assert data.hex() == case["canonical_hex"]
+        assert sha256_hex(data) == case["sha256"]
+        pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(keys["keys"][case["key"]]["public_hex"]))
+        pub.verify(bytes.fromhex(case["sig"]), data)
+
+
+def test_index_entries_point_at_real_manifest_bytes() -> None:
+    body = load("cases/index-good.json")
+    for entries in body["document"]["signed"]["models"].values():
+        for entry in entries:
+            assert entry["manifest"]["path"] == f"blobs/{entry['manifest']['sha256']}"
+
+
+def test_regenerating_gives_identical_bytes(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(VECTORS / "generate.py"), "--out", str(tmp_path)],
+        check=True, capture_output=True,
+    )
+    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.json"))
+    stored = sorted(p.relative_to(VECTORS) for p in VECTORS.rglob("*.json"))
+    assert fresh == stored
+    for rel in fresh:
+        assert (tmp_path / rel).read_bytes() == (VECTORS / rel).read_bytes(), f"{rel} differs"

@@ -1,0 +1,563 @@
+"""Write the cross-language test vectors (tests/vectors/*.json), deterministically.
+
+    .venv/bin/python tests/vectors/generate.py            # rewrite tests/vectors/
+    .venv/bin/python tests/vectors/generate.py --out DIR  # write elsewhere (determinism test)
+
+Every key here is a TEST KEY derived from a public seed string: anyone can sign with it.
+Never put one of them in a real root.
+
+Ed25519 signatures are deterministic (RFC 8032), all times are fixed, and every file is
+written with sorted keys, so running this twice gives identical bytes. Python
+(tests/test_vectors.py) and TypeScript (react-native-stub/test/vectors.test.ts) both walk
+``manifest.json`` and must reach the same verdict on every case.
+
+A case file holds the inputs of one operation:
+
+    verify_root_self   {document, now}                     root shipped in the app
+    root_chain         {trusted, chain: [...], now}        walk v(N+1)… then final expiry
+    verify_manifest    {root, document}
+    verify_index       {root, document, trusted_version, now}
+
+``expect`` in manifest.json is ``"ok"`` or the error class name (packager/errors.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from packager.manifest import (
+    SPEC_VERSION,
+    canonical_bytes,
+    keyid_of,
+    public_raw,
+    rollout_bucket,
+    sha256_hex,
+    sign,
+)
+
+HERE = Path(__file__).resolve().parent
+NOTICE = (
+    "TEST VECTORS ONLY. Every private key here is derived from a published seed string; "
+    "anyone can sign with it. Never trust these keys in a real root."
+)
+NOW = "2026-03-01T00:00:00Z"
+LATER = "2027-06-01T00:00:00Z"  # after every root expires
+CREATED = "2026-01-01T00:00:00Z"
+ROOT_EXPIRES = "2027-01-01T00:00:00Z"
+INDEX_EXPIRES = "2026-03-08T00:00:00Z"
+INDEX_EXPIRED = "2026-02-15T00:00:00Z"
+
+KEY_NAMES = (
+    "root-1", "root-2", "root-3", "root-4", "root-5",
+    "publisher-1", "publisher-2", "publisher-3",
+    "index-1", "index-2",
+    "attacker-1", "attacker-2",
+)
+
+
+def seed_of(name: str) -> bytes:
+    return hashlib.sha256(f"modelsync test vector key: {name}".encode()).digest()
+
+
+KEYS: dict[str, Ed25519PrivateKey] = {
+    n: Ed25519PrivateKey.from_private_bytes(seed_of(n)) for n in KEY_NAMES
+}
+
+
+def kid(name: str) -> str:
+    return keyid_of(KEYS[name].public_key())
+
+
+def signed_by(signed: dict[str, Any], *names: str) -> dict[str, Any]:
+    return sign(signed, [KEYS[n] for n in names])
+
+
+def root_signed(
+    version: int,
+    roles: dict[str, tuple[list[str], int]],
+    expires: str = ROOT_EXPIRES,
+) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    role_doc: dict[str, Any] = {}
+    for role, (names, threshold) in roles.items():
+        for n in names:
+            keys[kid(n)] = {
+                "keytype": "ed25519",
+                "scheme": "ed25519",
+                "public": public_raw(KEYS[n].public_key()).hex(),
+            }
+        role_doc[role] = {"keyids": sorted(kid(n) for n in names), "threshold": threshold}
+    return {
+        "_type": "root",
+        "spec_version": SPEC_VERSION,
+        "version": version,
+        "expires": expires,
+        "keys": keys,
+        "roles": role_doc,
+    }
+
+
+ROLES_V1 = {
+    "root": (["root-1", "root-2", "root-3"], 2),
+    "publisher": (["publisher-1", "publisher-2", "publisher-3"], 2),
+    "index": (["index-1"], 1),
+}
+# v2 retires root-3 (say, a lost laptop) for root-4; v3 rotates the online index key.
+ROLES_V2 = {**ROLES_V1, "root": (["root-1", "root-2", "root-4"], 2)}
+ROLES_V3 = {**ROLES_V2, "index": (["index-2"], 1)}
+
+
+def fake_sha(label: str) -> str:
+    return sha256_hex(label.encode())
+
+
+def manifest_signed(version: int = 3) -> dict[str, Any]:
+    """A valid model-manifest whose content exercises canonicalisation: non-ASCII text,
+    floats RFC 8785 writes in exponent form (1e-7, 1e+21), -0.0, nested key order."""
+    plan = {
+        "providers": ["CPUExecutionProvider"],
+        "analysis": [
+            {
+                "provider": "NNAPIExecutionProvider",
+                "supported_nodes": 0,
+                "total_nodes": 3,
+                "partitions": 0,
+                "recommended": False,
+                "note": "TreeEnsembleRegressor is not an NNAPI operator",
+            }
+        ],
+        "cpu_recommended": True,
+        "summary": "tree ensemble: the CPU provider runs the whole graph",
+    }
+    artifacts = []
+    for target, length in (("cpu", 40213), ("android-nnapi", 40377)):
+        sha = fake_sha(f"artifact {target} v{version}")
+        artifacts.append(
+            {
+                "target": target,
+                "path": f"{sha}.ort",
+                "sha256": sha,
+                "length": length,
+                "format": "ort",
+                "precision": "fp32",
+                "ort_version": "1.24.4",
+                "optimization_style": "Fixed" if target == "cpu" else "Runtime",
+                "input_shape": [None, 3],
+                "quantization": {
+                    "applied": False,
+                    "method": None,
+                    "reason": "tree ensemble: nothing for INT8 to quantize",
+                },
+                "ep_plan": plan,
+                "parity": {
+                    "rows": 60000,
+                    "label_agreement": 1.0,
+                    "max_abs_score_diff": 1e-7,
+                    "mean_abs_score_diff": 1.5e-8,
+                    "spearman": 0.9999999999999999,
+                },
+                "golden_tolerance": {"score_atol": 1e-5, "max_label_mismatches": 0},
+                "compressed": {
+                    "encoding": "zstd",
+                    "level": 19,
+                    "length": 9120,
+                    "sha256": fake_sha(f"zstd {target} v{version}"),
+                },
+            }
+        )
+    return {
+        "_type": "model-manifest",
+        "spec_version": SPEC_VERSION,
+        "name": "battery-anomaly",
+        "version": version,
+        "created": CREATED,
+        "model": {
+            "family": "isolation_forest",
+            "framework": "scikit-learn",
+            "framework_version": "1.5.2",
+            "features": [
+                {"name": "battery_temp_c", "dtype": "float32", "description": "Akku-Temperatur (°C)"},
+                {"name": "cpu_load", "dtype": "float32", "description": "charge CPU — moyenne 1 min"},
+                {"name": "net_errors", "dtype": "float32", "description": "網路錯誤 per hour 📶"},
+            ],
+            "input": {"name": "input", "dtype": "float32", "shape": [None, 3], "meaning": "features"},
+            "outputs": [
+                {"name": "label", "dtype": "int64", "shape": [None], "meaning": "-1 anomaly, 1 normal"},
+                {"name": "score", "dtype": "float32", "shape": [None], "meaning": "decision_function"},
+            ],
+            "threshold": -0.0,
+            "training_data_sha256": fake_sha("training data"),
+            "description": "tab\tquote\" backslash\\ control\u001f line-sep\u2028 emoji 😀 \ufb33",
+        },
+        "artifacts": artifacts,
+        "golden": {
+            "inputs": [[31.5, 0.1, 0.0], [1e21, 1e-7, -0.0], [45.25, 0.875, 12.0]],
+            "label": [1, -1, -1],
+            "score": [0.0625, -0.3, -1.2e-5],
+        },
+        # Unknown to this version: signed, kept, ignored (forward compatibility).
+        "x-extension": {"z": 1, "a": {"b": [3, 2, 1], "A": True}, "é": None, "e": 1},
+    }
+
+
+def manifest_bytes_entry(envelope: dict[str, Any], version: int) -> dict[str, Any]:
+    data = json.dumps(envelope, sort_keys=True).encode()
+    return {
+        "model": "battery-anomaly",
+        "version": version,
+        "manifest": {"path": f"blobs/{sha256_hex(data)}", "length": len(data), "sha256": sha256_hex(data)},
+        "rollout": {"percent": 25.0, "salt": "battery-anomaly:3:7f3a"},
+        "urgent": False,
+    }
+
+
+def index_signed(version: int = 6, expires: str = INDEX_EXPIRES) -> dict[str, Any]:
+    return {
+        "_type": "channel-index",
+        "spec_version": SPEC_VERSION,
+        "fleet": "pumps-eu",
+        "channel": "stable",
+        "version": version,
+        "expires": expires,
+        "models": {
+            "battery-anomaly": [
+                manifest_bytes_entry(signed_by(manifest_signed(3), "publisher-1", "publisher-2"), 3),
+                {
+                    **manifest_bytes_entry(signed_by(manifest_signed(2), "publisher-1", "publisher-2"), 2),
+                    "rollout": {"percent": 100, "salt": "battery-anomaly:2:11c0"},
+                },
+            ]
+        },
+    }
+
+
+def flip_hex(sig: str) -> str:
+    """The same signature with its first byte changed."""
+    first = (int(sig[:2], 16) ^ 0x01).to_bytes(1, "big").hex()
+    return first + sig[2:]
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def build_cases() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = []
+
+    def add(name: str, operation: str, expect: str, why: str, **body: Any) -> None:
+        cases.append({"name": name, "operation": operation, "expect": expect, "why": why, "body": body})
+
+    root1 = signed_by(root_signed(1, ROLES_V1), "root-1", "root-2")
+    root2 = signed_by(root_signed(2, ROLES_V2), "root-1", "root-2", "root-4")
+    root3 = signed_by(root_signed(3, ROLES_V3), "root-1", "root-4")
+    manifest = signed_by(manifest_signed(), "publisher-1", "publisher-2")
+    index = signed_by(index_signed(), "index-1")
+
+    # ---- roots shipped in the app
+    add("root-v1", "verify_root_self", "ok", "2-of-3 root keys", document=root1, now=NOW)
+    add("root-v1-all-keys", "verify_root_self", "ok", "3 of 3 signed", now=NOW,
+        document=signed_by(root_signed(1, ROLES_V1), "root-1", "root-2", "root-3"))
+    add("root-v1-below-threshold", "verify_root_self", "ThresholdError", "1 of the 2 root signatures needed",
+        document=signed_by(root_signed(1, ROLES_V1), "root-1"), now=NOW)
+    add("root-v1-expired", "verify_root_self", "ExpiredError", "now is after expires",
+        document=root1, now=LATER)
+    add("root-v1-wrong-type", "verify_root_self", "WrongTypeError", "a manifest is not a root",
+        document=manifest, now=NOW)
+    tampered_root = copy.deepcopy(root1)
+    tampered_root["signed"]["roles"]["index"]["threshold"] = 1
+    tampered_root["signed"]["expires"] = "2099-01-01T00:00:00Z"
+    add("root-v1-tampered", "verify_root_self", "BadSignatureError", "expires changed after signing",
+        document=tampered_root, now=NOW)
+
+    # ---- root rotation
+    add("root-chain-v1-v2-v3", "root_chain", "ok",
+        "v2 swaps root-3 for root-4, v3 rotates the index key; each signed by old and new thresholds",
+        trusted=root1, chain=[root2, root3], now=NOW)
+    add("root-chain-v2-only-new-keys", "root_chain", "UnknownKeyError",
+        "v2 signed only by keys v1 does not know",
+        trusted=root1, chain=[signed_by(root_signed(2, ROLES_V2), "root-4", "root-5")], now=NOW)
+    add("root-chain-v2-one-old-key", "root_chain", "ThresholdError",
+        "v2 carries only 1 of the 2 v1 root signatures it needs",
+        trusted=root1, chain=[signed_by(root_signed(2, ROLES_V2), "root-1", "root-4")], now=NOW)
+    add("root-chain-v2-not-self-signed", "root_chain", "ThresholdError",
+        "v2 is signed by v1's threshold, but only one of its own keys (root-1) signed it",
+        trusted=root1,
+        chain=[signed_by(root_signed(2, {**ROLES_V1, "root": (["root-1", "root-4", "root-5"], 2)}),
+                         "root-1", "root-2")],
+        now=NOW)
+    add("root-chain-skips-version", "root_chain", "FormatError", "v1 straight to v3",
+        trusted=root1, chain=[signed_by(root_signed(3, ROLES_V2), "root-1", "root-2", "root-4")], now=NOW)
+    add("root-chain-replay-v1", "root_chain", "RollbackError", "v1 offered as an update to v1",
+        trusted=root1, chain=[root1], now=NOW)
+    add("root-chain-final-expired", "root_chain", "ExpiredError", "the chain verifies but v2 has expired",
+        trusted=root1,
+        chain=[signed_by(root_signed(2, ROLES_V2, expires="2026-02-01T00:00:00Z"),
+                         "root-1", "root-2", "root-4")],
+        now=NOW)
+    add("root-chain-intermediate-expired", "root_chain", "ok",
+        "only the final root's expiry counts: v1 has long expired, v2 is current",
+        trusted=signed_by(root_signed(1, ROLES_V1, expires="2026-01-15T00:00:00Z"), "root-1", "root-2"),
+        chain=[root2], now=NOW)
+
+    # ---- manifests
+    add("manifest-good", "verify_manifest", "ok", "2-of-3 publisher keys", root=root1, document=manifest)
+    add("manifest-three-signatures", "verify_manifest", "ok", "more than the threshold is fine", root=root1,
+        document=signed_by(manifest_signed(), "publisher-3", "publisher-1", "publisher-2"))
+    add("manifest-good-plus-unknown", "verify_manifest", "ok",
+        "an extra signature by an unknown key is ignored once the threshold is met", root=root1,
+        document=signed_by(manifest_signed(), "publisher-1", "attacker-1", "publisher-2"))
+    t = copy.deepcopy(manifest)
+    t["signed"]["version"] = 4
+    add("manifest-tampered-version", "verify_manifest", "BadSignatureError", "version changed after signing",
+        root=root1, document=t)
+    t = copy.deepcopy(manifest)
+    t["signed"]["golden"]["score"][1] = -0.29
+    add("manifest-tampered-golden", "verify_manifest", "BadSignatureError", "a golden score changed",
+        root=root1, document=t)
+    t = copy.deepcopy(manifest)
+    t["signed"]["x-extension"]["z"] = 2
+    add("manifest-tampered-unknown-field", "verify_manifest", "BadSignatureError",
+        "fields this version does not know are signed too", root=root1, document=t)
+    t = copy.deepcopy(manifest)
+    t["signatures"][1]["sig"] = flip_hex(t["signatures"][1]["sig"])
+    add("manifest-signature-flipped", "verify_manifest", "BadSignatureError", "one signature byte changed",
+        root=root1, document=t)
+    add("manifest-unknown-keys", "verify_manifest", "UnknownKeyError", "signed only by keys not in the root",
+        root=root1, document=signed_by(manifest_signed(), "attacker-1", "attacker-2"))
+    add("manifest-wrong-role", "verify_manifest", "UnknownKeyError",
+        "the index key is in the root but not in the publisher role",
+        root=root1, document=signed_by(manifest_signed(), "index-1"))
+    add("manifest-below-threshold", "verify_manifest", "ThresholdError", "1 of 2 publisher signatures",
+        root=root1, document=signed_by(manifest_signed(), "publisher-1"))
+    add("manifest-duplicate-signature", "verify_manifest", "ThresholdError",
+        "the same key twice counts once", root=root1,
+        document=signed_by(manifest_signed(), "publisher-1", "publisher-1"))
+    add("manifest-one-valid-one-unknown", "verify_manifest", "ThresholdError",
+        "one valid publisher signature and one by an outsider", root=root1,
+        document=signed_by(manifest_signed(), "publisher-1", "attacker-1"))
+    add("manifest-no-signatures", "verify_manifest", "ThresholdError", "an empty signature list",
+        root=root1, document={"signed": manifest_signed(), "signatures": []})
+    add("manifest-as-index", "verify_manifest", "WrongTypeError", "a genuine index offered as a manifest",
+        root=root1, document=index)
+    bad = manifest_signed()
+    del bad["golden"]
+    add("manifest-missing-golden", "verify_manifest", "FormatError",
+        "properly signed but lacks golden vectors",
+        root=root1, document=signed_by(bad, "publisher-1", "publisher-2"))
+    bad = manifest_signed()
+    bad["version"] = 0
+    add("manifest-version-zero", "verify_manifest", "FormatError", "versions start at 1",
+        root=root1, document=signed_by(bad, "publisher-1", "publisher-2"))
+
+    # ---- malformed envelopes (checked before anything else)
+    add("envelope-not-object", "verify_manifest", "FormatError", "a JSON array",
+        root=root1, document=[manifest])
+    add("envelope-no-signatures", "verify_manifest", "FormatError", "the signatures key is missing",
+        root=root1, document={"signed": manifest_signed()})
+    add("envelope-signed-not-object", "verify_manifest", "FormatError", "signed is a string",
+        root=root1, document={"signed": "manifest", "signatures": manifest["signatures"]})
+    t = copy.deepcopy(manifest)
+    t["signatures"][0]["sig"] = t["signatures"][0]["sig"][:-2]
+    add("envelope-short-signature", "verify_manifest", "FormatError", "signature is 63 bytes of hex",
+        root=root1, document=t)
+    t = copy.deepcopy(manifest)
+    t["signatures"][0]["keyid"] = t["signatures"][0]["keyid"].upper()
+    add("envelope-uppercase-keyid", "verify_manifest", "FormatError", "key ids are lowercase hex",
+        root=root1, document=t)
+    t = copy.deepcopy(manifest)
+    t["signatures"][0] = {"keyid": t["signatures"][0]["keyid"]}
+    add("envelope-signature-without-sig", "verify_manifest", "FormatError", "a signature object lacks sig",
+        root=root1, document=t)
+
+    # ---- channel indexes
+    add("index-good", "verify_index", "ok", "first sync: nothing trusted yet",
+        root=root1, document=index, trusted_version=None, now=NOW)
+    add("index-newer", "verify_index", "ok", "v6 over trusted v5",
+        root=root1, document=index, trusted_version=5, now=NOW)
+    add("index-same-version", "verify_index", "ok", "equal: valid, nothing new to do",
+        root=root1, document=index, trusted_version=6, now=NOW)
+    add("index-rollback", "verify_index", "RollbackError", "v6 offered to a device that trusts v7",
+        root=root1, document=index, trusted_version=7, now=NOW)
+    expired = signed_by(index_signed(expires=INDEX_EXPIRED), "index-1")
+    add("index-expired", "verify_index", "ExpiredError", "freeze attack: a genuine but expired index",
+        root=root1, document=expired, trusted_version=5, now=NOW)
+    add("index-expires-exactly-now", "verify_index", "ExpiredError", "expires <= now counts as expired",
+        root=root1, document=signed_by(index_signed(expires=NOW), "index-1"), trusted_version=None, now=NOW)
+    add("index-rollback-and-expired", "verify_index", "RollbackError",
+        "a rollback is reported as one even when the old index has also expired",
+        root=root1, document=expired, trusted_version=7, now=NOW)
+    t = copy.deepcopy(expired)
+    t["signed"]["expires"] = "2099-01-01T00:00:00Z"
+    add("index-expiry-extended", "verify_index", "BadSignatureError",
+        "expires pushed forward after signing: signatures are checked first",
+        root=root1, document=t, trusted_version=None, now=NOW)
+    t = copy.deepcopy(index)
+    t["signed"]["models"]["battery-anomaly"][0]["rollout"]["percent"] = 100
+    add("index-rollout-widened", "verify_index", "BadSignatureError", "rollout percent changed after signing",
+        root=root1, document=t, trusted_version=None, now=NOW)
+    add("index-publisher-key", "verify_index", "UnknownKeyError",
+        "signed by publisher keys, which the index role does not hold",
+        root=root1, document=signed_by(index_signed(), "publisher-1", "publisher-2"),
+        trusted_version=None, now=NOW)
+    add("index-manifest-offered", "verify_index", "WrongTypeError", "a manifest offered as an index",
+        root=root1, document=manifest, trusted_version=None, now=NOW)
+    bad_time = index_signed(expires="2026-03-08 00:00:00")
+    add("index-bad-timestamp", "verify_index", "FormatError",
+        "expires must be YYYY-MM-DDTHH:MM:SSZ", root=root1,
+        document=signed_by(bad_time, "index-1"), trusted_version=None, now=NOW)
+    add("index-rotated-key", "verify_index", "ok", "index-2 signs, root v3 holds it",
+        root=root3, document=signed_by(index_signed(version=7), "index-2"), trusted_version=6, now=NOW)
+    add("index-revoked-key", "verify_index", "UnknownKeyError", "index-1 was rotated out in root v3",
+        root=root3, document=signed_by(index_signed(version=7), "index-1"), trusted_version=6, now=NOW)
+    return cases
+
+
+CANONICAL_TEXTS: list[tuple[str, str]] = [
+    ("key-order-nested", '{"b": {"z": 1, "a": [{"y": 2, "x": 1}]}, "a": null, "B": true}'),
+    ("key-order-utf16", '{"\\ufb33": 1, "\\ud83d\\ude00": 2, "a": 3, "\\u00e9": 4, "B": 5, "": 6}'),
+    ("string-escapes", '"tab\\t nl\\n quote\\" bs\\\\ slash/ ctl\\u000f del\\u007f ls\\u2028"'),
+    ("non-ascii", '{"name": "Akku-Temperatur °C — 網路錯誤 📶"}'),
+    ("float-tiny", "1e-7"),
+    ("float-tenth", "0.1"),
+    ("float-exp-boundary-21", "1e21"),
+    ("float-exp-boundary-20", "1e20"),
+    ("float-micro", "0.000001"),
+    ("float-e-minus-18", "123e-20"),
+    ("negative-zero", "-0.0"),
+    ("integral-float", "[1.0, -2.50, 100.000]"),
+    ("max-safe-integer", "9007199254740991"),
+    ("smallest-subnormal", "5e-324"),
+    ("largest-double", "1.7976931348623157e308"),
+    ("rounding", "333333333.33333329"),
+    ("one-third", "0.3333333333333333"),
+    ("literals", '[true, false, null, [], {}, ""]'),
+]
+
+
+def build_canonical() -> list[dict[str, Any]]:
+    out = []
+    for name, text in CANONICAL_TEXTS:
+        data = canonical_bytes(json.loads(text))
+        out.append({"name": name, "json": text, "canonical_hex": data.hex(), "canonical_utf8": data.decode()})
+    return out
+
+
+def build_rollout() -> list[dict[str, Any]]:
+    out = []
+    for salt, device, percent in (
+        ("battery-anomaly:3:7f3a", "pump-0001", 25.0),
+        ("battery-anomaly:3:7f3a", "pump-0002", 25.0),
+        ("battery-anomaly:3:7f3a", "pump-0003", 25.0),
+        ("battery-anomaly:3:7f3a", "pump-0004", 0.0),
+        ("battery-anomaly:3:7f3a", "pump-0005", 100.0),
+        ("s", "", 50.0),
+        ("salt:with:colons", "device:id", 12.5),
+        ("ünï", "Gerät-Ä-😀", 33.33),
+        ("x", "pump-0042", 0.01),
+    ):
+        bucket = rollout_bucket(salt, device)
+        out.append(
+            {"salt": salt, "device_id": device, "percent": percent, "bucket": bucket,
+             "included": bucket < percent * 100}
+        )
+    # Bucket boundaries: a bucket of b is in iff percent*100 > b.
+    for device in ("edge-a", "edge-b"):
+        b = rollout_bucket("edge", device)
+        for percent in (b / 100, (b + 1) / 100):
+            out.append({"salt": "edge", "device_id": device, "percent": percent, "bucket": b,
+                        "included": b < percent * 100})
+    return out
+
+
+def build_keys() -> dict[str, Any]:
+    return {
+        "notice": NOTICE,
+        "keys": {
+            n: {
+                "seed_hex": seed_of(n).hex(),
+                "public_hex": public_raw(KEYS[n].public_key()).hex(),
+                "keyid": kid(n),
+            }
+            for n in KEY_NAMES
+        },
+    }
+
+
+def build_signing() -> list[dict[str, Any]]:
+    """Raw signing vectors: message = canonical bytes, signature by a named key, so a port
+    can check its Ed25519 and canonical bytes apart from the document logic."""
+    out = []
+    for name, signed, key in (
+        ("root-v1", root_signed(1, ROLES_V1), "root-1"),
+        ("manifest", manifest_signed(), "publisher-1"),
+        ("index", index_signed(), "index-1"),
+    ):
+        data = canonical_bytes(signed)
+        out.append({
+            "name": name,
+            "signed": signed,
+            "canonical_hex": data.hex(),
+            "sha256": sha256_hex(data),
+            "key": key,
+            "keyid": kid(key),
+            "sig": KEYS[key].sign(data).hex(),
+        })
+    return out
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_all(out: Path) -> list[Path]:
+    (out / "cases").mkdir(parents=True, exist_ok=True)
+    files: dict[str, Any] = {
+        "keys.json": build_keys(),
+        "canonical.json": {"notice": NOTICE, "cases": build_canonical()},
+        "rollout.json": {"notice": NOTICE, "cases": build_rollout()},
+        "signing.json": {"notice": NOTICE, "cases": build_signing()},
+    }
+    listing = []
+    for case in build_cases():
+        rel = f"cases/{case['name']}.json"
+        files[rel] = {"notice": NOTICE, **case["body"]}
+        listing.append({"name": case["name"], "file": rel, "operation": case["operation"],
+                        "expect": case["expect"], "why": case["why"]})
+    files["manifest.json"] = {
+        "notice": NOTICE,
+        "spec_version": SPEC_VERSION,
+        "canonical": "canonical.json",
+        "keys": "keys.json",
+        "rollout": "rollout.json",
+        "signing": "signing.json",
+        "cases": listing,
+    }
+    written = []
+    for rel, value in files.items():
+        path = out / rel
+        path.write_text(dump(value), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE,
+                        help="directory to write (default: beside this file)")
+    args = parser.parse_args(argv)
+    written = write_all(args.out)
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
