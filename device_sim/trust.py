@@ -1,0 +1,323 @@
+"""The device's trust checks, in the numbered order of docs/device.md. Pure: no I/O.
+
+Each function takes bytes or parsed documents that the updater fetched and either returns
+what may now be trusted or raises one precise ``VerificationError`` leaf. The updater saves
+nothing until a check has passed, so a raise here always leaves the device's state as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from packager import errors as perr
+from packager.errors import (
+    ExpiredError,
+    FormatError,
+    RollbackError,
+    VerificationError,
+)
+from packager.manifest import (
+    Artifact,
+    ChannelIndex,
+    FileRef,
+    GoldenTolerance,
+    GoldenVectors,
+    IndexEntry,
+    ModelManifest,
+    Root,
+    check_expiry,
+    pick_entry,
+    update_root,
+    verify_index,
+    verify_manifest,
+    verify_root_self,
+)
+
+MAX_ROOT_STEPS = 32
+PLATFORM_TARGETS: dict[str, str] = {"android": "android-nnapi", "ios": "ios-coreml", "linux": "cpu"}
+
+
+class RootChainError(VerificationError):
+    """check 1.2: the next root is not version N+1, or the chain is too long."""
+
+    code = "root_chain"
+
+
+class StaleIndexError(ExpiredError):
+    """check 2.5: a genuine index that has expired (freeze attack or long offline spell)."""
+
+    code = "stale_index"
+
+    def __init__(self, message: str, index: ChannelIndex) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class WrongChannelError(VerificationError):
+    """check 2.3: an index for another fleet or channel."""
+
+    code = "wrong_channel"
+
+
+class MixAndMatchError(VerificationError):
+    """checks 3.1, 3.4: the manifest is not the one the index entry names."""
+
+    code = "mix_and_match"
+
+
+class ModelRollbackError(VerificationError):
+    """check 3.5: model version lower than the installed one."""
+
+    code = "model_rollback"
+
+
+class NoArtifactForTargetError(VerificationError):
+    """check 3.6"""
+
+    code = "no_artifact_for_target"
+
+
+class RuntimeTooOldError(VerificationError):
+    """check 3.7: the artifact was written by a newer onnxruntime than the device has."""
+
+    code = "runtime_too_old"
+
+
+class LengthMismatchError(VerificationError):
+    """check 4.1: more bytes than declared (endless data), or fewer at the end."""
+
+    code = "length_mismatch"
+
+
+class HashMismatchError(VerificationError):
+    """check 4.2"""
+
+    code = "hash_mismatch"
+
+
+class ArtifactLoadError(VerificationError):
+    """check 4.3: onnxruntime cannot load the artifact."""
+
+    code = "artifact_load"
+
+
+class GoldenVectorError(VerificationError):
+    """check 4.4: the new model misses the manifest's golden vectors."""
+
+    code = "golden_vector"
+
+
+# packager.errors' classes carry no code; the report reasons are fixed here, once.
+_PACKAGER_CODES: dict[type[BaseException], str] = {
+    perr.FormatError: "format",
+    perr.WrongTypeError: "wrong_type",
+    perr.UnknownKeyError: "unknown_key",
+    perr.BadSignatureError: "bad_signature",
+    perr.ThresholdError: "threshold",
+    perr.ExpiredError: "expired",
+    perr.RollbackError: "rollback",
+}
+
+# Failures of the version itself rather than of this attempt to fetch it: never retried.
+PERMANENT: tuple[type[VerificationError], ...] = (
+    NoArtifactForTargetError,
+    RuntimeTooOldError,
+    ArtifactLoadError,
+    GoldenVectorError,
+)
+
+
+def error_code(exc: BaseException) -> str:
+    """The snake_case reason a report carries for ``exc`` (docs/device.md, Error classes)."""
+    code = getattr(type(exc), "code", None)
+    if isinstance(code, str):
+        return code
+    for cls in type(exc).__mro__:
+        if cls in _PACKAGER_CODES:
+            return _PACKAGER_CODES[cls]
+    return "error"
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{what} is not valid JSON: {exc}") from None
+
+
+# --------------------------------------------------------------------------- 1. root
+
+
+def trusted_root(raw: Any, now: datetime | None = None) -> Root:
+    """check 1.1: the shipped (or saved) root, signed by a threshold of its own root keys.
+    Expiry is check 1.6, after any newer roots were fetched."""
+    return verify_root_self(raw, now, check_expired=False)
+
+
+def next_root(trusted: Root, raw: Any, steps: int = 1) -> Root:
+    """checks 1.2-1.4 for one step of the root walk."""
+    if steps > MAX_ROOT_STEPS:  # check 1.2
+        raise RootChainError(f"more than {MAX_ROOT_STEPS} root versions in one update")
+    version = raw.get("signed", {}).get("version") if isinstance(raw, dict) else None
+    if version != trusted.version + 1:  # check 1.2
+        raise RootChainError(
+            f"server answered root v{version} when asked for v{trusted.version + 1}"
+        )
+    return update_root(trusted, raw)  # checks 1.3, 1.4
+
+
+def final_root(root: Root, now: datetime | None = None) -> Root:
+    """check 1.6"""
+    check_expiry(root.expires, now, f"root v{root.version}")
+    return root
+
+
+# --------------------------------------------------------------------------- 2. index
+
+
+def check_index(
+    raw: Any,
+    root: Root,
+    *,
+    fleet: str,
+    channel: str,
+    trusted_version: int | None,
+    now: datetime | None = None,
+) -> ChannelIndex:
+    """checks 2.1-2.5. A genuine but expired index raises ``StaleIndexError`` carrying it."""
+    index = verify_index(raw, root, trusted_version=None, check_expired=False)  # checks 2.1, 2.2
+    if index.fleet != fleet or index.channel != channel:  # check 2.3
+        raise WrongChannelError(
+            f"index is for {index.fleet}/{index.channel}, this device follows {fleet}/{channel}"
+        )
+    if trusted_version is not None and index.version < trusted_version:  # check 2.4
+        raise RollbackError(f"channel index v{index.version} is older than trusted v{trusted_version}")
+    try:
+        check_expiry(index.expires, now, f"channel index v{index.version}")  # check 2.5
+    except ExpiredError as exc:
+        raise StaleIndexError(str(exc), index) from None
+    return index
+
+
+def wanted_entries(
+    index: ChannelIndex,
+    device_id: str,
+    installed: dict[str, int],
+    failed: dict[str, set[int]],
+) -> list[IndexEntry]:
+    """check 2.6: per model, the device's entry, unless installed already or known bad."""
+    out: list[IndexEntry] = []
+    for name in sorted(index.models):
+        entry = pick_entry(index.models[name], device_id)
+        if entry is None or entry.model != name:
+            continue
+        if installed.get(name) == entry.version or entry.version in failed.get(name, set()):
+            continue
+        out.append(entry)
+    return out
+
+
+# --------------------------------------------------------------------------- 3. manifest
+
+
+def check_manifest_bytes(data: bytes, ref: FileRef) -> None:
+    """check 3.1"""
+    if len(data) != ref.length:
+        raise MixAndMatchError(f"manifest is {len(data)} bytes, the index entry says {ref.length}")
+    got = hashlib.sha256(data).hexdigest()
+    if got != ref.sha256:
+        raise MixAndMatchError(f"manifest sha256 {got[:12]}… is not the index entry's {ref.sha256[:12]}…")
+
+
+def check_manifest(
+    data: bytes, root: Root, entry: IndexEntry, installed_version: int | None
+) -> ModelManifest:
+    """checks 3.1-3.5"""
+    check_manifest_bytes(data, entry.manifest)  # check 3.1
+    manifest = verify_manifest(parse_json(data, "manifest"), root)  # checks 3.2, 3.3
+    if manifest.name != entry.model or manifest.version != entry.version:  # check 3.4
+        raise MixAndMatchError(
+            f"manifest is {manifest.name} v{manifest.version}, "
+            f"the index entry names {entry.model} v{entry.version}"
+        )
+    if installed_version is not None and manifest.version < installed_version:  # check 3.5
+        raise ModelRollbackError(
+            f"{manifest.name} v{manifest.version} is older than installed v{installed_version}"
+        )
+    return manifest
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        raise FormatError(f"bad onnxruntime version {version!r}") from None
+
+
+def select_artifact(manifest: ModelManifest, target: str, runtime_version: str) -> Artifact:
+    """checks 3.6, 3.7"""
+    artifact = manifest.artifact_for(target)
+    if artifact is None:  # check 3.6
+        have = ", ".join(a.target for a in manifest.artifacts)
+        raise NoArtifactForTargetError(
+            f"{manifest.name} v{manifest.version} has no artifact for {target} (has {have})"
+        )
+    if _major_minor(artifact.ort_version) > _major_minor(runtime_version):  # check 3.7
+        raise RuntimeTooOldError(
+            f"{manifest.name} v{manifest.version} {target} was written by onnxruntime "
+            f"{artifact.ort_version}; this device runs {runtime_version}"
+        )
+    return artifact
+
+
+# --------------------------------------------------------------------------- 4. artifact
+
+
+def check_length_so_far(received: int, declared: int, what: str = "artifact") -> None:
+    """check 4.1, called on every chunk: abort as soon as more arrives than declared."""
+    if received > declared:
+        raise LengthMismatchError(f"{what}: server sent more than the declared {declared} bytes")
+
+
+def check_artifact(data: bytes, artifact: Artifact) -> None:
+    """checks 4.1 (final length), 4.2"""
+    if len(data) != artifact.length:
+        raise LengthMismatchError(f"artifact is {len(data)} bytes, the manifest says {artifact.length}")
+    got = hashlib.sha256(data).hexdigest()
+    if got != artifact.sha256:
+        raise HashMismatchError(f"artifact sha256 {got[:12]}… is not the manifest's {artifact.sha256[:12]}…")
+
+
+def check_golden(
+    labels: Sequence[int],
+    scores: Sequence[float],
+    golden: GoldenVectors,
+    tolerance: GoldenTolerance,
+) -> float:
+    """check 4.4. Returns the largest score difference seen."""
+    n = len(golden.inputs)
+    if len(labels) != n or len(scores) != n or len(golden.label) != n or len(golden.score) != n:
+        raise GoldenVectorError(
+            f"golden vectors: {n} inputs but {len(labels)} labels / {len(scores)} scores out "
+            f"({len(golden.label)} / {len(golden.score)} expected)"
+        )
+    mismatches = sum(int(a) != int(b) for a, b in zip(labels, golden.label, strict=True))
+    diffs = [abs(float(a) - float(b)) for a, b in zip(scores, golden.score, strict=True)]
+    worst = max(diffs)
+    if any(math.isnan(d) for d in diffs):
+        raise GoldenVectorError("golden vectors: the model produced NaN scores")
+    if mismatches > tolerance.max_label_mismatches:
+        raise GoldenVectorError(
+            f"golden vectors: {mismatches} label mismatches, tolerance is {tolerance.max_label_mismatches}"
+        )
+    if worst > tolerance.score_atol:
+        raise GoldenVectorError(
+            f"golden vectors: max score difference {worst:.3g} exceeds tolerance {tolerance.score_atol:.3g}"
+        )
+    return worst
