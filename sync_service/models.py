@@ -10,7 +10,9 @@ from sqlmodel import Field, SQLModel
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)  # stored naive UTC: same on SQLite and PostgreSQL
+    # Aware UTC: sqlmodel's UTCDateTime refuses naive values; SQLite stores it without offset
+    # and hands it back as UTC, PostgreSQL as timestamptz.
+    return datetime.now(UTC)
 
 
 class Fleet(SQLModel, table=True):
@@ -77,6 +79,7 @@ class Release(SQLModel, table=True):
     state: str = Field(default="active", max_length=16)  # active | halted | superseded
     halt_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     halted_by_health_gate: bool = False
+    health_since: datetime | None = None  # health-gate window start: creation or last resume
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
 

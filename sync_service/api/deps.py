@@ -1,0 +1,153 @@
+"""Request dependencies, as ``Annotated`` aliases routes declare in their signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from packager.manifest import Root
+from sync_service import crud
+from sync_service.core.config import Settings
+from sync_service.core.keys import ServiceKeys
+from sync_service.errors import Forbidden, Unauthorized
+from sync_service.storage import Storage
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine) as session:
+        yield session
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+def get_keys(request: Request) -> ServiceKeys:
+    keys: ServiceKeys = request.app.state.keys
+    return keys
+
+
+def get_root(request: Request) -> Root:
+    return get_keys(request).root
+
+
+def get_index_key(request: Request) -> Ed25519PrivateKey:
+    return get_keys(request).index_key
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+KeysDep = Annotated[ServiceKeys, Depends(get_keys)]
+RootDep = Annotated[Root, Depends(get_root)]
+IndexKeyDep = Annotated[Ed25519PrivateKey, Depends(get_index_key)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a publisher (with scopes), an enrollment token or a device."""
+
+    token_id: int
+    kind: str
+    scopes: frozenset[str]
+    fleet_id: int | None
+    device_id: str | None
+    name: str
+
+    @property
+    def is_publisher(self) -> bool:
+        return self.kind == "publisher"
+
+    @property
+    def is_device(self) -> bool:
+        return self.kind == "device"
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("missing Authorization: Bearer token", code="missing_token")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <token>'", code="bad_auth_header")
+    return token.strip()
+
+
+def get_principal(request: Request, session: SessionDep) -> Principal:
+    row = crud.get_token(session=session, plain=_bearer(request))
+    if row is None or row.id is None:
+        raise Unauthorized("unknown or revoked token", code="invalid_token")
+    principal = Principal(
+        token_id=row.id,
+        kind=row.kind,
+        scopes=frozenset(s for s in row.scopes.split(",") if s),
+        fleet_id=row.fleet_id,
+        device_id=row.device_id,
+        name=row.name,
+    )
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(scope: str) -> Callable[..., Principal]:
+    def check(principal: PrincipalDep) -> Principal:
+        if not principal.is_publisher:
+            raise Forbidden(f"a publisher token with scope {scope!r} is needed", code="wrong_token_kind")
+        if scope not in principal.scopes:
+            raise Forbidden(f"token lacks scope {scope!r}", code="missing_scope")
+        return principal
+
+    return check
+
+
+def PublisherDep(scope: str) -> Any:
+    """``user: PublisherDep("publish")``: a publisher token holding ``scope``."""
+    return Annotated[Principal, Depends(require_scope(scope))]
+
+
+def _any_publisher(principal: PrincipalDep) -> Principal:
+    if not principal.is_publisher:
+        raise Forbidden("a publisher token is needed", code="wrong_token_kind")
+    return principal
+
+
+def _device(principal: PrincipalDep) -> Principal:
+    if not principal.is_device or principal.fleet_id is None:
+        raise Forbidden("a device token is needed", code="wrong_token_kind")
+    return principal
+
+
+def _enrollment(principal: PrincipalDep) -> Principal:
+    if principal.kind != "enrollment" or principal.fleet_id is None:
+        raise Forbidden("an enrollment token is needed", code="wrong_token_kind")
+    return principal
+
+
+def _device_or_publisher(principal: PrincipalDep) -> Principal:
+    if principal.is_publisher or (principal.is_device and principal.fleet_id is not None):
+        return principal
+    raise Forbidden("a device or publisher token is needed", code="wrong_token_kind")
+
+
+AnyPublisherDep = Annotated[Principal, Depends(_any_publisher)]
+DeviceDep = Annotated[Principal, Depends(_device)]
+EnrollmentDep = Annotated[Principal, Depends(_enrollment)]
+ReaderDep = Annotated[Principal, Depends(_device_or_publisher)]
+# Typed aliases of PublisherDep(scope), for mypy (a call is not allowed in an annotation).
+PublishDep = Annotated[Principal, Depends(require_scope("publish"))]
+ReleaseDep = Annotated[Principal, Depends(require_scope("release"))]
+AdminDep = Annotated[Principal, Depends(require_scope("admin"))]

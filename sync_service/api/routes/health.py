@@ -1,0 +1,31 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from sync_service.api.deps import SessionDep, StorageDep
+from sync_service.errors import error_response
+from sync_service.storage import StorageError
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "database or storage unreachable"}})
+def readyz(session: SessionDep, storage: StorageDep) -> JSONResponse:
+    try:
+        session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+    except Exception as exc:
+        return error_response(503, f"database unreachable: {type(exc).__name__}", "database_unavailable")
+    try:
+        storage.check()
+    except StorageError as exc:
+        return error_response(503, f"storage unreachable: {exc}", "storage_unavailable")
+    return JSONResponse({"status": "ready"})

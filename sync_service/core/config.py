@@ -1,0 +1,64 @@
+"""The service's one settings class: every knob comes from a ``MODELSYNC_*`` environment
+variable (or a CLI flag that overrides it), so replicas are configured the same way."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELSYNC_", extra="ignore")
+
+    data_dir: Path = Field(Path("modelsync-data"), description="SQLite file and local blobs live here")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/modelsync.db. "
+        "PostgreSQL: postgresql+psycopg://user@host/db"
+    )
+
+    storage_backend: Literal["local", "s3"] = "local"
+    blob_dir: Path | None = Field(None, description="local backend; default DATA_DIR/blobs")
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_presigned_downloads: bool = False
+    s3_presign_expires_s: int = Field(900, ge=1)
+    s3_multipart_threshold: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_multipart_chunk: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+    root_path: Path | None = Field(None, description="KEYS/root.json; roots/N.root.json beside it")
+    index_key_path: Path | None = Field(None, description="the online index signing key (PEM)")
+    index_key_passphrase: SecretStr | None = None
+    index_lifetime: timedelta = timedelta(days=7)
+
+    upload_max_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    health_failure_rate: float = Field(0.05, gt=0, le=1)
+    health_min_devices: int = Field(20, ge=1)
+    # Only a brand-new, empty embedded SQLite file is migrated by `serve` on its own.
+    auto_migrate_empty_sqlite: bool = True
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'modelsync.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def roots_dir(self) -> Path | None:
+        return self.root_path.parent / "roots" if self.root_path is not None else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

@@ -1,0 +1,102 @@
+"""Blobs in a local directory. Writes go to a temporary file in the same directory,
+are fsynced, then renamed into place: a crash leaves the old state or the new, never half."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO
+
+from sync_service.storage.base import BlobNotFound, Storage, StorageError, check_key
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create blob directory {self.root}: {exc.strerror}") from None
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(f"no object {key}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror}") from None
+
+    def open(self, key: str) -> AbstractContextManager[BinaryIO]:
+        return self._open(key)
+
+    @contextlib.contextmanager
+    def _open(self, key: str) -> Iterator[BinaryIO]:
+        try:
+            fh = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFound(f"no object {key}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot open {key}: {exc.strerror}") from None
+        with fh:
+            yield fh
+
+    def _write(self, key: str, copy: object) -> None:
+        dest = self._path(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(copy, bytes):
+                    out.write(copy)
+                else:
+                    assert isinstance(copy, Path)
+                    with copy.open("rb") as src:
+                        shutil.copyfileobj(src, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StorageError(f"cannot write {key}: {exc.strerror}") from None
+
+    def put(self, key: str, source: Path) -> None:
+        self._write(key, Path(source))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._write(key, bytes(data))
+
+    def remove(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot remove {key}: {exc.strerror}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(f"no object {key}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {key}: {exc.strerror}") from None
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def check(self) -> None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK):
+            raise StorageError(f"blob directory {self.root} is not a writable directory")
