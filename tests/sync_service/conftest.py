@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
-from packager.keys import init_keys, load_private_key
+from packager.keys import load_private_key
 from sync_service import crud
 from sync_service.core.config import Settings
 from sync_service.db import make_engine, migrate
@@ -96,11 +96,10 @@ def database_url(db_template: DbTemplate, tmp_path: Path) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def service_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole keys directory as `modelsync keys init` writes it (offline keys included)."""
-    d = tmp_path_factory.mktemp("keys") / "keys"
-    init_keys(d)
-    return d
+def service_keys_dir(keys_dir: Path) -> Path:
+    """The whole keys directory as `modelsync keys init` writes it (offline keys included):
+    tests/conftest.py's ``keys_dir``, so its ``make_bundle`` bundles are trusted here too."""
+    return keys_dir
 
 
 @pytest.fixture(scope="session")
