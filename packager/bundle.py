@@ -1,0 +1,230 @@
+"""Write a bundle: the signed ``manifest.json`` and content-addressed artifacts
+(docs/protocol.md, "Bundles on disk").
+
+Everything is written into a temporary directory beside the output, fsynced, and renamed
+into place at the very end; any failure (including Ctrl-C) removes the temporary
+directory, so there is never a partial bundle at ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from numpy.typing import NDArray
+from pydantic import ValidationError
+
+from packager.errors import BundleError, KeyLoadError, UsageError, VerificationError
+from packager.golden import golden_deviation, select_golden_rows, tolerance_for
+from packager.manifest import (
+    SPEC_VERSION,
+    Artifact,
+    Compressed,
+    ModelManifest,
+    Reference,
+    Root,
+    format_time,
+    keyid_of,
+    sha256_hex,
+    sign,
+    utcnow,
+    verify_manifest,
+)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from packager.pipeline import BuildResult
+
+MANIFEST = "manifest.json"
+# Fixed so the compressed size and sha256 in the manifest are reproducible.
+ZSTD_LEVEL = 19
+
+
+def check_publisher_keys(keys: Sequence[Ed25519PrivateKey], root: Root) -> None:
+    """Refuse, before any work, keys the root does not trust to publish."""
+    trusted, threshold = root.role_keys("publisher")
+    ids = [keyid_of(k.public_key()) for k in keys]
+    for kid in ids:
+        if kid not in trusted:
+            raise KeyLoadError(f"key {kid[:12]}… is not a publisher key of root v{root.version}")
+    if len(set(ids)) < threshold:
+        raise KeyLoadError(
+            f"{len(set(ids))} publisher key(s) given, root v{root.version} needs {threshold}"
+        )
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    """Fail early (before building) on an output that cannot be replaced."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise UsageError(f"{out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise UsageError(f"{out_dir} is not empty: refusing to overwrite (use --force)")
+
+
+def write_bundle(
+    result: BuildResult,
+    *,
+    name: str,
+    version: int,
+    keys: Sequence[Ed25519PrivateKey],
+    out_dir: Path,
+    golden_rows: NDArray[np.floating],
+    description: str = "",
+    force: bool = False,
+    root: Root | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Write ``out_dir`` as a bundle of ``result``, signed by ``keys``; returns ``out_dir``.
+
+    ``golden_rows`` is the pool the golden vectors are picked from (calibration or
+    held-out data). With ``root``, the keys must meet its publisher threshold.
+    """
+    from packager.pipeline import run_artifact
+
+    out_dir = Path(out_dir)
+    if not keys:
+        raise KeyLoadError("no publisher key given")
+    if root is not None:
+        check_publisher_keys(keys, root)
+    check_out_dir(out_dir, force)
+    card = result.card.model_copy(update={"description": description}) if description else result.card
+    golden = select_golden_rows(golden_rows, result.reference_outputs, card.threshold)
+    inputs = np.asarray(golden.inputs, dtype=np.float32)
+    task = progress.add_task("writing bundle", total=len(result.artifacts) + 2) if progress else None
+
+    with _staging(out_dir) as tmp:
+        artifacts: list[dict[str, Any]] = []
+        for built in result.artifacts:
+            data = Path(built.path).read_bytes()
+            digest = sha256_hex(data)
+            if not (tmp / f"{digest}.ort").exists():  # two targets may share identical bytes
+                _write_file(tmp / f"{digest}.ort", data)
+            compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+            measured = golden_deviation(golden, run_artifact(Path(built.path), inputs))
+            tolerance = tolerance_for(golden, built.precision, measured, card.threshold)
+            artifact = Artifact.model_validate(
+                {
+                    "target": built.target,
+                    "path": f"{digest}.ort",
+                    "sha256": digest,
+                    "length": len(data),
+                    "format": "ort",
+                    "precision": built.precision,
+                    "ort_version": built.ort_version,
+                    "optimization_style": built.optimization_style,
+                    "input_shape": list(built.input_shape),
+                    "quantization": built.quantization,
+                    "ep_plan": built.ep_plan,
+                    "parity": built.parity,
+                    "golden_tolerance": tolerance,
+                    "compressed": Compressed(
+                        level=ZSTD_LEVEL, length=len(compressed), sha256=sha256_hex(compressed)
+                    ),
+                }
+            )
+            artifacts.append(artifact.model_dump(mode="json", by_alias=True))
+            if progress and task is not None:
+                progress.advance(task)
+
+        reference = _write_reference(tmp, result.reference)
+        signed = {
+            "_type": "model-manifest",
+            "spec_version": SPEC_VERSION,
+            "name": name,
+            "version": version,
+            "created": format_time(utcnow()),
+            "model": card.model_dump(mode="json", by_alias=True),
+            "artifacts": artifacts,
+            "reference": reference.model_dump(mode="json", by_alias=True),
+            "golden": golden.model_dump(mode="json", by_alias=True),
+        }
+        try:
+            ModelManifest.model_validate(signed)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise UsageError(f"cannot write manifest: {where}: {err['msg']}") from None
+        envelope = sign(signed, keys)
+        if root is not None:
+            try:
+                verify_manifest(envelope, root)
+            except VerificationError as exc:
+                raise KeyLoadError(f"signed manifest does not verify against root: {exc}") from None
+        _write_file(tmp / MANIFEST, (json.dumps(envelope, indent=2) + "\n").encode())
+        if progress and task is not None:
+            progress.advance(task)
+        _fsync_dir(tmp)
+        _install(tmp, out_dir)
+        if progress and task is not None:
+            progress.advance(task)
+    return out_dir
+
+
+def _write_reference(tmp: Path, reference: object) -> Reference:
+    import joblib
+
+    scratch = tmp / "reference.joblib.partial"
+    joblib.dump(reference, scratch)
+    data = scratch.read_bytes()
+    scratch.unlink()
+    digest = sha256_hex(data)
+    _write_file(tmp / f"{digest}.joblib", data)
+    return Reference(path=f"{digest}.joblib", sha256=digest, length=len(data))
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    parent = out_dir.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
+    except OSError as exc:
+        raise UsageError(f"cannot write bundle to {out_dir}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+    except OSError as exc:
+        raise BundleError(f"writing {out_dir} failed: {exc.strerror or exc}") from None
+    finally:
+        # Reached after a successful install too: then tmp no longer exists.
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _install(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` onto ``out_dir``; a non-empty existing one (already allowed by
+    ``check_out_dir``) is moved aside first and removed once the new bundle is in place."""
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        aside = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(out_dir, aside)
+        os.rename(tmp, out_dir)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        # rename(2) replaces an empty directory atomically.
+        os.replace(tmp, out_dir)
+    _fsync_dir(out_dir.absolute().parent)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,121 @@
+"""`modelsync package | verify | inspect`: thin handlers over packager.package, verify, inspect."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from packager.manifest import TARGETS
+
+
+def register(sub: Any) -> None:
+    pkg = sub.add_parser(
+        "package",
+        help="convert a trained model into signed, parity-checked ORT artifacts (a bundle)",
+        description="Convert MODEL (joblib/pickle you trust: scikit-learn estimator or pipeline, "
+        "LightGBM model, or a modelsync detector) into one ORT artifact per target, check each "
+        "against the scikit-learn reference, and write a signed bundle to -o DIR.",
+    )
+    pkg.add_argument("model", type=Path, metavar="MODEL")
+    pkg.add_argument("--name", required=True, help="model name: lowercase letters, digits, . _ -")
+    pkg.add_argument("--version", type=int, required=True, metavar="N", help="model version (>= 1)")
+    pkg.add_argument(
+        "--target", action="append", choices=TARGETS, metavar="TARGET",
+        help=f"one of {', '.join(TARGETS)}; repeat for several (default: all)",
+    )
+    pkg.add_argument(
+        "--key", action="append", type=Path, required=True, metavar="PUBLISHER_KEY",
+        help="publisher private key (PEM); repeat to meet a threshold",
+    )
+    pkg.add_argument("--passphrase-env", metavar="VAR", help="read the keys' passphrase from $VAR")
+    pkg.add_argument(
+        "--root", type=Path,
+        help="root.json whose publisher role must accept the keys (default: root.json beside the first key)",
+    )
+    pkg.add_argument(
+        "--calibration", type=Path, metavar="CSV|NPY",
+        help="representative rows: INT8 calibration, parity checks and golden vectors",
+    )
+    pkg.add_argument("--features", help="comma-separated feature names, in the model's column order")
+    pkg.add_argument("--description", default="", help="free text for the model card")
+    pkg.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    pkg.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    pkg.set_defaults(handler=_package)
+
+    ver = sub.add_parser(
+        "verify",
+        help="check a bundle completely: signatures, files, hashes, golden vectors",
+    )
+    ver.add_argument("bundle", type=Path, metavar="DIR")
+    ver.add_argument("--root", type=Path, required=True, help="trusted root.json")
+    ver.add_argument("--skip-golden", action="store_true", help="check signatures and files only")
+    ver.set_defaults(handler=_verify)
+
+    ins = sub.add_parser("inspect", help="print a bundle's manifest as tables (signature not checked)")
+    ins.add_argument("bundle", type=Path, metavar="DIR")
+    ins.set_defaults(handler=_inspect)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
+    )
+
+
+def _package(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from packager.cli import passphrase_from
+    from packager.package import package_model
+
+    features = [f.strip() for f in args.features.split(",")] if args.features else None
+    with _progress() as progress:
+        out = package_model(
+            args.model,
+            name=args.name,
+            version=args.version,
+            targets=args.target or list(TARGETS),
+            key_paths=args.key,
+            passphrase=passphrase_from(args),
+            root_path=args.root,
+            out_dir=args.output,
+            calibration_path=args.calibration,
+            features=features,
+            description=args.description,
+            force=args.force,
+            progress=progress,
+        )
+    Console().print(f"wrote bundle {out}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from packager.keys import load_root
+    from packager.verify import verify_bundle
+
+    root = load_root(args.root)
+    with _progress() as progress:
+        report = verify_bundle(args.bundle, root, run_golden=not args.skip_golden, progress=progress)
+    m = report.manifest
+    console = Console()
+    for c in report.checks:
+        console.print(
+            f"  {c.target:<14} {c.precision:<5} golden max |Δscore| {c.deviation.max_abs_score_diff:.2e}, "
+            f"{c.deviation.label_mismatches} label flip(s)"
+        )
+    what = "signatures and files" if args.skip_golden else "signatures, files and golden vectors"
+    console.print(f"OK: {m.name} v{m.version}, {len(m.artifacts)} artifact(s); {what} check out")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from packager.inspect import print_manifest
+    from packager.verify import load_manifest_unverified
+
+    print_manifest(load_manifest_unverified(args.bundle))
+    return 0

@@ -1,0 +1,152 @@
+"""Package a model file into a bundle: load and check every input first, then build and
+write. This is ``modelsync package`` as a library call; each bad input is a one-line
+``ModelSyncError`` raised before anything is written."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from packager.bundle import check_out_dir, check_publisher_keys, write_bundle
+from packager.errors import UsageError
+from packager.manifest import TARGETS, Root
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+
+def load_calibration(path: Path, features: Sequence[str] | None = None) -> NDArray[np.float32]:
+    """Rows from ``.npy`` or ``.csv`` (header optional: with one and ``features`` given, the
+    columns are picked by name). Refuses NaN/inf: calibration feeds quantization ranges."""
+    if not path.is_file():
+        raise UsageError(f"calibration file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False) if path.suffix == ".npy" else _read_csv(path, features)
+        x = np.asarray(data, dtype=np.float64)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read calibration data: {str(exc).splitlines()[0]}") from None
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise UsageError(f"{path}: calibration data must be a non-empty table, got shape {x.shape}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = (int(v[0]) for v in np.nonzero(bad))
+        raise UsageError(
+            f"{path}: calibration data has {int(bad.sum())} NaN/inf value(s), "
+            f"first at row {row}, column {col}"
+        )
+    return x.astype(np.float32)
+
+
+def _read_csv(path: Path, features: Sequence[str] | None) -> Any:
+    import pandas as pd
+
+    frame = pd.read_csv(path, header=None)
+    first = frame.iloc[0]
+    if pd.to_numeric(first, errors="coerce").isna().any():  # a header row
+        frame = pd.read_csv(path)
+        if features and set(features) <= set(frame.columns):
+            frame = frame[list(features)]
+    return frame.to_numpy()
+
+
+def model_feature_count(model: Any) -> int | None:
+    for obj in (model, getattr(model, "model", None), getattr(model, "model_", None)):
+        n = getattr(obj, "n_features_in_", None)
+        if isinstance(n, int | np.integer):
+            return int(n)
+    return None
+
+
+def package_model(
+    model_path: Path,
+    *,
+    name: str,
+    version: int,
+    key_paths: Sequence[Path],
+    out_dir: Path,
+    targets: Sequence[str] = TARGETS,
+    passphrase: bytes | None = None,
+    root_path: Path | None = None,
+    calibration_path: Path | None = None,
+    features: Sequence[str] | None = None,
+    description: str = "",
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    from packager.keys import load_private_key, load_root
+    from packager.pipeline import load_model
+
+    out_dir = Path(out_dir)
+    if version < 1:
+        raise UsageError(f"--version must be >= 1, got {version}")
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        raise UsageError(f"unknown target {unknown[0]!r}: choose from {', '.join(TARGETS)}")
+    check_out_dir(out_dir, force)
+    keys = [load_private_key(p, passphrase) for p in key_paths]
+    root: Root | None = None
+    root_path = root_path or _sibling_root(key_paths)
+    if root_path is not None:
+        root = load_root(root_path)
+        check_publisher_keys(keys, root)
+    model = load_model(Path(model_path))
+    expected = model_feature_count(model)
+    if features is not None and expected is not None and len(features) != expected:
+        raise UsageError(f"--features names {len(features)} feature(s), the model takes {expected}")
+    calibration = load_calibration(Path(calibration_path), features) if calibration_path else None
+    if calibration is not None:
+        want = expected if expected is not None else (len(features) if features else None)
+        if want is not None and calibration.shape[1] != want:
+            raise UsageError(
+                f"{calibration_path}: {calibration.shape[1]} column(s), the model takes {want} feature(s)"
+            )
+    return build_and_write(
+        model, name=name, version=version, targets=targets, keys=keys, root=root, out_dir=out_dir,
+        calibration=calibration, features=features, description=description, force=force,
+        progress=progress,
+    )
+
+
+def build_and_write(
+    model: Any,
+    *,
+    name: str,
+    version: int,
+    targets: Sequence[str],
+    keys: Sequence[Any],
+    out_dir: Path,
+    calibration: NDArray[np.floating] | None = None,
+    features: Sequence[str] | None = None,
+    description: str = "",
+    force: bool = False,
+    root: Root | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Library entry point for an in-memory model (the demo, tests)."""
+    from packager.pipeline import build
+
+    with tempfile.TemporaryDirectory(prefix="modelsync-build-") as work:
+        result = build(
+            model,
+            targets=list(targets),
+            workdir=Path(work),
+            feature_names=list(features) if features else None,
+            calibration=calibration,
+            progress=progress,
+        )
+        pool = calibration if calibration is not None else result.parity_inputs
+        return write_bundle(
+            result, name=name, version=version, keys=keys, out_dir=out_dir, golden_rows=pool,
+            description=description, force=force, root=root, progress=progress,
+        )
+
+
+def _sibling_root(key_paths: Sequence[Path]) -> Path | None:
+    """``keys init`` writes root.json beside publisher.key: use it when the caller names none."""
+    candidate = Path(key_paths[0]).parent / "root.json" if key_paths else None
+    return candidate if candidate is not None and candidate.is_file() else None
