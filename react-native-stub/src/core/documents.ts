@@ -1,0 +1,165 @@
+/**
+ * Signature and document checks, line for line with packager/manifest.py (parse_envelope,
+ * check_signatures, verify_root_self, update_root, verify_manifest, verify_index).
+ * Signatures are checked over `signed` exactly as received, so fields a newer producer adds
+ * are covered by the signature too.
+ */
+import { canonicalBytes } from "./canonical";
+import { verifyEd25519 } from "./ed25519";
+import {
+  BadSignatureError,
+  ExpiredError,
+  FormatError,
+  RollbackError,
+  ThresholdError,
+  UnknownKeyError,
+  WrongTypeError,
+} from "./errors";
+import {
+  type ChannelIndex,
+  type Envelope,
+  type ModelManifest,
+  type Role,
+  type Root,
+  parseEnvelope,
+  validateIndex,
+  validateManifest,
+  validateRoot,
+} from "./schema";
+
+const TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$/;
+
+/** Milliseconds since the epoch of an ISO-8601 `YYYY-MM-DDTHH:MM:SSZ`, the only time
+ * format in signed documents. Anything else, or an impossible date, is a FormatError. */
+export function parseTime(text: string): number {
+  const m = TIME.exec(text);
+  if (m === null) throw new FormatError(`bad timestamp ${JSON.stringify(text)}: expected YYYY-MM-DDTHH:MM:SSZ`);
+  const [y, mo, d, h, mi, s] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const ms = Date.UTC(y, mo - 1, d, h, mi, s);
+  const back = new Date(ms);
+  if (back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d || h > 23 || mi > 59 || s > 59) {
+    throw new FormatError(`bad timestamp ${JSON.stringify(text)}: no such date`);
+  }
+  return ms;
+}
+
+export function formatTime(ms: number): string {
+  return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(".000Z", "Z");
+}
+
+export function checkExpiry(expires: string, nowMs: number, what: string): void {
+  if (parseTime(expires) <= nowMs) throw new ExpiredError(`${what} expired at ${expires}`);
+}
+
+export interface RoleKeySet {
+  keys: Map<string, string>; // keyid -> public key hex
+  threshold: number;
+}
+
+export function roleKeys(root: Root, role: Role): RoleKeySet {
+  const spec = root.roles[role];
+  if (spec === undefined) throw new FormatError(`root v${root.version} defines no ${JSON.stringify(role)} role`);
+  const keys = new Map<string, string>();
+  for (const kid of spec.keyids) {
+    const k = root.keys[kid];
+    if (k !== undefined) keys.set(kid, k.public);
+  }
+  return { keys, threshold: spec.threshold };
+}
+
+/** Count distinct role keys whose signature verifies; throw unless >= threshold.
+ * A role key whose signature fails: BadSignatureError; only keys outside the role:
+ * UnknownKeyError; too few valid ones: ThresholdError. */
+export function checkSignatures(env: Envelope, role: RoleKeySet, what: string): number {
+  const data = canonicalBytes(env.signed);
+  const valid = new Set<string>();
+  const bad: string[] = [];
+  const unknown: string[] = [];
+  for (const s of env.signatures) {
+    const pub = role.keys.get(s.keyid);
+    if (pub === undefined) {
+      unknown.push(s.keyid);
+      continue;
+    }
+    if (verifyEd25519(s.sig, data, pub)) valid.add(s.keyid);
+    else bad.push(s.keyid);
+  }
+  if (valid.size >= role.threshold) return valid.size;
+  if (bad.length > 0) {
+    throw new BadSignatureError(`${what}: signature by key ${bad[0]!.slice(0, 12)}… does not verify`);
+  }
+  if (unknown.length > 0 && valid.size === 0) {
+    throw new UnknownKeyError(`${what}: signed only by keys outside the role (${unknown[0]!.slice(0, 12)}…)`);
+  }
+  throw new ThresholdError(`${what}: ${valid.size} valid signature(s), threshold is ${role.threshold}`);
+}
+
+function typed(env: Envelope, expected: "root"): Root;
+function typed(env: Envelope, expected: "model-manifest"): ModelManifest;
+function typed(env: Envelope, expected: "channel-index"): ChannelIndex;
+function typed(env: Envelope, expected: string): Root | ModelManifest | ChannelIndex {
+  const got = env.signed._type;
+  if (got !== expected) {
+    throw new WrongTypeError(`expected _type ${JSON.stringify(expected)}, got ${JSON.stringify(got ?? null)}`);
+  }
+  try {
+    if (expected === "root") return validateRoot(env.signed);
+    if (expected === "model-manifest") return validateManifest(env.signed);
+    return validateIndex(env.signed);
+  } catch (err) {
+    if (err instanceof FormatError) throw new FormatError(`malformed ${expected}: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Trust-on-first-use of a root shipped with the app: signed by its own root role. */
+export function verifyRootSelf(raw: unknown, nowMs: number, checkExpired = true): Root {
+  const env = parseEnvelope(raw);
+  const root = typed(env, "root");
+  checkSignatures(env, roleKeys(root, "root"), `root v${root.version}`);
+  if (checkExpired) checkExpiry(root.expires, nowMs, `root v${root.version}`);
+  return root;
+}
+
+/** Root v(N+1) only if signed by a threshold of v(N)'s root keys and of its own. */
+export function updateRoot(trusted: Root, raw: unknown): Root {
+  const env = parseEnvelope(raw);
+  const next = typed(env, "root");
+  if (next.version !== trusted.version + 1) {
+    if (next.version <= trusted.version) {
+      throw new RollbackError(`root v${next.version} is not newer than trusted v${trusted.version}`);
+    }
+    throw new FormatError(`root v${next.version} skips versions after v${trusted.version}`);
+  }
+  checkSignatures(env, roleKeys(trusted, "root"), `root v${next.version} (by v${trusted.version} keys)`);
+  checkSignatures(env, roleKeys(next, "root"), `root v${next.version} (by its own keys)`);
+  return next;
+}
+
+/** Publisher threshold; manifests never expire (indexes carry freshness). */
+export function verifyManifest(raw: unknown, root: Root): ModelManifest {
+  const env = parseEnvelope(raw);
+  const manifest = typed(env, "model-manifest");
+  checkSignatures(env, roleKeys(root, "publisher"), `manifest ${manifest.name} v${manifest.version}`);
+  return manifest;
+}
+
+export interface IndexOptions {
+  trustedVersion?: number | null;
+  nowMs?: number;
+  checkExpired?: boolean;
+}
+
+/** Index threshold, then version not lower than the trusted one, then expiry: a rollback
+ * is reported as one even when the old index has also expired. */
+export function verifyIndex(raw: unknown, root: Root, opts: IndexOptions = {}): ChannelIndex {
+  const env = parseEnvelope(raw);
+  const index = typed(env, "channel-index");
+  checkSignatures(env, roleKeys(root, "index"), `channel index ${index.fleet}/${index.channel}`);
+  const trusted = opts.trustedVersion;
+  if (trusted !== undefined && trusted !== null && index.version < trusted) {
+    throw new RollbackError(`channel index v${index.version} is older than trusted v${trusted}`);
+  }
+  if (opts.checkExpired ?? true) checkExpiry(index.expires, opts.nowMs ?? Date.now(), `channel index v${index.version}`);
+  return index;
+}
