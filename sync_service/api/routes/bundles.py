@@ -1,0 +1,110 @@
+"""POST /v1/bundles: the body (an uncompressed tar) is streamed to a temporary file under
+the data directory, never held whole in memory, and cut off with 413 the moment it passes
+the cap; sync_service.bundles does the checks and the storing."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from sync_service.api.deps import PublishDep, SettingsDep
+from sync_service.bundles import IngestResult, ingest
+from sync_service.errors import BadRequest, PayloadTooLarge, ServiceError
+
+router = APIRouter(prefix="/v1", tags=["release engineers"])
+
+
+def _count_publish(outcome: str) -> None:
+    try:
+        from sync_service.metrics import PUBLISHES
+    except ImportError:  # metrics are optional to this module
+        return
+    PUBLISHES.labels(outcome).inc()
+
+
+async def _receive(request: Request, dest: Path, cap: int) -> int:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("Content-Length is not a number", code="bad_content_length") from None
+        if size > cap:
+            raise PayloadTooLarge(f"bundle of {size} bytes is over the {cap}-byte upload cap")
+    received = 0
+    try:
+        with dest.open("wb") as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > cap:
+                    raise PayloadTooLarge(f"bundle is over the {cap}-byte upload cap")
+                out.write(chunk)
+    except ClientDisconnect:
+        raise BadRequest("upload interrupted before the end of the body", code="truncated_upload") from None
+    if declared is not None and received != int(declared):
+        raise BadRequest(
+            f"received {received} bytes, Content-Length said {declared}", code="truncated_upload"
+        )
+    return received
+
+
+_RESPONSES: dict[int | str, dict[str, str]] = {
+    200: {"description": "the identical version was already stored"},
+    400: {"description": "malformed tar, paths outside the bundle, missing/extra files, hash mismatch"},
+    401: {"description": "no or invalid token"},
+    403: {"description": "wrong scope, or the manifest's publisher signatures are not trusted"},
+    409: {"description": "same name and version, different manifest"},
+    413: {"description": "over the upload cap"},
+    422: {"description": "malformed manifest"},
+}
+
+
+@router.post(
+    "/bundles",
+    status_code=201,
+    responses=_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload_bundle(request: Request, _user: PublishDep, settings: SettingsDep) -> JSONResponse:
+    """Upload a signed bundle as an uncompressed POSIX tar (files at top level)."""
+    app = request.app
+    uploads = settings.data_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bundle-", dir=uploads))
+    try:
+        tar_path = workdir / "upload.tar"
+        await _receive(request, tar_path, settings.upload_max_bytes)
+        files = workdir / "files"
+        files.mkdir()
+        result: IngestResult = await run_in_threadpool(
+            ingest,
+            tar_path,
+            files,
+            engine=app.state.engine,
+            storage=app.state.storage,
+            root=app.state.keys.root,
+        )
+    except ServiceError:
+        _count_publish("rejected")
+        raise
+    except Exception as exc:
+        from packager.errors import VerificationError
+
+        if isinstance(exc, VerificationError):
+            _count_publish("rejected")
+        raise
+    finally:
+        await run_in_threadpool(shutil.rmtree, workdir, True)
+    _count_publish("created" if result.created else "unchanged")
+    return JSONResponse(result.public(), status_code=201 if result.created else 200)
