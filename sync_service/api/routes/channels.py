@@ -1,0 +1,159 @@
+"""``GET /v1/channels/{channel}/index``: the hot path. Every device asks it on every check.
+
+It is an ``async`` route that answers from two small in-process caches without touching
+the database or a worker thread in the common case:
+
+- device tokens: hash → (fleet, device), held ``TOKEN_TTL`` seconds. Revocation reaches a
+  replica within that time (at once on the replica that re-registers the device);
+- the channel's newest index, held ``IndexCache.ttl`` seconds, then re-validated with one
+  indexed query. A replica therefore serves a change made elsewhere within the TTL.
+
+The body is the stored bytes as signed; the ETag their sha256, so every replica (and a
+CDN) agree on it. Re-signing on near-expiry happens here (sync_service/index.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from sync_service import crud
+from sync_service.auth import hash_token
+from sync_service.errors import Forbidden, NotFound, Unauthorized
+from sync_service.index import IndexCache, IndexSigner, StoredIndex, cache_for, serve_index
+
+router = APIRouter(prefix="/v1/channels", tags=["devices"])
+
+TOKEN_TTL = 1.0
+CACHE_CONTROL = "private, no-cache"
+
+
+@dataclass(frozen=True)
+class DeviceToken:
+    kind: str
+    fleet_id: int | None
+    device_id: str | None
+
+
+class TokenCache:
+    def __init__(self, ttl: float = TOKEN_TTL) -> None:
+        self.ttl = ttl
+        self._items: dict[str, tuple[DeviceToken, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> DeviceToken | None:
+        item = self._items.get(digest)
+        if item is None or time.monotonic() - item[1] > self.ttl:
+            return None
+        return item[0]
+
+    def put(self, digest: str, token: DeviceToken) -> None:
+        with self._lock:
+            if len(self._items) > 100_000:  # bound memory under a flood of distinct tokens
+                self._items.clear()
+            self._items[digest] = (token, time.monotonic())
+
+    def forget_device(self, device_id: str) -> None:
+        with self._lock:
+            for key in [k for k, v in self._items.items() if v[0].device_id == device_id]:
+                del self._items[key]
+
+
+_TOKENS_LOCK = threading.Lock()
+
+
+def token_cache_for(state: Any) -> TokenCache:
+    cache: TokenCache | None = getattr(state, "device_token_cache", None)
+    if cache is None:
+        with _TOKENS_LOCK:
+            cache = getattr(state, "device_token_cache", None)
+            if cache is None:
+                cache = TokenCache()
+                state.device_token_cache = cache
+    return cache
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("missing Authorization: Bearer token", code="missing_token")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <token>'", code="bad_auth_header")
+    return token.strip()
+
+
+def _load_token(engine: Any, plain: str) -> DeviceToken | None:
+    with Session(engine) as session:
+        row = crud.get_token(session=session, plain=plain)
+        return None if row is None else DeviceToken(row.kind, row.fleet_id, row.device_id)
+
+
+def _load_index(
+    engine: Any, cache: IndexCache, fleet_id: int, channel: str, signer: IndexSigner
+) -> StoredIndex | None:
+    with Session(engine) as session:
+        return serve_index(session, cache, fleet_id=fleet_id, channel=channel, signer=signer)
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 weak comparison over a list of entity tags (``*`` matches anything)."""
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*":
+            return True
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == etag:
+            return True
+    return False
+
+
+@router.get(
+    "/{channel}/index",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the signed channel-index envelope"},
+        304: {"description": "If-None-Match matched the current ETag; no body"},
+        401: {"description": "missing, unknown or revoked token"},
+        403: {"description": "not a device token"},
+        404: {"description": "the token's fleet has no such channel"},
+    },
+)
+async def get_channel_index(
+    channel: Annotated[str, Path(min_length=1, max_length=64)], request: Request
+) -> Response:
+    state = request.app.state
+    plain = _bearer(request)
+    digest = hash_token(plain)
+    tokens = token_cache_for(state)
+    token = tokens.get(digest)
+    if token is None:
+        token = await run_in_threadpool(_load_token, state.engine, plain)
+        if token is None:
+            raise Unauthorized("unknown or revoked token", code="invalid_token")
+        tokens.put(digest, token)
+    if token.kind != "device" or token.fleet_id is None:
+        raise Forbidden("a device token is needed", code="wrong_token_kind")
+
+    cache = cache_for(state)
+    signer = IndexSigner(keys=(state.keys.index_key,), lifetime=state.settings.index_lifetime)
+    hit = cache.get(token.fleet_id, channel, signer.lifetime)
+    stored = hit[1] if hit is not None else None
+    if stored is None:
+        stored = await run_in_threadpool(_load_index, state.engine, cache, token.fleet_id, channel, signer)
+    if stored is None:
+        raise NotFound(f"no channel {channel!r} in this device's fleet", code="unknown_channel")
+
+    headers = {"ETag": stored.etag, "Cache-Control": CACHE_CONTROL}
+    inm = request.headers.get("if-none-match")
+    if inm is not None and etag_matches(inm, stored.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(stored.body, media_type="application/json", headers=headers)

@@ -1,0 +1,140 @@
+"""Devices: registration with a fleet's enrollment token, and report batches (then the
+rollout health gate, sync_service/health_gate.py)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from sync_service import crud, crud_devices
+from sync_service.api.deps import DeviceDep, EnrollmentDep, SessionDep, SettingsDep
+from sync_service.api.routes.channels import token_cache_for
+from sync_service.api.routes.releases import SignerDep
+from sync_service.errors import Forbidden, NotFound
+from sync_service.index import cache_for
+from sync_service.models import Device
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+log = logging.getLogger("modelsync.devices")
+
+MAX_EVENTS = 500
+DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+DeviceId = Annotated[str, Path(pattern=DEVICE_ID, max_length=128)]
+
+
+class DeviceRegister(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(pattern=DEVICE_ID, max_length=128)
+    platform: Literal["android", "ios", "linux"]
+    app_version: str = Field("", max_length=32)
+    ort_version: str = Field("", max_length=32)
+    providers: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=16
+    )
+
+
+class DeviceRegistered(BaseModel):
+    device_token: str = Field(description="shown once; re-registering revokes it")
+    fleet: str
+    device_id: str
+
+
+class ReportEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_id: str = Field(
+        pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$",
+        description="a UUID, unique per event: the idempotency key",
+    )
+    kind: Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
+    at: datetime
+    model: str | None = Field(None, max_length=64)
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
+    reason: str | None = Field(None, max_length=256)
+    data: dict[str, Any] | None = None
+
+
+class ReportBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[ReportEvent] = Field(max_length=MAX_EVENTS)
+
+
+class ReportAccepted(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "the device id is enrolled in another fleet"}},
+)
+def register_device(
+    body: DeviceRegister, request: Request, session: SessionDep, enrollment: EnrollmentDep
+) -> DeviceRegistered:
+    assert enrollment.fleet_id is not None
+    fleet = crud.get_fleet_by_id(session=session, fleet_id=enrollment.fleet_id)
+    if fleet is None:
+        raise NotFound("the enrollment token's fleet no longer exists", code="unknown_fleet")
+    token, _device = crud_devices.register_device(
+        session=session,
+        fleet=fleet,
+        device_id=body.device_id,
+        platform=body.platform,
+        app_version=body.app_version,
+        ort_version=body.ort_version,
+        providers=body.providers,
+    )
+    session.commit()
+    token_cache_for(request.app.state).forget_device(body.device_id)
+    return DeviceRegistered(device_token=token, fleet=fleet.name, device_id=body.device_id)
+
+
+@router.post(
+    "/{device_id}/reports",
+    responses={403: {"description": "the token belongs to another device"}},
+)
+def post_reports(
+    device_id: DeviceId,
+    body: ReportBatch,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    signer: SignerDep,
+    device: DeviceDep,
+) -> ReportAccepted:
+    if device.device_id != device_id:
+        raise Forbidden("a device may post only its own reports", code="wrong_device")
+    row = session.get(Device, device_id)
+    if row is None or row.fleet_id != device.fleet_id:
+        raise Forbidden("this device is not registered in the token's fleet", code="wrong_device")
+    events = [
+        crud_devices.Event(
+            event_id=e.event_id.lower().replace("-", ""),
+            kind=e.kind,
+            at=e.at,
+            model=e.model,
+            version=e.version,
+            reason=e.reason,
+            data=e.data,
+        )
+        for e in body.events
+    ]
+    accepted, duplicates = crud_devices.store_events(session=session, device_id=device_id, events=events)
+    halted = crud_devices.apply_health_gate(
+        session=session,
+        signer=signer,
+        fleet_id=row.fleet_id,
+        events=events,
+        failure_rate=settings.health_failure_rate,
+        min_devices=settings.health_min_devices,
+    )
+    session.commit()
+    for view in halted:
+        log.warning("release %s halted: %s", view.release.id, view.release.halt_reason)
+        if view.channel.id is not None:
+            cache_for(request.app.state).forget_channel(view.channel.id)
+    return ReportAccepted(accepted=accepted, duplicates=duplicates)

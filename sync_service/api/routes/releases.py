@@ -1,0 +1,167 @@
+"""Releases per fleet and channel (release scope). Every change commits together with the
+channel's next signed index (sync_service/crud_releases.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from sync_service import crud_releases
+from sync_service.api.deps import KeysDep, ReleaseDep, SessionDep, SettingsDep
+from sync_service.crud_releases import ReleaseView
+from sync_service.errors import NotFound
+from sync_service.index import IndexSigner, cache_for
+
+router = APIRouter(prefix="/v1/releases", tags=["releases"])
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+ReleaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+def get_signer(keys: KeysDep, settings: SettingsDep) -> IndexSigner:
+    return IndexSigner(keys=(keys.index_key,), lifetime=settings.index_lifetime)
+
+
+SignerDep = Annotated[IndexSigner, Depends(get_signer)]
+
+
+class ReleaseCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fleet: Name
+    channel: Name
+    model: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    version: int = Field(ge=1, le=2**31 - 1)
+    percent: Percent
+    urgent: bool = False
+
+
+class PercentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    percent: Percent
+
+
+class HaltRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class ReleasePublic(BaseModel):
+    id: int
+    fleet: str
+    channel: str
+    model: str
+    version: int
+    percent: float
+    salt: str
+    urgent: bool
+    state: Literal["active", "halted", "superseded"]
+    halt_reason: str | None
+    halted_by_health_gate: bool
+    created: datetime
+    updated: datetime
+
+
+class ReleaseStatus(BaseModel):
+    release: ReleasePublic
+    devices_in_rollout: int = Field(description="registered devices of the fleet inside the rollout bucket")
+    devices_registered: int
+    devices_by_version: dict[str, int] = Field(description="version → devices whose newest install it is")
+    installs: int = Field(description="devices that reported installing this version")
+    failures_by_reason: dict[str, int]
+    reporting_devices: int = Field(description="devices reporting on this release since it (re)started")
+    failing_devices: int
+    failure_rate: float
+    halted_by_health_gate: bool
+
+
+def _public(view: ReleaseView) -> ReleasePublic:
+    return ReleasePublic.model_validate(view.public())
+
+
+def _committed(request: Request, session: SessionDep, view: ReleaseView) -> ReleasePublic:
+    session.commit()
+    if view.channel.id is not None:
+        cache_for(request.app.state).forget_channel(view.channel.id)
+    session.refresh(view.release)
+    return _public(view)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "unknown fleet, channel, model version or release"},
+    409: {"description": "the change conflicts with the release's state or a newer release"},
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+def create_release(
+    body: ReleaseCreate, request: Request, session: SessionDep, signer: SignerDep, _user: ReleaseDep
+) -> ReleasePublic:
+    view = crud_releases.create_release(session=session, signer=signer, **body.model_dump())
+    return _committed(request, session, view)
+
+
+@router.get("")
+def list_releases(
+    session: SessionDep,
+    _user: ReleaseDep,
+    fleet: Annotated[str | None, Query(max_length=64)] = None,
+    channel: Annotated[str | None, Query(max_length=64)] = None,
+    state: Literal["active", "halted", "superseded"] | None = None,
+) -> list[ReleasePublic]:
+    views = crud_releases.list_releases(session=session, fleet=fleet, channel=channel, state=state)
+    return [_public(v) for v in views]
+
+
+@router.get("/{release_id}", responses=ERRORS)
+def get_release(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleasePublic:
+    view = crud_releases.get_release(session=session, release_id=release_id)
+    if view is None:
+        raise NotFound(f"no release {release_id}", code="unknown_release")
+    return _public(view)
+
+
+@router.patch("/{release_id}", responses=ERRORS)
+def set_percent(
+    release_id: ReleaseId,
+    body: PercentUpdate,
+    request: Request,
+    session: SessionDep,
+    signer: SignerDep,
+    _user: ReleaseDep,
+) -> ReleasePublic:
+    view = crud_releases.set_percent(
+        session=session, signer=signer, release_id=release_id, percent=body.percent
+    )
+    return _committed(request, session, view)
+
+
+@router.post("/{release_id}/halt", responses=ERRORS)
+def halt_release(
+    release_id: ReleaseId,
+    body: HaltRequest,
+    request: Request,
+    session: SessionDep,
+    signer: SignerDep,
+    _user: ReleaseDep,
+) -> ReleasePublic:
+    view, _ = crud_releases.halt_release(
+        session=session, signer=signer, release_id=release_id, reason=body.reason
+    )
+    return _committed(request, session, view)
+
+
+@router.post("/{release_id}/resume", responses=ERRORS)
+def resume_release(
+    release_id: ReleaseId, request: Request, session: SessionDep, signer: SignerDep, _user: ReleaseDep
+) -> ReleasePublic:
+    view = crud_releases.resume_release(session=session, signer=signer, release_id=release_id)
+    return _committed(request, session, view)
+
+
+@router.get("/{release_id}/status", responses=ERRORS)
+def release_status(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleaseStatus:
+    return ReleaseStatus.model_validate(crud_releases.release_status(session=session, release_id=release_id))

@@ -1,0 +1,295 @@
+"""Releases: create, set percent, halt, resume; and each release's status.
+
+Every change writes the channel's next signed index in the caller's transaction (flushed,
+not committed): the route commits the change and its index together, or neither.
+
+Rules (docs/protocol.md, "Releases"):
+- within a channel a model's released versions only go up; a rollback is a new, higher
+  version (``modelsync release rollback``);
+- a new release supersedes the model's older active releases except the newest one rolled
+  out to 100%, which stays as the fallback for devices outside the new rollout;
+- halting is a conditional update (``state = 'active'`` in the WHERE clause), so two
+  replicas halting the same release at once write one halt, not two.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from packager.manifest import rollout_bucket
+from sync_service import metrics
+from sync_service.errors import Conflict, NotFound
+from sync_service.health_gate import FAILURE_KINDS, device_counts
+from sync_service.index import IndexSigner, StoredIndex, write_new_version
+from sync_service.models import Channel, Device, DeviceEvent, Fleet, ModelVersion, Release, now
+
+STATES = ("active", "halted", "superseded")
+
+
+@dataclass(frozen=True)
+class ReleaseView:
+    """A release with the names the wire format uses."""
+
+    release: Release
+    fleet: Fleet
+    channel: Channel
+    model_version: ModelVersion
+
+    def public(self) -> dict[str, Any]:
+        r = self.release
+        return {
+            "id": r.id,
+            "fleet": self.fleet.name,
+            "channel": self.channel.name,
+            "model": self.model_version.name,
+            "version": self.model_version.version,
+            "percent": r.percent,
+            "salt": r.salt,
+            "urgent": r.urgent,
+            "state": r.state,
+            "halt_reason": r.halt_reason,
+            "halted_by_health_gate": r.halted_by_health_gate,
+            "created": r.created_at,
+            "updated": r.updated_at,
+        }
+
+
+def _views_query() -> Any:
+    return (
+        select(Release, Fleet, Channel, ModelVersion)
+        .join(Channel, col(Channel.id) == col(Release.channel_id))
+        .join(Fleet, col(Fleet.id) == col(Channel.fleet_id))
+        .join(ModelVersion, col(ModelVersion.id) == col(Release.model_version_id))
+    )
+
+
+def get_release(*, session: Session, release_id: int) -> ReleaseView | None:
+    row = session.exec(_views_query().where(col(Release.id) == release_id)).first()
+    return ReleaseView(*row) if row is not None else None
+
+
+def list_releases(
+    *, session: Session, fleet: str | None = None, channel: str | None = None, state: str | None = None
+) -> list[ReleaseView]:
+    query = _views_query()
+    if fleet is not None:
+        query = query.where(col(Fleet.name) == fleet)
+    if channel is not None:
+        query = query.where(col(Channel.name) == channel)
+    if state is not None:
+        query = query.where(col(Release.state) == state)
+    query = query.order_by(col(Release.id).desc())
+    return [ReleaseView(*row) for row in session.exec(query).all()]
+
+
+def _require(*, session: Session, release_id: int) -> ReleaseView:
+    view = get_release(session=session, release_id=release_id)
+    if view is None:
+        raise NotFound(f"no release {release_id}", code="unknown_release")
+    return view
+
+
+def _model_releases(session: Session, channel_id: int, model: str) -> list[tuple[Release, ModelVersion]]:
+    stmt = (
+        select(Release, ModelVersion)
+        .join(ModelVersion, col(ModelVersion.id) == col(Release.model_version_id))
+        .where(Release.channel_id == channel_id, Release.model_name == model)
+    )
+    return [(r, mv) for r, mv in session.exec(stmt).all()]
+
+
+def _reindex(session: Session, channel: Channel, signer: IndexSigner) -> StoredIndex:
+    stored = write_new_version(session, channel, signer)
+    metrics.INDEX_SIGNED.labels("change").inc()
+    return stored
+
+
+def create_release(
+    *,
+    session: Session,
+    signer: IndexSigner,
+    fleet: str,
+    channel: str,
+    model: str,
+    version: int,
+    percent: float,
+    urgent: bool = False,
+) -> ReleaseView:
+    fleet_row = session.exec(select(Fleet).where(Fleet.name == fleet)).first()
+    if fleet_row is None or fleet_row.id is None:
+        raise NotFound(f"no fleet {fleet!r}", code="unknown_fleet")
+    channel_row = session.exec(
+        select(Channel).where(Channel.fleet_id == fleet_row.id, Channel.name == channel)
+    ).first()
+    if channel_row is None or channel_row.id is None:
+        raise NotFound(f"fleet {fleet!r} has no channel {channel!r}", code="unknown_channel")
+    mv = session.exec(
+        select(ModelVersion).where(ModelVersion.name == model, ModelVersion.version == version)
+    ).first()
+    if mv is None or mv.id is None:
+        raise NotFound(f"model {model} v{version} was never published", code="unknown_model_version")
+    existing = _model_releases(session, channel_row.id, model)
+    highest = max((m.version for _, m in existing), default=0)
+    if version <= highest:
+        raise Conflict(
+            f"{model} v{highest} was already released on {fleet}/{channel}: release versions only go up "
+            "(to roll back, publish the old artifacts as a new version: modelsync release rollback)",
+            code="version_not_newer",
+        )
+    full = [(r, m) for r, m in existing if r.state == "active" and r.percent >= 100]
+    fallback = max(full, key=lambda p: p[1].version)[0] if full else None
+    stamp = now()
+    for r, _ in existing:
+        if r.state == "active" and r is not fallback:
+            r.state = "superseded"
+            r.updated_at = stamp
+            session.add(r)
+    release = Release(
+        channel_id=channel_row.id,
+        model_version_id=mv.id,
+        model_name=model,
+        percent=percent,
+        salt=secrets.token_hex(16),
+        urgent=urgent,
+        state="active",
+        health_since=stamp,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    session.add(release)
+    session.flush()
+    _reindex(session, channel_row, signer)
+    return ReleaseView(release, fleet_row, channel_row, mv)
+
+
+def set_percent(*, session: Session, signer: IndexSigner, release_id: int, percent: float) -> ReleaseView:
+    view = _require(session=session, release_id=release_id)
+    if view.release.state == "superseded":
+        raise Conflict(f"release {release_id} is superseded: create a new release", code="release_superseded")
+    view.release.percent = percent
+    view.release.updated_at = now()
+    session.add(view.release)
+    session.flush()
+    _reindex(session, view.channel, signer)
+    return view
+
+
+def halt_release(
+    *,
+    session: Session,
+    signer: IndexSigner,
+    release_id: int,
+    reason: str,
+    by_health_gate: bool = False,
+) -> tuple[ReleaseView, bool]:
+    """``(view, halted_now)``; halting a halted release changes nothing (``False``)."""
+    view = _require(session=session, release_id=release_id)
+    if view.release.state == "superseded":
+        raise Conflict(f"release {release_id} is superseded: nothing to halt", code="release_superseded")
+    result = session.execute(
+        update(Release)
+        .where(col(Release.id) == release_id, col(Release.state) == "active")
+        .values(state="halted", halt_reason=reason, halted_by_health_gate=by_health_gate, updated_at=now())
+    )
+    halted_now = getattr(result, "rowcount", 0) == 1
+    session.refresh(view.release)
+    if halted_now:
+        _reindex(session, view.channel, signer)
+        metrics.HALTS.labels("health_gate" if by_health_gate else "operator").inc()
+    return view, halted_now
+
+
+def resume_release(*, session: Session, signer: IndexSigner, release_id: int) -> ReleaseView:
+    view = _require(session=session, release_id=release_id)
+    r = view.release
+    if r.state == "superseded":
+        raise Conflict(f"release {release_id} is superseded: create a new release", code="release_superseded")
+    if r.state == "active":
+        return view
+    newer = [
+        other.id
+        for other, m in _model_releases(session, view.channel.id or 0, view.model_version.name)
+        if other.state == "active" and m.version > view.model_version.version
+    ]
+    if newer:
+        raise Conflict(
+            f"release {newer[0]} of a newer {view.model_version.name} version is active on "
+            f"{view.fleet.name}/{view.channel.name}: halt it first",
+            code="newer_release_active",
+        )
+    stamp = now()
+    r.state = "active"
+    r.halt_reason = None
+    r.halted_by_health_gate = False
+    r.health_since = stamp  # the health gate judges reports made after the resume
+    r.updated_at = stamp
+    session.add(r)
+    session.flush()
+    _reindex(session, view.channel, signer)
+    return view
+
+
+# --------------------------------------------------------------------------- status
+
+
+def devices_in_rollout(device_ids: Sequence[str], *, salt: str, percent: float) -> int:
+    """The same bucket the devices compute from the signed index (packager.manifest)."""
+    limit = percent * 100
+    return sum(1 for d in device_ids if rollout_bucket(salt, d) < limit)
+
+
+def release_status(*, session: Session, release_id: int) -> dict[str, Any]:
+    view = _require(session=session, release_id=release_id)
+    r, mv = view.release, view.model_version
+    fleet_id = view.fleet.id
+    device_ids = list(session.exec(select(Device.id).where(Device.fleet_id == fleet_id)).all())
+    in_rollout = devices_in_rollout(device_ids, salt=r.salt, percent=r.percent) if r.state == "active" else 0
+
+    # Each device's newest `installed` event for this model says which version it runs.
+    installed_rows = session.exec(
+        select(DeviceEvent.device_id, DeviceEvent.model_version, DeviceEvent.at, DeviceEvent.received_at)
+        .join(Device, col(Device.id) == col(DeviceEvent.device_id))
+        .where(
+            Device.fleet_id == fleet_id, DeviceEvent.model_name == mv.name, DeviceEvent.kind == "installed"
+        )
+    ).all()
+    newest: dict[str, tuple[Any, int | None]] = {}
+    for device_id, version, at, received in installed_rows:
+        key = (at, received)
+        if device_id not in newest or key > newest[device_id][0]:
+            newest[device_id] = (key, version)
+    by_version = Counter(str(v) for _, v in newest.values() if v is not None)
+    installs = len({d for d, v, _, _ in installed_rows if v == mv.version})
+
+    failures = session.exec(
+        select(DeviceEvent.reason, DeviceEvent.kind)
+        .join(Device, col(Device.id) == col(DeviceEvent.device_id))
+        .where(
+            Device.fleet_id == fleet_id,
+            DeviceEvent.model_name == mv.name,
+            DeviceEvent.model_version == mv.version,
+            col(DeviceEvent.kind).in_(FAILURE_KINDS),
+        )
+    ).all()
+    by_reason = Counter(reason or kind for reason, kind in failures)
+    counts = device_counts(session, r, fleet_id or 0, mv.name, mv.version)
+    return {
+        "release": view.public(),
+        "devices_in_rollout": in_rollout,
+        "devices_registered": len(device_ids),
+        "devices_by_version": dict(sorted(by_version.items(), key=lambda kv: int(kv[0]))),
+        "installs": installs,
+        "failures_by_reason": dict(sorted(by_reason.items())),
+        "reporting_devices": counts.reporting,
+        "failing_devices": counts.failing,
+        "failure_rate": counts.rate,
+        "halted_by_health_gate": r.halted_by_health_gate,
+    }
+

@@ -1,0 +1,91 @@
+"""Rollout health gate: a release whose reporting devices fail too often halts itself.
+
+Among the fleet's devices that reported on a release's model version (``installed``,
+``install_failed`` or ``golden_failed``) since the release started (or was last resumed),
+when at least ``min_devices`` reported and the share of devices with a failure reaches
+``failure_rate``, the release is halted, the reason records the numbers, and a new index
+is signed without it (docs/protocol.md, "Health gate").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import distinct, func
+from sqlmodel import Session, col, select
+
+from sync_service.models import Channel, Device, DeviceEvent, ModelVersion, Release
+
+FAILURE_KINDS = ("install_failed", "golden_failed")
+OUTCOME_KINDS = ("installed", *FAILURE_KINDS)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reporting: int
+    failing: int
+    halt: bool
+
+    @property
+    def rate(self) -> float:
+        return self.failing / self.reporting if self.reporting else 0.0
+
+    def reason(self, failure_rate: float) -> str:
+        return (
+            f"health gate: {self.failing} of {self.reporting} reporting devices failed "
+            f"({self.rate:.1%} >= {failure_rate:.1%})"
+        )
+
+
+def judge(reporting: int, failing: int, *, failure_rate: float, min_devices: int) -> Verdict:
+    """Pure decision; the comparison is exact in integers so 1 of 20 at 5% halts."""
+    halt = reporting >= min_devices and reporting > 0 and failing >= failure_rate * reporting - 1e-9
+    return Verdict(reporting=reporting, failing=failing, halt=halt)
+
+
+def window_start(release: Release) -> datetime:
+    return release.health_since or release.created_at
+
+
+def device_counts(session: Session, release: Release, fleet_id: int, model: str, version: int) -> Verdict:
+    """Reporting and failing devices for one release (no decision: thresholds not applied)."""
+    base = (
+        select(func.count(distinct(col(DeviceEvent.device_id))))
+        .join(Device, col(Device.id) == col(DeviceEvent.device_id))
+        .where(
+            Device.fleet_id == fleet_id,
+            DeviceEvent.model_name == model,
+            DeviceEvent.model_version == version,
+            col(DeviceEvent.received_at) >= window_start(release),
+        )
+    )
+    reporting = int(session.exec(base.where(col(DeviceEvent.kind).in_(OUTCOME_KINDS))).one())
+    failing = int(session.exec(base.where(col(DeviceEvent.kind).in_(FAILURE_KINDS))).one())
+    return Verdict(reporting=reporting, failing=failing, halt=False)
+
+
+def releases_touched(
+    session: Session, fleet_id: int, outcomes: Iterable[tuple[str, int]]
+) -> list[tuple[Release, Channel, ModelVersion]]:
+    """Active releases in the fleet for the (model, version) pairs a batch reported on."""
+    pairs = sorted(set(outcomes))
+    if not pairs:
+        return []
+    found: list[tuple[Release, Channel, ModelVersion]] = []
+    for model, version in pairs:
+        stmt = (
+            select(Release, Channel, ModelVersion)
+            .join(Channel, col(Channel.id) == col(Release.channel_id))
+            .join(ModelVersion, col(ModelVersion.id) == col(Release.model_version_id))
+            .where(
+                Channel.fleet_id == fleet_id,
+                Release.state == "active",
+                ModelVersion.name == model,
+                ModelVersion.version == version,
+            )
+            .order_by(col(Release.id))
+        )
+        found.extend((r, c, mv) for r, c, mv in session.exec(stmt).all())
+    return found
