@@ -68,10 +68,21 @@ def _channel(app: FastAPI, fleet: str = "field", name: str = "stable") -> Channe
 # --------------------------------------------------------------------------- pure parts
 
 
-def _pair(release_id: int, version: int, percent: float, state: str = "active") -> tuple[Release, ModelVersion]:
-    mv = ModelVersion(id=version, name="m", version=version, manifest_sha256=f"{version:064x}", manifest_length=10)
-    r = Release(id=release_id, channel_id=1, model_version_id=version, model_name="m", percent=percent,
-                salt=f"s{release_id}", state=state)
+def _pair(
+    release_id: int, version: int, percent: float, state: str = "active"
+) -> tuple[Release, ModelVersion]:
+    mv = ModelVersion(
+        id=version, name="m", version=version, manifest_sha256=f"{version:064x}", manifest_length=10
+    )
+    r = Release(
+        id=release_id,
+        channel_id=1,
+        model_version_id=version,
+        model_name="m",
+        percent=percent,
+        salt=f"s{release_id}",
+        state=state,
+    )
     return r, mv
 
 
@@ -103,7 +114,9 @@ def test_etag_matching(header: str, match: bool) -> None:
 # --------------------------------------------------------------------------- database
 
 
-def test_every_write_is_a_new_signed_version(app: FastAPI, fleet: str, signer: IndexSigner, root: Root) -> None:
+def test_every_write_is_a_new_signed_version(
+    app: FastAPI, fleet: str, signer: IndexSigner, root: Root
+) -> None:
     channel = _channel(app)
     with Session(app.state.engine) as session:
         first = write_new_version(session, channel, signer)
@@ -112,7 +125,12 @@ def test_every_write_is_a_new_signed_version(app: FastAPI, fleet: str, signer: I
     assert (first.version, second.version) == (1, 2)
     for stored in (first, second):
         index = verify_index(json.loads(stored.body), root)
-        assert (index.fleet, index.channel, index.version, index.models) == ("field", "stable", stored.version, {})
+        assert (index.fleet, index.channel, index.version, index.models) == (
+            "field",
+            "stable",
+            stored.version,
+            {},
+        )
         assert stored.etag == '"' + hashlib.sha256(stored.body).hexdigest() + '"'
         assert parse_time(index.expires) == stored.expires_at
 
@@ -217,7 +235,11 @@ def test_index_etag_and_304(client: TestClient, fleet: str, device_token: str, r
 
 
 def test_release_change_is_served_at_once_with_new_etag(
-    client: TestClient, fleet: str, auth: dict[str, str], device_token: str, root: Root,
+    client: TestClient,
+    fleet: str,
+    auth: dict[str, str],
+    device_token: str,
+    root: Root,
     bundle_factory: Callable[..., Path],
 ) -> None:
     before = get_index(client, device_token)
@@ -243,7 +265,12 @@ def test_index_needs_a_device_token(
 
 
 def test_device_cannot_read_another_fleets_channel(
-    app: FastAPI, client: TestClient, fleet: str, device_token: str, make_token: Callable[..., str], root: Root
+    app: FastAPI,
+    client: TestClient,
+    fleet: str,
+    device_token: str,
+    make_token: Callable[..., str],
+    root: Root,
 ) -> None:
     with Session(app.state.engine) as session:
         other = crud.create_fleet(session=session, name="other")
@@ -269,7 +296,9 @@ def test_reregistering_revokes_the_old_token_for_the_index(
     assert get_index(client, new).status_code == 200
 
 
-def test_stored_versions_match_served(app: FastAPI, client: TestClient, fleet: str, device_token: str) -> None:
+def test_stored_versions_match_served(
+    app: FastAPI, client: TestClient, fleet: str, device_token: str
+) -> None:
     body = get_index(client, device_token).content
     with Session(app.state.engine) as session:
         newest: Any = session.exec(
