@@ -189,6 +189,11 @@ class Store:
     def save_index(self, channel: str, envelope: dict[str, Any], etag: str | None) -> None:
         self.write_json(self.root / "index" / f"{channel}.json", {"envelope": envelope, "etag": etag})
 
+    def forget_index(self, channel: str) -> None:
+        """After the index keys rotate (check 1.5): the old index proves nothing any more."""
+        (self.root / "index" / f"{channel}.json").unlink(missing_ok=True)
+        _fsync_dir(self.root / "index")
+
     def stale_reported(self, channel: str) -> int | None:
         raw = self.read_json(self.root / "index" / f"{channel}.stale.json")
         return int(raw["version"]) if isinstance(raw, dict) else None

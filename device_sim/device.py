@@ -1,0 +1,221 @@
+"""One field device: its state directory, its updater, and inference on what it installed.
+
+    device = Device.register(state, server=URL, enroll_token=T, platform="linux", root_envelope=root)
+    result = device.sync()                 # root walk, index, verified installs, reports
+    prediction = device.predict(rows)      # the installed model (previous one if it will not load)
+
+``sync`` runs the async updater on its own event loop; a fleet in one process calls
+``async_sync`` instead. Inference counts are queued as one ``inference_stats`` report per
+model at the next sync, not per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from device_sim.store import Installed, Store
+from device_sim.updater import SyncConfig, SyncResult, Updater, make_client, register
+from packager.errors import ModelSyncError, UsageError
+from packager.manifest import ModelManifest, utcnow
+
+
+class NoModelError(ModelSyncError):
+    """Nothing installed (yet) that can serve a prediction."""
+
+    code = "no_model"
+
+
+@dataclass
+class _Stats:
+    rows: int = 0
+    anomalies: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    current: int
+    previous: int | None
+    serving: int | None
+    target: str
+    installed_at: str
+
+
+@dataclass
+class DeviceStatus:
+    device_id: str
+    fleet: str
+    channel: str
+    platform: str
+    target: str
+    server: str
+    ort_version: str
+    root_version: int
+    index_version: int | None
+    models: list[ModelStatus] = field(default_factory=list)
+    queued_reports: int = 0
+    failed: dict[str, list[int]] = field(default_factory=dict)
+
+
+class Device:
+    def __init__(
+        self,
+        state_dir: str | Path,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        config: SyncConfig | None = None,
+        runtime: str | None = None,
+        now: Any = utcnow,
+    ) -> None:
+        self.store = Store.open(Path(state_dir))
+        self.transport = transport
+        self.config = config or SyncConfig()
+        self.runtime = runtime
+        self.now = now
+        self._engines: dict[str, Any] = {}
+        self._stats: dict[tuple[str, int], _Stats] = {}
+
+    @classmethod
+    async def async_register(
+        cls,
+        state_dir: str | Path,
+        *,
+        server: str,
+        enroll_token: str,
+        platform: str,
+        root_envelope: dict[str, Any],
+        device_id: str | None = None,
+        channel: str = "stable",
+        transport: httpx.AsyncBaseTransport | None = None,
+        config: SyncConfig | None = None,
+        ort_version: str | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> Device:
+        """Enroll with the server (checking the shipped root, check 1.1) and open the state."""
+        cfg = config or SyncConfig()
+        kwargs: dict[str, Any] = {"enroll_token": enroll_token, "platform": platform,
+                                  "root_envelope": root_envelope, "device_id": device_id,
+                                  "channel": channel, "ort_version": ort_version}
+        if client is not None:
+            await register(client, Path(state_dir), **kwargs)
+        else:
+            async with make_client(server, cfg, transport) as own:
+                await register(own, Path(state_dir), **kwargs)
+        return cls(state_dir, transport=transport, config=cfg)
+
+    @classmethod
+    def register(cls, state_dir: str | Path, **kwargs: Any) -> Device:
+        """``async_register`` on its own event loop (same keyword arguments)."""
+        return asyncio.run(cls.async_register(state_dir, **kwargs))
+
+    # ------------------------------------------------------------------ sync
+
+    def updater(self, client: httpx.AsyncClient) -> Updater:
+        kwargs: dict[str, Any] = {"config": self.config, "runtime": self.runtime, "now": self.now}
+        return Updater(self.store, client, **kwargs)
+
+    async def async_sync(self, client: httpx.AsyncClient | None = None) -> SyncResult:
+        self._queue_stats()
+        if client is not None:
+            return await self.updater(client).sync_once()
+        async with make_client(self.store.identity.server, self.config, self.transport) as own:
+            return await self.updater(own).sync_once()
+
+    def sync(self) -> SyncResult:
+        result = asyncio.run(self.async_sync())
+        self._engines.clear()  # a new model may be installed: load it on the next predict
+        return result
+
+    async def async_run(self, interval: float, iterations: int | None = None,
+                        on_result: Any = None) -> None:
+        async with make_client(self.store.identity.server, self.config, self.transport) as client:
+            updater = self.updater(client)
+            await updater.run(interval=interval, iterations=iterations, on_result=on_result)
+
+    # ------------------------------------------------------------------ inference
+
+    def _manifest(self, inst: Installed) -> ModelManifest:
+        raw = json.loads(self.store.manifest_path(inst).read_bytes())
+        return ModelManifest.model_validate(raw["signed"])  # verified at install (checks 3.2-3.3)
+
+    def _engine(self, name: str) -> tuple[Installed, Any]:
+        from device_sim.engine import EngineType, ModelLoadError, create_inference_engine
+
+        slot = self.store.slot(name)
+        if slot is None:
+            raise NoModelError(f"no model {name!r} installed")
+        errors = []
+        for inst in (slot.current, slot.previous):
+            if inst is None or not self.store.intact(inst):
+                continue
+            key = inst.artifact_sha256
+            if key not in self._engines:
+                manifest = self._manifest(inst)
+                art = next(a for a in manifest.artifacts if a.sha256 == inst.artifact_sha256)
+                try:
+                    self._engines[key] = create_inference_engine(
+                        self.store.artifact_path(inst), EngineType.ONNX, art.ep_plan.providers,
+                        feature_names=[f.name for f in manifest.model.features],
+                    )
+                except ModelLoadError as exc:
+                    errors.append(str(exc))
+                    continue
+            return inst, self._engines[key]
+        raise NoModelError(f"no usable version of {name!r}: {'; '.join(errors) or 'files missing'}")
+
+    def predict(self, features: Any, model: str | None = None) -> Any:
+        """labels (-1 anomaly, 1 normal) and scores from the installed model."""
+        names = self.store.model_names()
+        if model is None:
+            if len(names) != 1:
+                raise UsageError(f"name the model to use: installed are {', '.join(names) or 'none'}")
+            model = names[0]
+        inst, engine = self._engine(model)
+        t0 = time.perf_counter()
+        prediction = engine.predict(features)
+        stats = self._stats.setdefault((inst.name, inst.version), _Stats())
+        stats.calls += 1
+        stats.rows += len(prediction)
+        stats.anomalies += prediction.anomalies
+        stats.seconds += time.perf_counter() - t0
+        return prediction
+
+    def _queue_stats(self) -> None:
+        for (name, version), s in self._stats.items():
+            if s.rows:
+                self.store.enqueue("inference_stats", model=name, version=version,
+                                   data={"calls": s.calls, "rows": s.rows, "anomalies": s.anomalies,
+                                         "mean_ms_per_call": round(1000 * s.seconds / s.calls, 4)})
+        self._stats.clear()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> DeviceStatus:
+        ident = self.store.identity
+        saved = self.store.saved_index(ident.channel)
+        models = []
+        for name in self.store.model_names():
+            slot = self.store.slot(name)
+            assert slot is not None
+            serving = self.store.usable(name)
+            models.append(ModelStatus(name, slot.current.version,
+                                      slot.previous.version if slot.previous else None,
+                                      serving.version if serving else None, slot.current.target,
+                                      slot.current.installed_at))
+        return DeviceStatus(
+            device_id=ident.device_id, fleet=ident.fleet, channel=ident.channel, platform=ident.platform,
+            target=ident.target, server=ident.server, ort_version=ident.ort_version,
+            root_version=int(self.store.root_envelope()["signed"]["version"]),
+            index_version=int(saved[0]["signed"]["version"]) if saved else None,
+            models=models, queued_reports=sum(1 for _ in self.store.queued(10**9)),
+            failed={k: sorted(v) for k, v in self.store.failed().items()},
+        )

@@ -1,0 +1,256 @@
+"""device_sim.updater against a repository transport: the honest paths, download modes,
+conditions, golden vectors, offline reports, polling."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import bsdiff4
+import httpx
+import pytest
+
+from device_sim.device import Device
+from device_sim.updater import SyncConfig, apply_delta, next_delay
+from tests.device_sim.forge import ort_model, sha
+from tests.device_sim.repo import Repo
+
+FAST = SyncConfig(connect_timeout=1, read_timeout=1, deadline=10)
+
+
+@pytest.fixture
+def repo() -> Repo:
+    return Repo()
+
+
+def enroll(repo: Repo, state: Path, platform: str = "linux", **kw: object) -> Device:
+    return Device.register(state, server="http://repo.test", enroll_token="mse_good", platform=platform,
+                           root_envelope=json.loads(repo.roots[1]), device_id="dev-1",
+                           transport=repo.transport(), config=FAST, **kw)
+
+
+def paths(repo: Repo) -> list[str]:
+    return [f"{r.method} {r.url.path}" for r in repo.requests]
+
+
+def test_register_sync_install_and_predict(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    result = device.sync()
+    assert result.status == "ok" and [o.outcome for o in result.outcomes] == ["installed"]
+    assert result.outcomes[0].transfer == "zstd"
+    assert device.store.installed_versions() == {"m": 1}
+    pred = device.predict([[1.0, 1.0, 1.0], [-5.0, 0.0, 0.0]])
+    assert list(pred.labels) == [1, -1]
+    assert [e["kind"] for e in repo.reports] == ["installed"]
+    # nothing new: the index answers 304 and nothing is downloaded again
+    repo.requests.clear()
+    again = device.sync()
+    assert again.status == "not_modified" and again.outcomes == []
+    assert not any("/blobs/" in p for p in paths(repo))
+    assert [e["kind"] for e in repo.reports] == ["installed", "inference_stats"]
+    assert repo.reports[1]["data"]["rows"] == 2
+
+
+def test_bad_enrollment_token_writes_nothing(repo: Repo, tmp_path: Path) -> None:
+    from device_sim.updater import DownloadError
+
+    with pytest.raises(DownloadError, match="401"):
+        Device.register(tmp_path / "d", server="http://repo.test", enroll_token="mse_bad", platform="linux",
+                        root_envelope=json.loads(repo.roots[1]), transport=repo.transport())
+    assert not (tmp_path / "d").exists()
+
+
+def test_delta_between_versions_and_previous_kept(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.sync()
+    repo.publish("m", 2, ort_model(2.0), index_version=2)
+    result = device.sync()
+    assert result.outcomes[0].outcome == "installed" and result.outcomes[0].transfer == "delta"
+    slot = device.store.slot("m")
+    assert slot is not None and slot.current.version == 2 and slot.previous is not None
+    assert slot.previous.version == 1
+    assert device.store.artifact_path(slot.current).read_bytes() == ort_model(2.0)
+
+
+def test_corrupt_delta_falls_back_to_full_download(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.sync()
+    repo.publish("m", 2, ort_model(2.0), index_version=2)
+
+    def broken(digest: str, base: str) -> httpx.Response:
+        patch = bsdiff4.diff(repo.blobs[base], repo.blobs[digest])
+        return httpx.Response(200, content=patch[:-7] + b"garbage", headers={"X-Delta-From": base})
+
+    repo._delta = broken  # type: ignore[method-assign]
+    result = device.sync()
+    assert result.outcomes[0].outcome == "installed" and result.outcomes[0].transfer == "zstd"
+
+
+def test_apply_delta_refuses_a_wrong_declared_length() -> None:
+    from device_sim.trust import LengthMismatchError
+
+    old, new = ort_model(1.0), ort_model(3.0)
+    patch = bsdiff4.diff(old, new)
+    assert apply_delta(old, patch, len(new)) == new
+    with pytest.raises(LengthMismatchError):
+        apply_delta(old, patch, len(new) - 1)
+    with pytest.raises(ValueError, match="BSDIFF4"):
+        apply_delta(old, b"nope" * 10, len(new))
+
+
+def test_range_resume_of_a_partial_download(repo: Repo, tmp_path: Path) -> None:
+    model = ort_model(1.5)
+    repo.publish("m", 1, model, index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.store.partial_path(sha(model)).write_bytes(model[:1000])
+    result = device.sync()
+    assert result.outcomes[0].outcome == "installed" and result.outcomes[0].transfer == "resumed"
+    ranged = [r for r in repo.requests if r.headers.get("range")]
+    assert ranged[0].headers["range"] == "bytes=1000-"
+    assert not device.store.partial_path(sha(model)).exists()
+
+
+def test_server_ignoring_range_restarts_cleanly(repo: Repo, tmp_path: Path) -> None:
+    model = ort_model(1.5)
+    repo.publish("m", 1, model, index_version=1)
+    repo.honour_range = False
+    repo.zstd = False
+    device = enroll(repo, tmp_path / "d")
+    device.store.partial_path(sha(model)).write_bytes(b"x" * 1000)  # even a wrong partial
+    assert device.sync().outcomes[0].outcome == "installed"
+
+
+def test_outside_rollout_bucket_downloads_nothing(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1, percent=0.0)
+    device = enroll(repo, tmp_path / "d")
+    result = device.sync()
+    assert result.status == "ok" and result.outcomes == []
+    assert not any("/blobs/" in p for p in paths(repo))
+
+
+def test_metered_link_defers_unless_urgent(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    ident = device.store.identity
+    device.store.save_identity(ident.model_copy(update={"metered": True, "metered_max_bytes": 100}))
+    device = Device(device.store.root, transport=repo.transport(), config=FAST)
+    result = device.sync()
+    assert [(o.outcome, o.reason) for o in result.outcomes] == [("deferred", "metered")]
+    assert device.store.installed_versions() == {}
+    repo.publish("m", 1, ort_model(), index_version=2, urgent=True)
+    assert device.sync().outcomes[0].outcome == "installed"
+
+
+def test_storage_budget_defers(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.store.save_identity(device.store.identity.model_copy(update={"storage_budget_bytes": 1000}))
+    device = Device(device.store.root, transport=repo.transport(), config=FAST)
+    assert [(o.outcome, o.reason) for o in device.sync().outcomes] == [("deferred", "storage_budget")]
+
+
+def test_golden_failure_keeps_previous_reports_and_never_retries(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.sync()
+    # v2's golden vectors were recorded from another model: the artifact misses them
+    repo.publish("m", 2, ort_model(2.0), index_version=2, manifest_kw={"golden_from": ort_model(1.0)})
+    result = device.sync()
+    assert [(o.outcome, o.reason) for o in result.outcomes] == [("failed", "golden_vector")]
+    assert device.store.installed_versions() == {"m": 1}
+    assert repo.reports[-1]["kind"] == "golden_failed" and repo.reports[-1]["version"] == 2
+    assert device.store.failed() == {"m": {2}}
+    repo.requests.clear()
+    repo.publish("m", 2, ort_model(2.0), index_version=3, manifest_kw={"golden_from": ort_model(1.0)})
+    assert device.sync().outcomes == []
+    assert not any("/blobs/" in p for p in paths(repo))
+
+
+def test_unloadable_artifact_is_install_failed_and_not_retried(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, b"not an onnx model at all", index_version=1,
+                 manifest_kw={"golden_from": ort_model()})
+    device = enroll(repo, tmp_path / "d")
+    assert [(o.outcome, o.reason) for o in device.sync().outcomes] == [("failed", "artifact_load")]
+    assert repo.reports[-1]["kind"] == "install_failed" and device.store.failed() == {"m": {1}}
+    assert device.store.installed_versions() == {}
+
+
+def test_newer_runtime_artifact_is_refused_and_not_retried(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1, manifest_kw={"ort_version": "1.99.0"})
+    device = enroll(repo, tmp_path / "d")
+    result = device.sync()
+    assert [(o.outcome, o.reason) for o in result.outcomes] == [("failed", "runtime_too_old")]
+    assert repo.reports[-1]["kind"] == "install_failed" and repo.reports[-1]["reason"] == "runtime_too_old"
+    assert device.store.failed() == {"m": {1}}
+
+
+def test_no_artifact_for_the_platform(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1, targets=("cpu",))
+    device = enroll(repo, tmp_path / "d", platform="ios")
+    assert device.sync().outcomes[0].reason == "no_artifact_for_target"
+
+
+def test_offline_keeps_serving_and_reports_go_out_once(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    repo.reports_status = 503
+    assert device.sync().outcomes[0].outcome == "installed"
+    assert repo.reports == [] and device.status().queued_reports == 1
+    repo.down = True
+    device.predict([[1.0, 2.0, 3.0]])
+    offline = device.sync()
+    assert offline.status == "offline" and offline.error_code == "download"
+    assert device.predict([[1.0, 2.0, 3.0]]).labels.tolist() == [1]
+    repo.down = False
+    repo.reports_status = 200
+    back = device.sync()
+    assert back.reports_sent == 3
+    assert [e["kind"] for e in repo.reports] == ["installed", "inference_stats", "inference_stats"]
+    assert len({e["event_id"] for e in repo.reports}) == 3
+    assert device.sync().reports_sent == 0
+
+
+def test_expired_index_reports_stale_once_and_keeps_model(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.sync()
+    repo.publish("m", 2, ort_model(2.0), index_version=2, lifetime=timedelta(seconds=-1))
+    for _ in range(2):
+        result = device.sync()
+        assert result.status == "stale" and result.error_code == "stale_index"
+    assert device.store.installed_versions() == {"m": 1}
+    assert [e["kind"] for e in repo.reports].count("stale_index") == 1
+    assert device.status().index_version == 1
+
+
+def test_status_lists_models(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.sync()
+    status = device.status()
+    assert (status.device_id, status.fleet, status.target, status.index_version) == ("dev-1", "f1", "cpu", 1)
+    assert [(m.name, m.current, m.previous, m.serving) for m in status.models] == [("m", 1, None, 1)]
+
+
+def test_next_delay_jitters_and_backs_off() -> None:
+    rng = random.Random(3)
+    ok = [next_delay(60, 0, rng) for _ in range(200)]
+    assert min(ok) >= 48 and max(ok) <= 72 and len(set(ok)) > 100
+    backoff = [next_delay(60, n, random.Random(0), max_backoff=3600) for n in range(1, 12)]
+    assert backoff[0] <= 120 and backoff[3] >= 60 * 16 * 0.5
+    assert max(backoff) <= 3600
+
+
+async def test_run_loop_polls_in_one_event_loop(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1)
+    device = await Device.async_register(
+        tmp_path / "d", server="http://repo.test", enroll_token="mse_good", platform="android",
+        root_envelope=json.loads(repo.roots[1]), transport=repo.transport(), config=FAST)
+    seen: list[str] = []
+    await device.async_run(interval=0.001, iterations=3, on_result=lambda r: seen.append(r.status))
+    assert seen == ["ok", "not_modified", "not_modified"]
