@@ -98,7 +98,10 @@ def manifest_signed(
     if reference is not None:
         sha = hashlib.sha256(reference).hexdigest()
         signed["reference"] = {
-            "path": f"{sha}.joblib", "sha256": sha, "length": len(reference), "format": "joblib"
+            "path": f"{sha}.joblib",
+            "sha256": sha,
+            "length": len(reference),
+            "format": "joblib",
         }
     return signed
 

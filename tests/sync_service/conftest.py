@@ -238,9 +238,7 @@ def enrollment_token(make_token: Callable[..., str], fleet: str) -> str:
 
 
 @pytest.fixture
-def bundle_factory(
-    tmp_path: Path, publisher_keys: list[Ed25519PrivateKey]
-) -> Callable[..., Path]:
+def bundle_factory(tmp_path: Path, publisher_keys: list[Ed25519PrivateKey]) -> Callable[..., Path]:
     """``bundle_factory(name="demo", version=1, seed=0, weights=4, flip=())`` → bundle dir."""
     counter = iter(range(10_000))
 

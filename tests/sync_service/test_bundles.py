@@ -128,9 +128,7 @@ def test_revoked_token_is_401(
     assert counts(client) == NOTHING
 
 
-def test_enrollment_token_cannot_publish(
-    client: TestClient, enrollment_token: str, bundle_dir: Path
-) -> None:
+def test_enrollment_token_cannot_publish(client: TestClient, enrollment_token: str, bundle_dir: Path) -> None:
     r = post(client, tar_dir(bundle_dir), {"Authorization": f"Bearer {enrollment_token}"})
     assert r.status_code == 403
     assert counts(client) == NOTHING
@@ -177,9 +175,7 @@ def test_tar_member_outside_bundle_is_400(
     ("kind", "code"),
     [(kind, "bad_member_type") for kind in (b"1", b"2", b"3", b"5")],
 )
-def test_links_dirs_devices_are_400(
-    client: TestClient, auth: dict[str, str], kind: bytes, code: str
-) -> None:
+def test_links_dirs_devices_are_400(client: TestClient, auth: dict[str, str], kind: bytes, code: str) -> None:
     r = post(client, tar_bytes([("evil", b"")], kind=kind), auth)
     assert r.status_code == 400
     assert r.json()["code"] == code

@@ -1,0 +1,121 @@
+"""Cheaper bytes on the wire: zstd-compressed copies and bsdiff4 deltas of blobs.
+
+Both are derived from immutable, content-addressed blobs, so each is computed once and
+cached in storage (``zstd/<sha256>``, ``deltas/<from>-<to>``); a cache entry can never go
+stale. Computation happens on first request rather than at upload, so uploads stay fast
+and only blobs someone downloads pay for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import bsdiff4
+import zstandard
+
+from sync_service.storage import BlobNotFound, Storage, blob_key, delta_key
+
+ZSTD_LEVEL = 10
+# bsdiff holds both files and suffix arrays in memory: beyond this, no delta is offered.
+DELTA_MAX_BYTES = 64 * 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def zstd_key(sha256: str) -> str:
+    return f"zstd/{sha256}"
+
+
+def accepts_zstd(accept_encoding: str | None) -> bool:
+    """True when ``zstd`` is listed with a non-zero quality (RFC 9110 §12.5.3)."""
+    for part in (accept_encoding or "").split(","):
+        token, _, params = part.strip().partition(";")
+        if token.strip().lower() != "zstd":
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+
+class UnsatisfiableRange(Exception):
+    pass
+
+
+def parse_range(header: str | None, length: int) -> ByteRange | None:
+    """One ``bytes=A-B`` / ``bytes=A-`` / ``bytes=-N`` range, or None to send everything.
+
+    Malformed or multi-range headers are ignored (RFC 9110 §14.2 allows it); a range that
+    starts at or beyond the end raises UnsatisfiableRange (416).
+    """
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0:
+            raise UnsatisfiableRange
+        return ByteRange(max(0, length - n), length - 1)
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= length:
+        raise UnsatisfiableRange
+    end = int(last) if last else length - 1
+    return ByteRange(start, min(end, length - 1))
+
+
+def ensure_zstd(storage: Storage, sha256: str) -> int:
+    """Cache the zstd copy of a blob; return its size."""
+    key = zstd_key(sha256)
+    try:
+        return storage.size(key)
+    except BlobNotFound:
+        pass
+    # The frame records the content size: simple decoders (the TypeScript client's) need it.
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, write_content_size=True)
+    length = storage.size(blob_key(sha256))
+    with tempfile.TemporaryDirectory(prefix="modelsync-zstd-") as tmp:
+        out_path = Path(tmp) / "z"
+        with storage.open(blob_key(sha256)) as src, out_path.open("wb") as out:
+            cctx.copy_stream(src, out, size=length)
+        storage.put(key, out_path)
+        return out_path.stat().st_size
+
+
+def ensure_delta(storage: Storage, from_sha: str, to_sha: str) -> int | None:
+    """Cache the bsdiff4 patch ``from → to``; return its size, or None when either blob is
+    too big for an in-memory diff."""
+    key = delta_key(from_sha, to_sha)
+    try:
+        return storage.size(key)
+    except BlobNotFound:
+        pass
+    if max(storage.size(blob_key(from_sha)), storage.size(blob_key(to_sha))) > DELTA_MAX_BYTES:
+        return None
+    old = storage.get(blob_key(from_sha))
+    new = storage.get(blob_key(to_sha))
+    patch = bsdiff4.diff(old, new)
+    # Guard against a store handing back wrong bytes: a bad patch must never be cached.
+    if hashlib.sha256(bsdiff4.patch(old, patch)).hexdigest() != to_sha:
+        raise ValueError(f"delta {from_sha[:12]}…→{to_sha[:12]}… does not reproduce its target")
+    storage.put_bytes(key, patch)
+    return len(patch)
