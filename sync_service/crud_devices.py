@@ -124,10 +124,16 @@ def store_events(*, session: Session, device_id: str, events: Sequence[Event]) -
             }
             for e in events
         ]
-        result = session.execute(
-            _insert(session)(DeviceEvent).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
-        )
-        accepted = max(int(getattr(result, "rowcount", 0) or 0), 0)
+        table = DeviceEvent.__table__  # type: ignore[attr-defined]
+        # RETURNING lists only the rows this statement inserted (both dialects), which is
+        # exact where rowcount is not (PostgreSQL's insertmanyvalues, SQLite's executemany).
+        inserted = session.execute(
+            _insert(session)(table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(table.c.event_id)
+        ).all()
+        accepted = len(inserted)
     session.execute(update(Device).where(col(Device.id) == device_id).values(last_seen_at=stamp))
     duplicates = len(events) - accepted
     for e in events:
