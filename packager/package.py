@@ -4,6 +4,7 @@ write. This is ``modelsync package`` as a library call; each bad input is a one-
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,15 +15,19 @@ from numpy.typing import NDArray
 
 from packager.bundle import check_out_dir, check_publisher_keys, write_bundle
 from packager.errors import UsageError
-from packager.manifest import TARGETS, Root
+from packager.manifest import TARGETS, ModelManifest, Root
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+NAME_PATTERN: str = next(
+    m.pattern for m in ModelManifest.model_fields["name"].metadata if getattr(m, "pattern", None)
+)
+
 
 def load_calibration(path: Path, features: Sequence[str] | None = None) -> NDArray[np.float32]:
     """Rows from ``.npy`` or ``.csv`` (header optional: with one and ``features`` given, the
-    columns are picked by name). Refuses NaN/inf: calibration feeds quantization ranges."""
+    columns are picked by name). NaN/inf are refused by the pipeline, which names the column."""
     if not path.is_file():
         raise UsageError(f"calibration file not found: {path}")
     try:
@@ -32,13 +37,6 @@ def load_calibration(path: Path, features: Sequence[str] | None = None) -> NDArr
         raise UsageError(f"{path}: cannot read calibration data: {str(exc).splitlines()[0]}") from None
     if x.ndim != 2 or x.shape[0] == 0:
         raise UsageError(f"{path}: calibration data must be a non-empty table, got shape {x.shape}")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, col = (int(v[0]) for v in np.nonzero(bad))
-        raise UsageError(
-            f"{path}: calibration data has {int(bad.sum())} NaN/inf value(s), "
-            f"first at row {row}, column {col}"
-        )
     return x.astype(np.float32)
 
 
@@ -82,6 +80,8 @@ def package_model(
     from packager.pipeline import load_model
 
     out_dir = Path(out_dir)
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise UsageError(f"model name {name!r}: use 1-64 of a-z 0-9 . _ -, starting with a letter or digit")
     if version < 1:
         raise UsageError(f"--version must be >= 1, got {version}")
     unknown = sorted(set(targets) - set(TARGETS))
@@ -130,6 +130,12 @@ def build_and_write(
     """Library entry point for an in-memory model (the demo, tests)."""
     from packager.pipeline import build
 
+    task = progress.add_task("building artifacts", total=None) if progress else None
+
+    def say(message: str) -> None:
+        if progress is not None and task is not None:
+            progress.update(task, description=message)
+
     with tempfile.TemporaryDirectory(prefix="modelsync-build-") as work:
         result = build(
             model,
@@ -137,13 +143,26 @@ def build_and_write(
             workdir=Path(work),
             feature_names=list(features) if features else None,
             calibration=calibration,
-            progress=progress,
+            progress=say,
         )
-        pool = calibration if calibration is not None else result.parity_inputs
+        if progress is not None and task is not None:
+            built = f"built {len(result.artifacts)} artifact(s)"
+            progress.update(task, description=built, total=1, completed=1)
         return write_bundle(
-            result, name=name, version=version, keys=keys, out_dir=out_dir, golden_rows=pool,
+            result, name=name, version=version, keys=keys, out_dir=out_dir,
+            golden_rows=calibration if calibration is not None else _model_rows(result.reference),
             description=description, force=force, root=root, progress=progress,
         )
+
+
+def _model_rows(reference: Any) -> NDArray[np.float32]:
+    """Without calibration data, the golden pool is drawn as the pipeline drew its parity
+    rows: from the feature ranges the model itself reveals."""
+    from packager.pipeline import DEFAULT_PARITY_ROWS, _model_ranges, rows_from_ranges
+
+    low, high = _model_ranges(reference)
+    rows: NDArray[np.float32] = rows_from_ranges(low, high, None, DEFAULT_PARITY_ROWS)
+    return rows
 
 
 def _sibling_root(key_paths: Sequence[Path]) -> Path | None:

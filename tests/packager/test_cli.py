@@ -1,0 +1,177 @@
+"""`modelsync package | verify | inspect`: bad input through ``main`` (one line, exit 2, no
+bundle and no temporary directory left), then the whole flow as a user runs it: the
+console script in subprocesses on a fresh directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from packager.cli import main
+from packager.keys import init_keys
+from packager.telemetry import FEATURES, generate_telemetry
+
+ROWS = 2000
+TREES = 25
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model.joblib (a detector), cal.csv (with header), cal.npy, bad files, keys/, enc-keys/."""
+    from packager.detectors import IsolationForestDetector
+
+    d = tmp_path_factory.mktemp("inputs")
+    data = generate_telemetry(ROWS, seed=7)
+    model = IsolationForestDetector(n_estimators=TREES, random_state=7).fit(data.frame)
+    joblib.dump(model, d / "model.joblib")
+    data.frame.to_csv(d / "cal.csv", index=False)
+    np.save(d / "cal.npy", data.frame.to_numpy())
+    with_nan = data.frame.to_numpy().copy()
+    with_nan[5, 3] = np.nan
+    np.savetxt(d / "nan.csv", with_nan, delimiter=",")
+    with_inf = data.frame.to_numpy().copy()
+    with_inf[9, 0] = np.inf
+    np.save(d / "inf.npy", with_inf)
+    np.save(d / "narrow.npy", data.frame.to_numpy()[:, :5])
+    (d / "corrupt.joblib").write_bytes(b"\x80\x04 definitely not a pickle")
+    joblib.dump({"not": "a model"}, d / "dict.joblib")
+    init_keys(d / "keys")
+    init_keys(d / "enc-keys", passphrase=b"s3cret")
+    return d
+
+
+def _package(
+    inputs: Path, out: Path, *extra: str, model: str = "model.joblib", key: str = "keys"
+) -> list[str]:
+    args = ["package", str(inputs / model), "--name", "fleet-iforest", "--version", "1", "-o", str(out)]
+    if not any(a == "--key" for a in extra):
+        args += ["--key", str(inputs / key / "publisher.key")]
+    return args + list(extra)
+
+
+BAD_INPUT = [
+    ("missing model", dict(model="nope.joblib"), (), "nope.joblib"),
+    ("corrupt model", dict(model="corrupt.joblib"), (), "corrupt.joblib"),
+    ("unsupported estimator", dict(model="dict.joblib"), (), "dict"),
+    ("calibration columns", {}, ("--calibration", "{d}/narrow.npy"), "5 column(s), the model takes 12"),
+    ("features count", {}, ("--features", "a,b,c"), "--features names 3 feature(s), the model takes 12"),
+    ("nan in calibration", {}, ("--calibration", "{d}/nan.csv"), "NaN/inf value(s) in column 3"),
+    ("inf in calibration", {}, ("--calibration", "{d}/inf.npy"), "NaN/inf value(s) in column 0"),
+    ("missing calibration", {}, ("--calibration", "{d}/none.csv"), "calibration file not found"),
+    ("wrong key", {}, ("--key", "{d}/keys/index.key"), "is not a publisher key of root v1"),
+    ("foreign root", {}, ("--root", "{d}/enc-keys/root.json"), "is not a publisher key of root v1"),
+    ("encrypted key", dict(key="enc-keys"), (), "is encrypted"),
+    ("bad name", {}, ("--name", "Fleet Model"), "model name"),
+    ("bad version", {}, ("--version", "0"), "--version must be >= 1"),
+]
+
+
+@pytest.mark.parametrize(("what", "kw", "extra", "message"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+def test_bad_input_is_one_line_and_leaves_nothing(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    what: str, kw: dict[str, str], extra: tuple[str, ...], message: str,
+) -> None:
+    monkeypatch.delenv("MODELSYNC_KEY_PASSPHRASE", raising=False)
+    out = tmp_path / "out" / "bundle"
+    args = _package(inputs, out, *(e.format(d=inputs) for e in extra), **kw)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("modelsync: error:") and err.count("\n") == 1, err
+    assert message in err
+    assert not out.exists()
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_wrong_passphrase(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PASS", "wrong")
+    assert main(_package(inputs, tmp_path / "b", "--passphrase-env", "PASS", key="enc-keys")) == 2
+    assert "wrong passphrase" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_unwritable_output(inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The tests may run as root, which ignores permission bits: a path under a file is
+    # unwritable for everyone.
+    (tmp_path / "file").write_text("x")
+    assert main(_package(inputs, tmp_path / "file" / "bundle")) == 2
+    assert "cannot write bundle to" in capsys.readouterr().err
+
+
+def test_non_empty_output_needs_force(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep.txt").write_text("mine")
+    assert main(_package(inputs, tmp_path / "b")) == 2
+    assert "is not empty: refusing to overwrite (use --force)" in capsys.readouterr().err
+    assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
+
+
+def test_verify_and_inspect_need_a_bundle(
+    tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", str(tmp_path), "--root", str(inputs / "keys" / "root.json")]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path), "--root", str(tmp_path / "root.json")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def _modelsync() -> str:
+    script = Path(sys.executable).parent / "modelsync"
+    return str(script) if script.exists() else shutil.which("modelsync") or "modelsync"
+
+
+def test_end_to_end_console_script_on_fresh_directory(tmp_path: Path, inputs: Path) -> None:
+    """A plain scikit-learn IsolationForest (the generic path), passphrase-protected keys,
+    CSV calibration with a header; package, verify, inspect; then tamper and re-verify."""
+    from sklearn.ensemble import IsolationForest
+
+    data = generate_telemetry(ROWS, seed=11)
+    forest = IsolationForest(n_estimators=TREES, random_state=0).fit(data.frame.to_numpy())
+    joblib.dump(forest, tmp_path / "if.pkl")
+    shutil.copy(inputs / "cal.csv", tmp_path / "cal.csv")
+    env = {**os.environ, "PASS": "hunter2"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [_modelsync(), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+        )
+
+    assert run("keys", "init", "keys", "--passphrase-env", "PASS").returncode == 0
+    packaged = run(
+        "package", "if.pkl", "--name", "plain-iforest", "--version", "3",
+        "--target", "android-nnapi", "--target", "ios-coreml", "--target", "cpu",
+        "--key", "keys/publisher.key", "--passphrase-env", "PASS",
+        "--calibration", "cal.csv", "--features", ",".join(FEATURES), "-o", "out",
+    )
+    assert packaged.returncode == 0, packaged.stderr
+    assert "wrote bundle out" in packaged.stdout
+    assert len(list((tmp_path / "out").glob("*.ort"))) >= 1
+
+    verified = run("verify", "out", "--root", "keys/root.json")
+    assert verified.returncode == 0, verified.stderr
+    assert "OK: plain-iforest v3, 3 artifact(s)" in verified.stdout
+
+    inspected = run("inspect", "out")
+    assert inspected.returncode == 0, inspected.stderr
+    for text in ("plain-iforest v3", "android-nnapi", "ios-coreml", "cpu", "battery_temp_c", "spearman"):
+        assert text in inspected.stdout
+
+    ort = next((tmp_path / "out").glob("*.ort"))
+    flipped = bytearray(ort.read_bytes())
+    flipped[-1] ^= 0xFF
+    ort.write_bytes(bytes(flipped))
+    tampered = run("verify", "out", "--root", "keys/root.json")
+    assert tampered.returncode == 2
+    assert tampered.stderr.strip().startswith("modelsync: error:") and ort.name in tampered.stderr
