@@ -63,7 +63,7 @@ class Repo:
         self.index = doc_bytes(doc)
 
     def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+        return httpx.MockTransport(lambda request: self.handle(request))  # tests may swap handle
 
     # ------------------------------------------------------------------ serving
 
