@@ -1,9 +1,205 @@
-"""Subcommands owned by this package (filled in by its issue)."""
+"""`modelsync device register|sync|status|predict|run` (+ `device parity`, `fleet`, `demo`
+from device_sim.cli_engine when present). Thin: each handler calls device_sim.device."""
 
 from __future__ import annotations
 
+import argparse
+import os
+from pathlib import Path
 from typing import Any
+
+from packager.errors import UsageError
+
+STATE_HELP = "the device's state directory"
 
 
 def register(sub: Any) -> None:
-    return None
+    device = sub.add_parser("device", help="a simulated field device: register, sync, status, predict")
+    dsub = device.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+
+    reg = dsub.add_parser("register", help="enroll with a sync service and create the state directory")
+    reg.add_argument("--server", required=True, metavar="URL", help="sync service base URL")
+    reg.add_argument("--enroll-token", metavar="TOKEN",
+                     help="fleet enrollment token (default: $MODELSYNC_ENROLL_TOKEN)")
+    reg.add_argument("--state", required=True, type=Path, help=STATE_HELP)
+    reg.add_argument("--platform", required=True, choices=["android", "ios", "linux"])
+    reg.add_argument("--root", required=True, type=Path, metavar="ROOT_JSON",
+                     help="the root.json shipped with the app: the device's first trust anchor")
+    reg.add_argument("--device-id", help="default: a random dev-… id")
+    reg.add_argument("--channel", default="stable")
+    reg.add_argument("--metered", action="store_true", help="defer large downloads unless urgent")
+    reg.add_argument("--metered-max-bytes", type=int, default=1_000_000, metavar="N")
+    reg.add_argument("--storage-budget", type=int, metavar="BYTES", help="most bytes models may take")
+    reg.set_defaults(handler=_register)
+
+    syn = dsub.add_parser("sync", help="check for and install new models (verified), send reports")
+    syn.add_argument("--state", required=True, type=Path, help=STATE_HELP)
+    mode = syn.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one sync (the default)")
+    mode.add_argument("--loop", action="store_true", help="poll forever: jittered, backing off on errors")
+    syn.add_argument("--interval", type=float, default=300.0, metavar="S", help="poll interval (--loop)")
+    syn.add_argument("--iterations", type=int, metavar="N", help="stop --loop after N syncs")
+    syn.add_argument("--deadline", type=float, default=300.0, metavar="S", help="overall limit per sync")
+    syn.set_defaults(handler=_sync)
+
+    st = dsub.add_parser("status", help="identity, trusted versions, installed models, queued reports")
+    st.add_argument("--state", required=True, type=Path, help=STATE_HELP)
+    st.set_defaults(handler=_status)
+
+    pred = dsub.add_parser("predict", help="score telemetry rows with the installed model")
+    pred.add_argument("--state", required=True, type=Path, help=STATE_HELP)
+    pred.add_argument("--csv", required=True, type=Path, help="rows with a header naming the features")
+    pred.add_argument("--model", help="model name (needed when several are installed)")
+    pred.add_argument("--out", type=Path, help="write label,score per row to this CSV")
+    pred.set_defaults(handler=_predict)
+
+    run = dsub.add_parser("run", help="live like a field device: sync on a schedule, score telemetry between")
+    run.add_argument("--state", required=True, type=Path, help=STATE_HELP)
+    run.add_argument("--csv", type=Path, help="telemetry to score after each sync")
+    run.add_argument("--interval", type=float, default=300.0, metavar="S")
+    run.add_argument("--iterations", type=int, metavar="N", help="stop after N rounds")
+    run.add_argument("--deadline", type=float, default=300.0, metavar="S")
+    run.set_defaults(handler=_run)
+
+    try:
+        from device_sim import cli_engine
+    except ImportError:  # the engine engineer's commands (parity, fleet, demo) are optional here
+        return
+    cli_engine.register_device_commands(dsub)
+    cli_engine.register_top(sub)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from device_sim.updater import SyncConfig
+
+    if args.deadline <= 0:
+        raise UsageError("--deadline must be positive")
+    return SyncConfig(deadline=args.deadline)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from device_sim.device import Device
+    from device_sim.store import Store
+    from packager.keys import read_json
+
+    token = args.enroll_token or os.environ.get("MODELSYNC_ENROLL_TOKEN")
+    if not token:
+        raise UsageError("give --enroll-token or set MODELSYNC_ENROLL_TOKEN")
+    device = Device.register(args.state, server=args.server, enroll_token=token, platform=args.platform,
+                             root_envelope=read_json(args.root), device_id=args.device_id,
+                             channel=args.channel)
+    ident = device.store.identity.model_copy(update={
+        "metered": args.metered, "metered_max_bytes": args.metered_max_bytes,
+        "storage_budget_bytes": args.storage_budget,
+    })
+    Store.open(args.state).save_identity(ident)
+    print(f"registered {ident.device_id} in fleet {ident.fleet} ({ident.platform} → {ident.target}); "
+          f"state in {args.state}")
+    return 0
+
+
+def _print_result(result: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
+    head = f"[bold]{result.status}[/]"
+    if result.root_version is not None:
+        head += f"  root v{result.root_version}"
+    if result.index_version is not None:
+        head += f"  index v{result.index_version}"
+    console.print(head + f"  {result.wire_bytes:,} bytes  reports sent: {result.reports_sent}")
+    for o in result.outcomes:
+        colour = {"installed": "green", "deferred": "yellow"}.get(o.outcome, "red")
+        why = f" ({o.reason}: {o.detail})" if o.reason else ""
+        console.print(f"  [{colour}]{o.outcome}[/] {o.model} v{o.version} via {o.transfer}{why}",
+                      highlight=False)
+    if result.error:
+        console.print(f"  [red]{result.error_code}[/]: {result.error}", highlight=False)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from device_sim.device import Device
+
+    device = Device(args.state, config=_config(args))
+    if not args.loop:
+        result = device.sync()
+        _print_result(result)
+        return 0 if result.ok else 1
+    asyncio.run(device.async_run(args.interval, args.iterations, on_result=_print_result))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from device_sim.device import Device
+
+    st = Device(args.state).status()
+    console = Console()
+    console.print(f"[bold]{st.device_id}[/]  fleet {st.fleet}/{st.channel}  {st.platform} → {st.target}  "
+                  f"onnxruntime {st.ort_version}  server {st.server}", highlight=False)
+    console.print(f"trusted root v{st.root_version}, index "
+                  f"{'v' + str(st.index_version) if st.index_version else 'none yet'}, "
+                  f"{st.queued_reports} report(s) queued", highlight=False)
+    table = Table(title="installed models")
+    for col in ("model", "current", "previous", "serving", "target", "installed"):
+        table.add_column(col)
+    for m in st.models:
+        serving = f"v{m.serving}" if m.serving is not None else "[red]none[/]"
+        table.add_row(m.name, f"v{m.current}", f"v{m.previous}" if m.previous else "-", serving, m.target,
+                      m.installed_at)
+    console.print(table)
+    if st.failed:
+        console.print("never retried: " + ", ".join(f"{k} v{v}" for k, vs in st.failed.items() for v in vs))
+    return 0
+
+
+def _read_csv(path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise UsageError(f"file not found: {path}") from None
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{path}: cannot read CSV ({exc})") from None
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from device_sim.device import Device
+
+    device = Device(args.state)
+    frame = _read_csv(args.csv)
+    pred = device.predict(frame, model=args.model)
+    print(f"{len(pred)} rows, {pred.anomalies} anomalous ({100 * pred.anomalies / max(len(pred), 1):.1f}%)")
+    if args.out:
+        import csv
+
+        with open(args.out, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["label", "score"])
+            writer.writerows(zip(pred.labels.tolist(), pred.scores.tolist(), strict=True))
+        print(f"wrote {args.out}")
+    device.queue_stats()  # sent with the next sync's reports
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from device_sim.device import Device
+
+    device = Device(args.state, config=_config(args))
+    frame = _read_csv(args.csv) if args.csv else None
+
+    def after(result: Any) -> None:
+        _print_result(result)
+        if frame is not None and device.store.model_names():
+            pred = device.predict(frame)
+            print(f"  scored {len(pred)} rows: {pred.anomalies} anomalous")
+
+    asyncio.run(device.async_run(args.interval, args.iterations, on_result=after))
+    return 0

@@ -124,7 +124,7 @@ class Device:
         return Updater(self.store, client, **kwargs)
 
     async def async_sync(self, client: httpx.AsyncClient | None = None) -> SyncResult:
-        self._queue_stats()
+        self.queue_stats()
         if client is not None:
             return await self.updater(client).sync_once()
         async with make_client(self.store.identity.server, self.config, self.transport) as own:
@@ -137,9 +137,16 @@ class Device:
 
     async def async_run(self, interval: float, iterations: int | None = None,
                         on_result: Any = None) -> None:
+        def after(result: SyncResult) -> None:
+            if result.installed:
+                self._engines.clear()
+            if on_result is not None:
+                on_result(result)
+
         async with make_client(self.store.identity.server, self.config, self.transport) as client:
             updater = self.updater(client)
-            await updater.run(interval=interval, iterations=iterations, on_result=on_result)
+            await updater.run(interval=interval, iterations=iterations, on_result=after,
+                              before=self.queue_stats)
 
     # ------------------------------------------------------------------ inference
 
@@ -189,7 +196,7 @@ class Device:
         stats.seconds += time.perf_counter() - t0
         return prediction
 
-    def _queue_stats(self) -> None:
+    def queue_stats(self) -> None:
         for (name, version), s in self._stats.items():
             if s.rows:
                 self.store.enqueue("inference_stats", model=name, version=version,

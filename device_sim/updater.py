@@ -577,11 +577,15 @@ class Updater:
     # ------------------------------------------------------------------ polling
 
     async def run(self, *, interval: float, iterations: int | None = None, rng: random.Random | None = None,
-                  max_backoff: float = 3600.0, on_result: Callable[[SyncResult], None] | None = None) -> None:
+                  max_backoff: float = 3600.0, on_result: Callable[[SyncResult], None] | None = None,
+                  before: Callable[[], None] | None = None) -> None:
+        """Poll: ``next_delay`` between syncs; ``before`` runs ahead of each (queue stats)."""
         rng = rng or random.Random()
         failures = 0
         done = 0
         while iterations is None or done < iterations:
+            if before:
+                before()
             result = await self.sync_once()
             done += 1
             if on_result:
