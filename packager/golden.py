@@ -8,8 +8,9 @@ module without a trainer.
 How the rows are chosen, honestly: spread over the normal scores (quantiles), the most
 anomalous rows of the pool, a few rows nearest the decision threshold (where a
 reduced-precision artifact may legitimately flip the label, so the tolerance counts
-them), and a few synthetic out-of-range rows (one feature pushed far beyond what the pool
-has seen) that exercise the trees' outermost branches.
+them), and the rows holding the extreme values of a few features. All are real rows of
+the pool: synthetic rows beyond its range would measure an INT8 model's saturation (its
+activation ranges come from the same calibration rows), not its fidelity.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from packager.manifest import GoldenTolerance, GoldenVectors
 N_NORMAL = 14
 N_ANOMALOUS = 8
 N_NEAR_THRESHOLD = 4
-N_OUT_OF_RANGE = 4
+N_EDGE = 4
 
 # Lowest score tolerance per precision, whatever the measured deviation: headroom for a
 # device's runtime (another CPU, another BLAS) computing in a different order.
@@ -71,9 +72,8 @@ def select_golden_rows(
         take(normal[np.linspace(0, len(normal) - 1, min(N_NORMAL, len(normal))).round().astype(int)])
     take(order[:N_ANOMALOUS])
     take(np.argsort(np.abs(score - threshold), kind="stable")[:N_NEAR_THRESHOLD])
-    rows = [x[i] for i in chosen]
-    rows += list(_out_of_range_rows(x))
-    inputs = np.stack(rows).astype(np.float32)
+    take(_edge_rows(x))
+    inputs = x[chosen]
     label, ref_score = reference(inputs)
     return GoldenVectors(
         inputs=[[float(v) for v in row] for row in inputs],
@@ -82,20 +82,12 @@ def select_golden_rows(
     )
 
 
-def _out_of_range_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Median rows with one feature pushed far beyond the pool's range: distinct features
-    first, alternately high and low, then the opposite side of the same features."""
-    median = np.median(x, axis=0)
-    lo, hi = x.min(axis=0), x.max(axis=0)
-    span = np.maximum(hi - lo, 1.0)
+def _edge_rows(x: NDArray[np.float32]) -> list[int]:
+    """Indices of the rows holding the largest and smallest values of the first features,
+    alternately: real rows at the edge of what the pool has seen."""
     n = x.shape[1]
     sides = [(j, j % 2 == 0) for j in range(n)] + [(j, j % 2 == 1) for j in range(n)]
-    out = []
-    for j, high in sides[:N_OUT_OF_RANGE]:
-        row = median.copy()
-        row[j] = hi[j] + 3 * span[j] if high else lo[j] - 3 * span[j]
-        out.append(row)
-    return np.asarray(out, dtype=np.float32)
+    return [int(np.argmax(x[:, j]) if high else np.argmin(x[:, j])) for j, high in sides[:N_EDGE]]
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rich.console import Console, Group
 from rich.table import Table
 
-from packager.manifest import Artifact, ModelManifest
+from packager.manifest import Artifact, ModelManifest, Parity
 
 
 def _size(n: int) -> str:
@@ -82,15 +82,16 @@ def artifacts_table(m: ModelManifest) -> Table:
     return t
 
 
-def parity_table(m: ModelManifest) -> Table:
-    """The parity figures alone, one row per artifact (the demo's summary)."""
-    t = Table(title="parity against the scikit-learn reference")
-    for col in ("target", "precision", "rows", "labels agree", "max |Δscore|", "mean |Δscore|", "spearman"):
+def parity_table(rows: Sequence[tuple[str, str, Parity]], title: str) -> Table:
+    """Parity figures, one row per (target, precision, figures)."""
+    t = Table(title=title)
+    t.add_column("target", no_wrap=True)
+    t.add_column("precision", no_wrap=True)
+    for col in ("rows", "labels agree", "max |Δ|", "mean |Δ|", "spearman"):
         t.add_column(col, justify="right")
-    for a in m.artifacts:
-        p = a.parity
+    for target, precision, p in rows:
         t.add_row(
-            a.target, a.precision, str(p.rows), f"{p.label_agreement:.2%}",
+            target, precision, f"{p.rows:,}", f"{p.label_agreement:.2%}",
             f"{p.max_abs_score_diff:.1e}", f"{p.mean_abs_score_diff:.1e}", f"{p.spearman:.5f}",
         )
     return t

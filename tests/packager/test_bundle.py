@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import zstandard
-from packager.pipeline import run_artifact
 
 from packager.bundle import ZSTD_LEVEL
-from packager.golden import N_OUT_OF_RANGE
 from packager.keys import load_root
 from packager.manifest import TARGETS, ModelManifest, sha256_hex, verify_manifest
+from packager.pipeline import run_artifact
 from packager.verify import verify_bundle
 
 
@@ -59,7 +58,7 @@ def test_compressed_size_and_hash_are_reproducible(small_bundle: Path, keys_dir:
         assert zstandard.ZstdDecompressor().decompress(packed) == (small_bundle / a.path).read_bytes()
 
 
-def test_golden_vectors_mix_normal_anomalous_and_out_of_range(small_bundle: Path, keys_dir: Path) -> None:
+def test_golden_vectors_mix_normal_and_anomalous_rows(small_bundle: Path, keys_dir: Path) -> None:
     m = _manifest(small_bundle, keys_dir)
     g = m.golden
     assert 20 <= len(g.inputs) <= 40
@@ -71,7 +70,7 @@ def test_golden_vectors_mix_normal_anomalous_and_out_of_range(small_bundle: Path
     # Inputs are exactly representable float32 values: what a device feeds.
     x = np.asarray(g.inputs)
     assert np.array_equal(x.astype(np.float32).astype(np.float64), x)
-    assert len({tuple(r) for r in g.inputs}) >= len(g.inputs) - N_OUT_OF_RANGE
+    assert len({tuple(r) for r in g.inputs}) == len(g.inputs)
 
 
 def test_every_artifact_meets_its_stated_tolerance(small_bundle: Path, keys_dir: Path) -> None:
