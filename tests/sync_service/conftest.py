@@ -92,6 +92,15 @@ def database_url(db_template: DbTemplate, tmp_path: Path) -> str | None:
     return db_template.url
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 for the session (AWS_* test credentials set meanwhile)."""
+    from tests.sync_service.s3_server import moto_s3
+
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
 # --------------------------------------------------------------------------- keys
 
 
