@@ -1,0 +1,483 @@
+/**
+ * ModelSyncClient: the device's whole update cycle (docs/device.md), platform-neutral.
+ * Every platform dependency comes in through ports.ts: storage, network state, fetch and
+ * an inference runner for the golden-vector check. Check numbers in comments are the
+ * doc's, the same as device_sim's.
+ */
+import { utf8Decode } from "./bytes";
+import {
+  ArtifactLoadError,
+  DownloadError,
+  GoldenVectorError,
+  ModelSyncError,
+  StaleIndexError,
+  StoreError,
+  VerificationError,
+  isPermanent,
+} from "./errors";
+import type { HttpFetch, InferenceRunner, NetworkMonitor, NetworkStatus, Storage } from "./ports";
+import { executionProviders, fixedBatch } from "./providers";
+import { ReportQueue } from "./reports";
+import type { ChannelIndex, IndexEntry, ModelManifest, Root, Target } from "./schema";
+import { type DeviceIdentity, type Installed, State } from "./state";
+import { type Endpoint, downloadToPart, failure, getCapped, readAll, request } from "./transfer";
+import {
+  PLATFORM_TARGETS,
+  checkArtifact,
+  checkGolden,
+  checkIndex,
+  checkManifest,
+  finalRoot,
+  nextRoot,
+  parseJson,
+  selectArtifact,
+  trustedRoot,
+  wantedEntries,
+} from "./trust";
+import { formatTime } from "./documents";
+
+export type Platform = "android" | "ios" | "linux";
+
+/** A model shipped inside the app: the last fallback when nothing is installed. */
+export interface EmbeddedModel {
+  name: string;
+  version: number;
+  /** Absolute path of the .ort file on the device (copied out of the app bundle). */
+  path: string;
+  providers?: string[];
+}
+
+export interface ClientOptions {
+  server: string;
+  channel: string;
+  deviceId: string;
+  platform: Platform;
+  /** onnxruntime version of the app's runtime (check 3.7), e.g. "1.24.3". */
+  ortVersion: string;
+  appVersion?: string;
+  storage: Storage;
+  fetch: HttpFetch;
+  network: NetworkMonitor;
+  runner: InferenceRunner;
+  /** The root envelope shipped with the app (check 1.1). */
+  shippedRoot: unknown;
+  embedded?: EmbeddedModel[];
+  /** Execution providers this runtime build has, e.g. ["nnapi", "cpu"]; default: all. */
+  availableProviders?: string[];
+  /** On a metered link, artifacts above this wait for Wi-Fi unless urgent (C.1). Default 0. */
+  meteredMaxBytes?: number;
+  /** Installed models plus a new artifact must fit (C.2). Default: no limit. */
+  storageBudgetBytes?: number;
+  /** Ask for zstd transfer of artifacts (decoded in pure JS). Default true. */
+  compression?: boolean;
+  now?: () => number;
+}
+
+export type SyncOutcome = "updated" | "up_to_date" | "stale" | "deferred" | "offline" | "failed";
+
+export interface ModelResult {
+  model: string;
+  version: number;
+  outcome: "installed" | "deferred" | "failed";
+  /** Deferred: "metered" | "storage_budget". Failed: the error's code. */
+  reason?: string;
+  error?: ModelSyncError;
+}
+
+export interface SyncResult {
+  outcome: SyncOutcome;
+  indexVersion: number | null;
+  /** The server answered 304 to If-None-Match. */
+  notModified: boolean;
+  models: ModelResult[];
+  /** What stopped the sync before any model (root, index, network). */
+  error?: ModelSyncError;
+  reportsSent: number;
+}
+
+export type SyncPhase = "root" | "index" | "manifest" | "download" | "verify" | "activate" | "reports" | "done";
+
+export interface ProgressEvent {
+  phase: SyncPhase;
+  model?: string;
+  version?: number;
+  received?: number;
+  total?: number;
+}
+
+export interface ActiveModel {
+  name: string;
+  version: number;
+  /** Absolute path of the .ort file. */
+  path: string;
+  providers: string[];
+  fixedBatch: number | null;
+  source: "installed" | "previous" | "embedded";
+}
+
+// Roots and indexes are small; anything larger is refused (the Python device's caps).
+const MAX_ROOT_BYTES = 1 << 20;
+const MAX_INDEX_BYTES = 8 << 20;
+
+export class ModelSyncClient {
+  private readonly state: State;
+  private readonly reports: ReportQueue;
+  private readonly now: () => number;
+  private readonly listeners = new Set<(e: ProgressEvent) => void>();
+  private running: Promise<SyncResult> | null = null;
+
+  constructor(private readonly opts: ClientOptions) {
+    this.state = new State(opts.storage);
+    this.now = opts.now ?? (() => Date.now());
+    this.reports = new ReportQueue(this.state, this.now);
+  }
+
+  get target(): Target {
+    return PLATFORM_TARGETS[this.opts.platform]!;
+  }
+
+  onProgress(listener: (e: ProgressEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(e: ProgressEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  async identity(): Promise<DeviceIdentity | null> {
+    return this.state.identity();
+  }
+
+  /** POST /v1/devices/register with an enrollment token; saves the device token. */
+  async register(enrollmentToken: string): Promise<DeviceIdentity> {
+    const ep: Endpoint = { server: this.opts.server, token: enrollmentToken, fetch: this.opts.fetch };
+    const res = await request(
+      ep,
+      "v1/devices/register",
+      { "Content-Type": "application/json" },
+      "POST",
+      JSON.stringify({
+        device_id: this.opts.deviceId,
+        platform: this.opts.platform,
+        app_version: this.opts.appVersion ?? "",
+        ort_version: this.opts.ortVersion,
+        providers: this.opts.availableProviders ?? ["cpu"],
+      }),
+    );
+    if (res.status !== 201 && res.status !== 200) throw await failure(res, "register");
+    const body = parseJson(new Uint8Array(await res.arrayBuffer()), "register answer") as Record<string, unknown>;
+    if (typeof body.device_token !== "string" || typeof body.fleet !== "string") {
+      throw new DownloadError("register: answer lacks device_token or fleet");
+    }
+    const id: DeviceIdentity = {
+      device_id: this.opts.deviceId,
+      fleet: body.fleet,
+      platform: this.opts.platform,
+      device_token: body.device_token,
+    };
+    await this.state.saveIdentity(id);
+    return id;
+  }
+
+  /** One update cycle. Concurrent calls share the running one. */
+  sync(): Promise<SyncResult> {
+    if (this.running === null) {
+      this.running = this.runSync().finally(() => {
+        this.running = null;
+      });
+    }
+    return this.running;
+  }
+
+  private async runSync(): Promise<SyncResult> {
+    const id = await this.state.identity();
+    if (id === null) throw new StoreError("not registered: call register(enrollmentToken) first");
+    const ep: Endpoint = { server: this.opts.server, token: id.device_token, fetch: this.opts.fetch };
+    const result: SyncResult = { outcome: "up_to_date", indexVersion: null, notModified: false, models: [], reportsSent: 0 };
+    const net = await this.opts.network.current();
+    if (!net.connected) {
+      result.outcome = "offline";
+      return result;
+    }
+    try {
+      const root = await this.updateRoot(ep);
+      let index: ChannelIndex;
+      try {
+        index = await this.updateIndex(ep, root, id, result);
+      } catch (err) {
+        if (!(err instanceof StaleIndexError)) throw err;
+        // check 2.5: keep running the installed models, say so once per index version.
+        const stale = err.index as ChannelIndex;
+        result.outcome = "stale";
+        result.indexVersion = stale.version;
+        result.error = err;
+        const status = await this.state.status();
+        if (status.stale_reported_index !== stale.version) {
+          await this.reports.enqueue(id.device_id, "stale_index", { reason: "stale_index" });
+          await this.state.saveStatus({ ...(await this.state.status()), stale_reported_index: stale.version });
+        }
+        return result;
+      }
+      result.indexVersion = index.version;
+      const pointers = await this.state.installedModels();
+      const installed: Record<string, number> = {};
+      for (const [name, p] of Object.entries(pointers)) installed[name] = p.current.version;
+      for (const entry of wantedEntries(index, id.device_id, installed, await this.state.failed())) {
+        result.models.push(await this.installEntry(ep, root, entry, id, net));
+      }
+      const outcomes = result.models.map((m) => m.outcome);
+      result.outcome = outcomes.includes("installed")
+        ? "updated"
+        : outcomes.includes("failed")
+          ? "failed"
+          : outcomes.includes("deferred")
+            ? "deferred"
+            : "up_to_date";
+    } catch (err) {
+      if (!(err instanceof ModelSyncError)) throw err;
+      result.outcome = "failed";
+      result.error = err;
+    } finally {
+      result.reportsSent = await this.flushReports(ep, id);
+      this.emit({ phase: "done" });
+    }
+    return result;
+  }
+
+  /** Send queued reports; offline or refused batches stay queued for the next sync. */
+  private async flushReports(ep: Endpoint, id: DeviceIdentity): Promise<number> {
+    this.emit({ phase: "reports" });
+    try {
+      return await this.reports.flush(ep, id.device_id);
+    } catch (err) {
+      if (err instanceof DownloadError) return 0;
+      throw err;
+    }
+  }
+
+  pendingReports(): Promise<string[]> {
+    return this.reports.pending();
+  }
+
+  /** Queue an `inference_stats` event; it is sent with the next sync. */
+  async reportInferenceStats(model: string, version: number, data: Record<string, unknown>): Promise<void> {
+    const id = await this.state.identity();
+    await this.reports.enqueue(id?.device_id ?? this.opts.deviceId, "inference_stats", { model, version, data });
+  }
+
+  // ------------------------------------------------------------------------- 1. root
+
+  private async updateRoot(ep: Endpoint): Promise<Root> {
+    this.emit({ phase: "root" });
+    const saved = await this.state.savedRoot();
+    let root = trustedRoot(saved ?? this.opts.shippedRoot, this.now()); // check 1.1
+    if (saved === null) await this.state.saveRoot(this.opts.shippedRoot);
+    for (let steps = 1; ; steps++) {
+      const path = `v1/root/${root.version + 1}.json`;
+      const res = await request(ep, path);
+      if (res.status === 404) break;
+      if (res.status !== 200) throw await failure(res, `GET ${path}`);
+      const raw = parseJson(await readAll(res, MAX_ROOT_BYTES, path), `root v${root.version + 1}`);
+      root = nextRoot(root, raw, steps); // checks 1.2-1.4
+      await this.state.saveRoot(raw); // check 1.5
+    }
+    return finalRoot(root, this.now()); // check 1.6
+  }
+
+  // ------------------------------------------------------------------------- 2. index
+
+  private async updateIndex(ep: Endpoint, root: Root, id: DeviceIdentity, result: SyncResult): Promise<ChannelIndex> {
+    this.emit({ phase: "index" });
+    const channel = this.opts.channel;
+    const saved = await this.state.savedIndex(channel);
+    const savedVersion = saved === null ? null : indexVersionOf(saved.body);
+    const headers: Record<string, string> = {};
+    if (saved?.etag) headers["If-None-Match"] = saved.etag;
+    const path = `v1/channels/${encodeURIComponent(channel)}/index`;
+    const res = await request(ep, path, headers);
+    let body: Uint8Array;
+    if (res.status === 304 && saved !== null) {
+      result.notModified = true;
+      body = saved.body; // re-checked below, expiry included (check 2.1: from 2.5)
+    } else if (res.status === 200) {
+      body = await readAll(res, MAX_INDEX_BYTES, path);
+    } else {
+      throw await failure(res, `GET ${path}`);
+    }
+    const ctx = { fleet: id.fleet, channel, trustedVersion: savedVersion, nowMs: this.now() };
+    const index = checkIndex(parseJson(body, "channel index"), root, ctx); // checks 2.1-2.5
+    if (!result.notModified && (savedVersion === null || index.version > savedVersion)) {
+      await this.state.saveIndex(channel, body, res.headers.get("etag"));
+    }
+    return index;
+  }
+
+  // ------------------------------------------------------------------------- 3-5. one model
+
+  private async installEntry(
+    ep: Endpoint,
+    root: Root,
+    entry: IndexEntry,
+    id: DeviceIdentity,
+    net: NetworkStatus,
+  ): Promise<ModelResult> {
+    const base = { model: entry.model, version: entry.version };
+    try {
+      const done = await this.install(ep, root, entry, id, net);
+      return done === null ? { ...base, outcome: "installed" } : { ...base, outcome: "deferred", reason: done };
+    } catch (err) {
+      if (!(err instanceof ModelSyncError)) throw err;
+      if (err instanceof VerificationError) {
+        const kind = err instanceof GoldenVectorError ? "golden_failed" : "install_failed";
+        await this.reports.enqueue(id.device_id, kind, { ...base, reason: err.code });
+        if (isPermanent(err)) await this.state.markFailed(entry.model, entry.version);
+      }
+      return { ...base, outcome: "failed", reason: err.code, error: err };
+    }
+  }
+
+  /** Returns null when installed, or why it was deferred. */
+  private async install(
+    ep: Endpoint,
+    root: Root,
+    entry: IndexEntry,
+    id: DeviceIdentity,
+    net: NetworkStatus,
+  ): Promise<string | null> {
+    const { model: name, version } = entry;
+    this.emit({ phase: "manifest", model: name, version });
+    const pointer = await this.state.pointer(name);
+    const data = await getCapped(ep, `v1/${entry.manifest.path}`, entry.manifest.length, "manifest"); // 3.1 cap
+    const manifest = checkManifest(data, root, entry, pointer?.current.version ?? null); // checks 3.1-3.5
+    const artifact = selectArtifact(manifest, this.target, this.opts.ortVersion); // checks 3.6, 3.7
+
+    const compression = this.opts.compression ?? true;
+    const wire = compression && artifact.compressed !== null ? artifact.compressed.length : artifact.length;
+    if (net.metered && !entry.urgent && wire > (this.opts.meteredMaxBytes ?? 0)) return "metered"; // C.1
+    const budget = this.opts.storageBudgetBytes ?? Number.POSITIVE_INFINITY;
+    if ((await this.state.installedBytes()) + artifact.length > budget) return "storage_budget"; // C.2
+
+    const storage = this.opts.storage;
+    const part = `cache/${artifact.sha256}.part`;
+    this.emit({ phase: "download", model: name, version, received: 0, total: artifact.length });
+    await downloadToPart(ep, storage, {
+      sha256: artifact.sha256,
+      length: artifact.length,
+      compressedLength: artifact.compressed?.length ?? null,
+      partPath: part,
+      useZstd: compression,
+      onBytes: (received, total) => this.emit({ phase: "download", model: name, version, received, total }),
+    }); // check 4.1 while downloading
+    this.emit({ phase: "verify", model: name, version });
+    const bytes = await storage.read(part);
+    try {
+      checkArtifact(bytes ?? new Uint8Array(0), artifact); // checks 4.1, 4.2
+    } catch (err) {
+      await storage.remove(part); // a bad blob is not resumed
+      throw err;
+    }
+
+    const dir = `models/${name}/v${version}`;
+    const installed: Installed = {
+      name,
+      version,
+      target: artifact.target,
+      sha256: artifact.sha256,
+      length: artifact.length,
+      artifact_path: `${dir}/${artifact.sha256}.ort`,
+      manifest_path: `${dir}/manifest.json`,
+      providers: executionProviders(artifact, this.opts.availableProviders),
+      fixed_batch: fixedBatch(artifact),
+      installed_at: formatTime(this.now()),
+    };
+    // check 5.1: the version directory is written beside the current one; nothing points
+    // at it until the swap, so a failure below leaves the state as it was.
+    await storage.remove(dir);
+    await storage.writeAtomic(installed.manifest_path, data);
+    await storage.rename(part, installed.artifact_path);
+    try {
+      await this.goldenCheck(installed, manifest); // checks 4.3, 4.4
+    } catch (err) {
+      await storage.remove(dir);
+      throw err;
+    }
+    this.emit({ phase: "activate", model: name, version });
+    await this.state.swap(name, installed); // check 5.2
+    await this.state.cleanUp(name); // check 5.3
+    await this.reports.enqueue(id.device_id, "installed", { model: name, version }); // check 5.4
+    return null;
+  }
+
+  private async goldenCheck(installed: Installed, manifest: ModelManifest): Promise<void> {
+    const artifact = manifest.artifacts.find((a) => a.sha256 === installed.sha256)!;
+    let loaded;
+    try {
+      loaded = await this.opts.runner.load(
+        this.opts.storage.localPath(installed.artifact_path),
+        installed.providers,
+        installed.fixed_batch,
+      ); // check 4.3
+    } catch (err) {
+      throw new ArtifactLoadError(`${installed.name} v${installed.version}: cannot load: ${(err as Error).message}`);
+    }
+    try {
+      let out;
+      try {
+        out = await loaded.run(manifest.golden.inputs);
+      } catch (err) {
+        throw new GoldenVectorError(`golden vectors: inference failed: ${(err as Error).message}`);
+      }
+      checkGolden(out.label, out.score, manifest.golden, artifact.golden_tolerance); // check 4.4
+    } finally {
+      await loaded.release();
+    }
+  }
+
+  // ------------------------------------------------------------------------- serving
+
+  /** The model to serve now: the installed version if its file is whole, else the
+   * previous one, else the model embedded in the app; null when there is none. */
+  async currentModel(name?: string): Promise<ActiveModel | null> {
+    const pointers = await this.state.installedModels();
+    const wanted = name ?? Object.keys(pointers).sort()[0] ?? this.opts.embedded?.[0]?.name;
+    if (wanted === undefined) return null;
+    const p = pointers[wanted];
+    const storage = this.opts.storage;
+    for (const [inst, source] of [
+      [p?.current, "installed"],
+      [p?.previous, "previous"],
+    ] as const) {
+      if (inst === undefined || inst === null) continue;
+      if ((await storage.size(inst.artifact_path)) === inst.length) {
+        return {
+          name: wanted,
+          version: inst.version,
+          path: storage.localPath(inst.artifact_path),
+          providers: inst.providers,
+          fixedBatch: inst.fixed_batch,
+          source,
+        };
+      }
+    }
+    const embedded = this.opts.embedded?.find((e) => e.name === wanted);
+    if (embedded === undefined) return null;
+    return {
+      name: embedded.name,
+      version: embedded.version,
+      path: embedded.path,
+      providers: embedded.providers ?? ["cpu"],
+      fixedBatch: null,
+      source: "embedded",
+    };
+  }
+}
+
+function indexVersionOf(body: Uint8Array): number | null {
+  try {
+    const v = (JSON.parse(utf8Decode(body)) as { signed?: { version?: unknown } }).signed?.version;
+    return typeof v === "number" ? v : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The client's saved state, laid out like the Python device's (docs/device.md "State on
+ * disk"), on any Storage:
+ *
+ *   device.json                   identity and device token (after register)
+ *   root.json                     newest trusted root (verified envelope)
+ *   index/<channel>.json          last verified channel index, the exact bytes served
+ *   index/<channel>.etag          its ETag, for If-None-Match
+ *   models/<name>/current.json    {"current": Installed, "previous": Installed | null}
+ *   models/<name>/v<version>/     manifest.json + <sha256>.ort of an installed version
+ *   cache/<sha256>.part           partial download, resumed with Range
+ *   queue/<ms>-<seq>.json         one report event per file, removed once the server took it
+ *   failed.json                   {"<model>": [versions]} never retried
+ *   status.json                   bookkeeping: last stale index reported, event sequence
+ *
+ * Installing writes the version directory first and swaps current.json last (one atomic
+ * rename), so an app killed at any instant finds either the old pointer or the new one,
+ * each pointing at whole files.
+ */
+import { utf8Decode, utf8ToBytes } from "./bytes";
+import { StoreError } from "./errors";
+import type { Storage } from "./ports";
+
+export interface DeviceIdentity {
+  device_id: string;
+  fleet: string;
+  platform: string;
+  device_token: string;
+}
+
+export interface Installed {
+  name: string;
+  version: number;
+  target: string;
+  sha256: string;
+  length: number;
+  /** Paths relative to the store. */
+  artifact_path: string;
+  manifest_path: string;
+  providers: string[];
+  fixed_batch: number | null;
+  installed_at: string;
+}
+
+export interface Pointer {
+  current: Installed;
+  previous: Installed | null;
+}
+
+export interface Status {
+  stale_reported_index: number | null;
+  event_seq: number;
+}
+
+export class State {
+  constructor(readonly storage: Storage) {}
+
+  async readJson<T>(path: string): Promise<T | null> {
+    const data = await this.storage.read(path);
+    if (data === null) return null;
+    try {
+      return JSON.parse(utf8Decode(data)) as T;
+    } catch (err) {
+      throw new StoreError(`${path} is corrupt: ${(err as Error).message}`);
+    }
+  }
+
+  async writeJson(path: string, value: unknown): Promise<void> {
+    await this.storage.writeAtomic(path, utf8ToBytes(JSON.stringify(value, null, 2) + "\n"));
+  }
+
+  identity(): Promise<DeviceIdentity | null> {
+    return this.readJson<DeviceIdentity>("device.json");
+  }
+
+  saveIdentity(id: DeviceIdentity): Promise<void> {
+    return this.writeJson("device.json", id);
+  }
+
+  savedRoot(): Promise<unknown> {
+    return this.readJson<unknown>("root.json");
+  }
+
+  saveRoot(envelope: unknown): Promise<void> {
+    return this.writeJson("root.json", envelope);
+  }
+
+  async savedIndex(channel: string): Promise<{ body: Uint8Array; etag: string | null } | null> {
+    const body = await this.storage.read(`index/${channel}.json`);
+    if (body === null) return null;
+    const etag = await this.storage.read(`index/${channel}.etag`);
+    return { body, etag: etag === null ? null : utf8Decode(etag) };
+  }
+
+  async saveIndex(channel: string, body: Uint8Array, etag: string | null): Promise<void> {
+    // The ETag goes first: a crash between the writes leaves a new ETag beside the old body,
+    // which only costs one full download (the server's 200 for a mismatching tag).
+    if (etag === null) await this.storage.remove(`index/${channel}.etag`);
+    else await this.storage.writeAtomic(`index/${channel}.etag`, utf8ToBytes(etag));
+    await this.storage.writeAtomic(`index/${channel}.json`, body);
+  }
+
+  pointer(name: string): Promise<Pointer | null> {
+    return this.readJson<Pointer>(`models/${name}/current.json`);
+  }
+
+  async installedModels(): Promise<Record<string, Pointer>> {
+    const out: Record<string, Pointer> = {};
+    for (const name of await this.storage.list("models")) {
+      const p = await this.pointer(name);
+      if (p !== null) out[name] = p;
+    }
+    return out;
+  }
+
+  /** check 5.2: the new version becomes current, the old current becomes previous. */
+  async swap(name: string, next: Installed): Promise<Pointer> {
+    const old = await this.pointer(name);
+    const pointer: Pointer = {
+      current: next,
+      previous: old === null ? null : old.current.version === next.version ? old.previous : old.current,
+    };
+    await this.writeJson(`models/${name}/current.json`, pointer);
+    return pointer;
+  }
+
+  /** check 5.3: versions other than current and previous, and stray files, go. */
+  async cleanUp(name: string): Promise<void> {
+    const p = await this.pointer(name);
+    const keep = new Set(["current.json"]);
+    if (p !== null) {
+      keep.add(`v${p.current.version}`);
+      if (p.previous !== null) keep.add(`v${p.previous.version}`);
+    }
+    for (const entry of await this.storage.list(`models/${name}`)) {
+      if (!keep.has(entry)) await this.storage.remove(`models/${name}/${entry}`);
+    }
+  }
+
+  async failed(): Promise<Record<string, number[]>> {
+    return (await this.readJson<Record<string, number[]>>("failed.json")) ?? {};
+  }
+
+  async markFailed(name: string, version: number): Promise<void> {
+    const all = await this.failed();
+    all[name] = [...new Set([...(all[name] ?? []), version])].sort((a, b) => a - b);
+    await this.writeJson("failed.json", all);
+  }
+
+  async status(): Promise<Status> {
+    return (await this.readJson<Status>("status.json")) ?? { stale_reported_index: null, event_seq: 0 };
+  }
+
+  saveStatus(s: Status): Promise<void> {
+    return this.writeJson("status.json", s);
+  }
+
+  /** Bytes the installed versions take, for the storage budget (condition C.2). */
+  async installedBytes(): Promise<number> {
+    let total = 0;
+    for (const p of Object.values(await this.installedModels())) {
+      total += p.current.length + (p.previous?.length ?? 0);
+    }
+    return total;
+  }
+}

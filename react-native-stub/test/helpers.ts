@@ -1,0 +1,178 @@
+/** Test helpers: the real Python service as a child process, the Python device's outputs,
+ * and a fault-injecting fetch wrapper (the pattern of python-tuf's fetcher injection). */
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+
+import type { HttpFetch, HttpRequest, HttpResponse } from "../src/core/ports";
+
+export const STUB = resolve(import.meta.dirname, "..");
+export const PYTHON = resolve(STUB, "..", ".venv", "bin", "python");
+export const HAVE_PYTHON = existsSync(PYTHON);
+export const SKIP_REASON = HAVE_PYTHON
+  ? false
+  : `the Python venv (${PYTHON}) is absent: service-backed tests need the modelsync service`;
+
+export interface Service {
+  url: string;
+  fleet: string;
+  channel: string;
+  publisher_token: string;
+  enrollment_token: string;
+  root: unknown;
+  bundles: Record<string, { dir: string; answer: any; manifest: any }>;
+  workDir: string;
+  stop(): Promise<void>;
+}
+
+/** Start test/fixtures/live_service.py; it serves until its stdin closes. */
+export async function startService(): Promise<Service> {
+  const workDir = mkdtempSync(join(tmpdir(), "modelsync-ts-"));
+  const child: ChildProcessWithoutNullStreams = spawn(
+    PYTHON,
+    [join(STUB, "test", "fixtures", "live_service.py"), join(workDir, "service")],
+    { cwd: resolve(STUB, ".."), stdio: ["pipe", "pipe", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
+  const lines = createInterface({ input: child.stdout });
+  const first = await new Promise<string>((res, rej) => {
+    lines.once("line", res);
+    void exited.then((code) => rej(new Error(`service exited (${code}) before it was ready:\n${stderr.slice(-3000)}`)));
+  });
+  const info = JSON.parse(first) as Omit<Service, "stop" | "workDir"> & { error?: string };
+  if (info.error !== undefined) throw new Error(`service: ${info.error}\n${stderr.slice(-3000)}`);
+  return {
+    ...info,
+    workDir,
+    async stop() {
+      child.stdin.end();
+      const timer = setTimeout(() => child.kill("SIGKILL"), 15000);
+      await exited;
+      clearTimeout(timer);
+      lines.close();
+    },
+  };
+}
+
+/** The Python device's outputs for an artifact (device_sim's OnnxEngine). */
+export function pythonOutputs(path: string, inputs: number[][]): { label: number[]; score: number[] } {
+  const run = spawnSync(PYTHON, [join(STUB, "test", "fixtures", "python_outputs.py")], {
+    cwd: resolve(STUB, ".."),
+    input: JSON.stringify({ path, inputs }),
+    encoding: "utf8",
+  });
+  if (run.status !== 0) throw new Error(`python_outputs.py failed: ${run.stderr}`);
+  return JSON.parse(run.stdout) as { label: number[]; score: number[] };
+}
+
+export interface Seen {
+  url: string;
+  method: string;
+  headers: Record<string, string>;
+  status: number;
+  contentEncoding: string | null;
+}
+
+export type Fault = (url: string, init: HttpRequest, res: HttpResponse) => HttpResponse | undefined;
+
+/** fetch, recording every exchange and letting a test rewrite responses. */
+export function recordingFetch(faults: Fault[] = []): { fetch: HttpFetch; seen: Seen[] } {
+  const seen: Seen[] = [];
+  const fetchFn: HttpFetch = async (url, init) => {
+    const res = (await fetch(url, init)) as unknown as HttpResponse;
+    seen.push({
+      url,
+      method: init.method,
+      headers: { ...init.headers },
+      status: res.status,
+      contentEncoding: res.headers.get("content-encoding"),
+    });
+    for (const f of faults) {
+      const replaced = f(url, init, res);
+      if (replaced !== undefined) return replaced;
+    }
+    return res;
+  };
+  return { fetch: fetchFn, seen };
+}
+
+function withBody(res: HttpResponse, stream: ReadableStream<Uint8Array>): HttpResponse {
+  return {
+    status: res.status,
+    headers: res.headers,
+    body: stream as unknown as HttpResponse["body"],
+    arrayBuffer: () => new Response(stream).arrayBuffer(),
+  };
+}
+
+const isArtifact = (url: string, sha: string): boolean => url.endsWith(`/v1/blobs/${sha}`);
+
+/** The connection drops after `keep` body bytes of the artifact blob (once). */
+export function cutAfter(sha: string, keep: number): Fault {
+  let done = false;
+  return (url, _init, res) => {
+    if (done || !isArtifact(url, sha) || res.status !== 200) return undefined;
+    done = true;
+    const reader = (res.body as unknown as ReadableStream<Uint8Array>).getReader();
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent >= keep) {
+          // Error only on the pull after the last chunk: error() drops chunks still queued.
+          await reader.cancel();
+          controller.error(new Error("connection reset by peer (injected)"));
+          return;
+        }
+        const { done: end, value } = await reader.read();
+        if (end || value === undefined) {
+          controller.close();
+          return;
+        }
+        const piece = value.slice(0, keep - sent);
+        sent += piece.length;
+        controller.enqueue(piece);
+      },
+    });
+    return withBody(res, stream);
+  };
+}
+
+/** One byte of the artifact blob arrives flipped (a bad proxy, a bit rot, an attacker). */
+export function flipByte(sha: string, at: number): Fault {
+  return (url, _init, res) => {
+    if (!isArtifact(url, sha) || res.status !== 200) return undefined;
+    const reader = (res.body as unknown as ReadableStream<Uint8Array>).getReader();
+    let offset = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const { done, value } = await reader.read();
+        if (done || value === undefined) {
+          controller.close();
+          return;
+        }
+        const copy = value.slice();
+        if (at >= offset && at < offset + copy.length) copy[at - offset]! ^= 0xff;
+        offset += copy.length;
+        controller.enqueue(copy);
+      },
+    });
+    return withBody(res, stream);
+  };
+}
+
+export async function api(svc: Service, method: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(`${svc.url}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${svc.publisher_token}`, "Content-Type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text === "" ? null : JSON.parse(text);
+}

@@ -1,0 +1,282 @@
+/**
+ * The client against the real Python sync service on loopback, with bundles the packager
+ * just made (test/fixtures/live_service.py): register, sync, verify, install; 304 on the
+ * second check; a cut download resumed with Range; zstd transfer; a tampered blob refused
+ * with the state unchanged; an expired index reported as stale; offline fallbacks. The
+ * installed .ort runs under onnxruntime-node and must match the manifest's golden vectors
+ * and the Python device's outputs.
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+
+import { type ClientOptions, ModelSyncClient } from "../src/core/client";
+import { HashMismatchError } from "../src/core/errors";
+import type { HttpFetch } from "../src/core/ports";
+import { NodeOrtRunner } from "../src/node/ortRunner";
+import { StaticNetwork } from "../src/node/network";
+import { NodeStorage } from "../src/node/storage";
+import {
+  type Service,
+  SKIP_REASON,
+  api,
+  cutAfter,
+  flipByte,
+  pythonOutputs,
+  recordingFetch,
+  startService,
+} from "./helpers";
+
+const DAY = 86_400_000;
+let svc: Service;
+let dirs: string;
+let release1: any;
+
+function artifactOf(version: number, target = "cpu"): any {
+  return svc.bundles[String(version)]!.manifest.signed.artifacts.find((a: any) => a.target === target);
+}
+
+async function makeClient(
+  deviceId: string,
+  extra: Partial<ClientOptions> = {},
+  fetchFn: HttpFetch = fetch as unknown as HttpFetch,
+): Promise<{ client: ModelSyncClient; storage: NodeStorage }> {
+  const storage = new NodeStorage(join(dirs, deviceId));
+  const client = new ModelSyncClient({
+    server: svc.url,
+    channel: svc.channel,
+    deviceId,
+    platform: "linux",
+    ortVersion: "1.24.3",
+    appVersion: "test",
+    storage,
+    fetch: fetchFn,
+    network: new StaticNetwork(),
+    runner: new NodeOrtRunner(),
+    shippedRoot: svc.root,
+    availableProviders: ["cpu"],
+    ...extra,
+  });
+  return { client, storage };
+}
+
+async function registered(
+  deviceId: string,
+  extra: Partial<ClientOptions> = {},
+  fetchFn?: HttpFetch,
+): Promise<{ client: ModelSyncClient; storage: NodeStorage }> {
+  const made = await makeClient(deviceId, extra, fetchFn);
+  await made.client.register(svc.enrollment_token);
+  return made;
+}
+
+/** Everything a failed model install must leave as it was: root, identity, installed
+ * models and pointers. (A newer index that passed checks 2.x is saved before any model is
+ * fetched, so it is left out; queue and cache are bookkeeping.) */
+function snapshot(storage: NodeStorage): Record<string, number> {
+  const out: Record<string, number> = {};
+  const walk = (rel: string): void => {
+    const full = join(storage.root, rel);
+    if (!existsSync(full)) return;
+    for (const name of readdirSync(full)) {
+      const r = rel === "" ? name : `${rel}/${name}`;
+      if (/^(queue|cache|index)(\/|$)/.test(r) || r === "status.json") continue;
+      const st = statSync(join(storage.root, r));
+      if (st.isDirectory()) walk(r);
+      else out[r] = st.mtimeMs * 1000 + st.size;
+    }
+  };
+  walk("");
+  return out;
+}
+
+describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 }, () => {
+  before(async () => {
+    dirs = mkdtempSync(join(tmpdir(), "modelsync-devices-"));
+    svc = await startService();
+    release1 = await api(svc, "POST", "/v1/releases", {
+      fleet: svc.fleet,
+      channel: svc.channel,
+      model: "fleet-iforest",
+      version: 1,
+      percent: 100,
+    });
+  });
+
+  after(async () => {
+    await svc?.stop();
+  });
+
+  it("registers, syncs, verifies and installs; the second check is a 304", async () => {
+    const rec = recordingFetch();
+    const { client, storage } = await registered("ts-device-1", {}, rec.fetch);
+    const phases = new Set<string>();
+    client.onProgress((e) => phases.add(e.phase));
+
+    const first = await client.sync();
+    assert.equal(first.outcome, "updated", first.error?.message ?? first.models[0]?.error?.message);
+    assert.deepEqual(first.models.map((m) => [m.model, m.version, m.outcome]), [["fleet-iforest", 1, "installed"]]);
+    assert.equal(first.notModified, false);
+    for (const p of ["root", "index", "manifest", "download", "verify", "activate", "reports", "done"]) {
+      assert.ok(phases.has(p), `no ${p} progress event`);
+    }
+    const current = await client.currentModel();
+    assert.ok(current !== null);
+    assert.equal(current.version, 1);
+    assert.equal(current.source, "installed");
+    assert.deepEqual(current.providers, ["cpu"]);
+    assert.equal(statSync(current.path).size, artifactOf(1).length);
+    assert.equal(first.reportsSent, 1, "the installed report reached the server");
+    assert.deepEqual(await client.pendingReports(), []);
+
+    const second = await client.sync();
+    assert.equal(second.outcome, "up_to_date");
+    assert.equal(second.notModified, true);
+    const indexCalls = rec.seen.filter((s) => s.url.endsWith("/index"));
+    assert.equal(indexCalls.length, 2);
+    assert.equal(indexCalls[1]!.status, 304);
+    assert.match(indexCalls[1]!.headers["If-None-Match"] ?? "", /^"?[0-9a-f]{64}"?$/);
+
+    const status = await api(svc, "GET", `/v1/releases/${release1.id}/status`);
+    assert.equal(status.installs, 1);
+    assert.ok(existsSync(join(storage.root, "models", "fleet-iforest", "current.json")));
+  });
+
+  it("runs the installed artifact under onnxruntime-node like the manifest and the Python device", async () => {
+    const { client } = await registered("ts-device-parity");
+    assert.equal((await client.sync()).outcome, "updated");
+    const current = (await client.currentModel())!;
+    const manifest = svc.bundles["1"]!.manifest.signed;
+    const tol = artifactOf(1).golden_tolerance;
+    const model = await new NodeOrtRunner().load(current.path, current.providers, current.fixedBatch);
+    const node = await model.run(manifest.golden.inputs);
+    await model.release();
+    const python = pythonOutputs(current.path, manifest.golden.inputs);
+    const n = manifest.golden.inputs.length;
+    assert.ok(n >= 10, "a few dozen golden rows");
+    let vsGolden = 0;
+    let vsPython = 0;
+    for (let i = 0; i < n; i++) {
+      assert.equal(Number(node.label[i]), manifest.golden.label[i], `row ${i} label vs golden`);
+      assert.equal(Number(node.label[i]), python.label[i], `row ${i} label vs Python`);
+      vsGolden = Math.max(vsGolden, Math.abs(Number(node.score[i]) - manifest.golden.score[i]));
+      vsPython = Math.max(vsPython, Math.abs(Number(node.score[i]) - python.score[i]!));
+    }
+    assert.ok(vsGolden <= tol.score_atol, `|node - golden| = ${vsGolden} > ${tol.score_atol}`);
+    assert.ok(vsPython <= tol.score_atol, `|node - python| = ${vsPython} > ${tol.score_atol}`);
+  });
+
+  it("resumes a download cut halfway with a Range request", async () => {
+    const art = artifactOf(1);
+    const half = Math.floor(art.length / 2);
+    const rec = recordingFetch([cutAfter(art.sha256, half)]);
+    const { client, storage } = await registered("ts-device-resume", { compression: false }, rec.fetch);
+
+    const cut = await client.sync();
+    assert.equal(cut.outcome, "failed");
+    assert.equal(cut.models[0]?.error?.name, "DownloadError");
+    assert.equal(await client.currentModel(), null, "nothing installed after a cut download");
+    assert.equal(await storage.size(`cache/${art.sha256}.part`), half, "the received half is kept");
+
+    const resumed = await client.sync();
+    assert.equal(resumed.outcome, "updated", resumed.error?.message);
+    const blobCalls = rec.seen.filter((s) => s.url.endsWith(`/v1/blobs/${art.sha256}`));
+    assert.equal(blobCalls.length, 2);
+    assert.equal(blobCalls[1]!.headers.Range, `bytes=${half}-`);
+    assert.equal(blobCalls[1]!.status, 206);
+    assert.equal(await storage.size(`cache/${art.sha256}.part`), null, "cache cleaned after install");
+    assert.equal((await client.currentModel())?.version, 1);
+  });
+
+  it("resumes a cut zstd transfer from the bytes already decoded", async () => {
+    const art = artifactOf(1);
+    const rec = recordingFetch([cutAfter(art.sha256, Math.floor(art.compressed.length / 2))]);
+    const { client, storage } = await registered("ts-device-zstd", {}, rec.fetch);
+    const cut = await client.sync();
+    assert.equal(cut.outcome, "failed");
+    const blob = rec.seen.find((s) => s.url.endsWith(`/v1/blobs/${art.sha256}`))!;
+    assert.equal(blob.headers["Accept-Encoding"], "zstd");
+    assert.equal(blob.contentEncoding, "zstd", "the service sent zstd");
+    const kept = (await storage.size(`cache/${art.sha256}.part`)) ?? 0;
+    assert.ok(kept >= 0 && kept < art.length);
+    const resumed = await client.sync();
+    assert.equal(resumed.outcome, "updated", resumed.error?.message);
+    assert.equal((await client.currentModel())?.version, 1);
+  });
+
+  it("refuses a tampered blob and leaves the installed model as it was", async () => {
+    const { client, storage } = await registered("ts-device-tamper", { compression: false });
+    assert.equal((await client.sync()).outcome, "updated");
+    await api(svc, "POST", "/v1/releases", {
+      fleet: svc.fleet,
+      channel: svc.channel,
+      model: "fleet-iforest",
+      version: 2,
+      percent: 100,
+    });
+    const art2 = artifactOf(2);
+    const before = snapshot(storage);
+    const tampered = new ModelSyncClient({
+      ...(client as unknown as { opts: ClientOptions }).opts,
+      fetch: recordingFetch([flipByte(art2.sha256, 100)]).fetch,
+    });
+    const bad = await tampered.sync();
+    assert.equal(bad.outcome, "failed");
+    assert.ok(bad.models[0]?.error instanceof HashMismatchError, String(bad.models[0]?.error));
+    assert.equal(bad.models[0]?.reason, "hash_mismatch");
+    assert.deepEqual(snapshot(storage), before, "saved state changed after a refused blob");
+    assert.equal((await client.currentModel())?.version, 1);
+    assert.equal(await storage.size(`cache/${art2.sha256}.part`), null, "a bad blob is not resumed");
+    assert.equal(bad.reportsSent, 1, "install_failed was reported");
+
+    const good = await client.sync();
+    assert.equal(good.outcome, "updated", good.error?.message);
+    const pointer = JSON.parse(
+      new TextDecoder().decode((await storage.read("models/fleet-iforest/current.json"))!),
+    );
+    assert.equal(pointer.current.version, 2);
+    assert.equal(pointer.previous.version, 1, "the previous version stays for instant fallback");
+  });
+
+  it("reports an expired index as stale and keeps serving the installed model", async () => {
+    const { client, storage } = await registered("ts-device-stale");
+    assert.equal((await client.sync()).outcome, "updated");
+    const installed = (await client.currentModel())!.version;
+    const before = snapshot(storage);
+    const later = new ModelSyncClient({
+      ...(client as unknown as { opts: ClientOptions }).opts,
+      now: () => Date.now() + 30 * DAY, // past the index's expiry, before the root's
+    });
+    const stale = await later.sync();
+    assert.equal(stale.outcome, "stale");
+    assert.equal(stale.error?.name, "StaleIndexError");
+    assert.equal(stale.reportsSent, 1, "one stale_index report");
+    assert.equal((await later.sync()).reportsSent, 0, "reported once per index version");
+    assert.deepEqual(snapshot(storage), before);
+    assert.equal((await later.currentModel())?.version, installed);
+  });
+
+  it("waits for Wi-Fi and for storage, and serves offline", async () => {
+    const metered = await registered("ts-device-metered", { network: new StaticNetwork({ connected: true, metered: true }) });
+    const r1 = await metered.client.sync();
+    assert.equal(r1.outcome, "deferred");
+    assert.equal(r1.models[0]?.reason, "metered");
+
+    const small = await registered("ts-device-budget", { storageBudgetBytes: 1000 });
+    const r2 = await small.client.sync();
+    assert.equal(r2.outcome, "deferred");
+    assert.equal(r2.models[0]?.reason, "storage_budget");
+
+    const embeddedPath = join(svc.bundles["1"]!.dir, artifactOf(1).path);
+    const offline = await registered("ts-device-offline", {
+      network: new StaticNetwork({ connected: false, metered: false }),
+      embedded: [{ name: "fleet-iforest", version: 1, path: embeddedPath }],
+    });
+    assert.equal((await offline.client.sync()).outcome, "offline");
+    const fallback = await offline.client.currentModel();
+    assert.equal(fallback?.source, "embedded");
+    assert.equal(fallback?.path, embeddedPath);
+  });
+});
