@@ -80,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine,
             url=settings.resolved_database_url,
             data_dir=settings.data_dir if settings.database_url is None else None,
-            auto_migrate_empty=settings.auto_migrate_empty_sqlite and settings.is_sqlite,
+            # Only the embedded default (no database URL given): an explicit URL is an
+            # operator's database, migrated by an operator.
+            auto_migrate_empty=settings.auto_migrate_empty_sqlite and settings.database_url is None,
         )
         storage = make_storage(settings)
     except BaseException:

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(512 * 1024 * 1024, ge=1)
     health_failure_rate: float = Field(0.05, gt=0, le=1)
     health_min_devices: int = Field(20, ge=1)
-    # Only a brand-new, empty embedded SQLite file is migrated by `serve` on its own.
+    # Only a brand-new, empty embedded SQLite file (no database_url) is migrated on its own.
     auto_migrate_empty_sqlite: bool = True
 
     host: str = "127.0.0.1"
