@@ -150,7 +150,7 @@ class Device:
 
     # ------------------------------------------------------------------ inference
 
-    def _manifest(self, inst: Installed) -> ModelManifest:
+    def manifest(self, inst: Installed) -> ModelManifest:
         raw = json.loads(self.store.manifest_path(inst).read_bytes())
         return ModelManifest.model_validate(raw["signed"])  # verified at install (checks 3.2-3.3)
 
@@ -166,7 +166,7 @@ class Device:
                 continue
             key = inst.artifact_sha256
             if key not in self._engines:
-                manifest = self._manifest(inst)
+                manifest = self.manifest(inst)
                 art = next(a for a in manifest.artifacts if a.sha256 == inst.artifact_sha256)
                 try:
                     self._engines[key] = create_inference_engine(

@@ -8,10 +8,13 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from fastapi import FastAPI
 
 from device_sim.device import Device
 from device_sim.faults import FaultPlan, FaultyTransport
@@ -19,6 +22,9 @@ from device_sim.store import TMP_MARK, Store
 from device_sim.updater import SyncConfig
 from tests.device_sim.forge import ort_model
 from tests.device_sim.repo import Repo
+from tests.device_sim.service import admin, make_token, publish_and_release, service_app
+
+__all__ = ["admin", "service_app"]  # fixtures
 
 TRIALS = 100
 CONFIG = SyncConfig(connect_timeout=0.05, read_timeout=0.05, deadline=0.4)
@@ -108,3 +114,38 @@ def test_random_faults_never_leave_a_corrupt_model(base: tuple[Repo, Path], tmp_
     # the trials did meet every fault, and both endings happened
     assert all(injected[k] > 0 for k in ("cuts", "flips", "errors", "hangs")), injected
     assert outcomes["installed"] > 0 and sum(v for k, v in outcomes.items() if k != "installed") > 0, outcomes
+
+
+def test_random_faults_against_the_real_service(
+    service_app: FastAPI, admin: Callable[..., httpx.Response], make_bundle: Callable[..., Path],
+    keys_dir: Path, tmp_path: Path,
+) -> None:
+    """Fewer trials, real bundles: the service's own Range, zstd and delta answers, faulted."""
+    publish_and_release(admin, make_bundle(1))
+    config = SyncConfig(connect_timeout=0.2, read_timeout=0.2, deadline=2.0)
+    base = Device.register(tmp_path / "base", server="http://service.test",
+                           enroll_token=make_token(service_app, "enrollment"), platform="android",
+                           root_envelope=json.loads((keys_dir / "root.json").read_text()),
+                           transport=httpx.ASGITransport(app=service_app), config=config)
+    assert base.sync().installed
+    publish_and_release(admin, make_bundle(2))
+    rng = random.Random(7)
+    versions: Counter[int] = Counter()
+    for trial in range(25):
+        d = tmp_path / f"t{trial}"
+        shutil.copytree(base.store.root, d)
+        plan = FaultPlan.random(rng, min_bandwidth=5_000_000)
+        faulty = FaultyTransport(httpx.ASGITransport(app=service_app), plan, random.Random(rng.random()))
+        device = Device(d, transport=faulty, config=config)
+        for _attempt in range(2):
+            start = time.monotonic()
+            device.sync()
+            assert time.monotonic() - start < 2 * config.deadline + 1.0, (trial, plan)
+        store = Store.open(d)
+        serving = store.usable("fleet-iforest")
+        assert serving is not None and serving.version in (1, 2), (trial, plan)
+        assert store.intact(serving)
+        assert len(device.predict(np.zeros((3, len(device.manifest(serving).model.features))))) == 3
+        versions[serving.version] += 1
+        shutil.rmtree(d)
+    assert versions[2] > 0, versions
