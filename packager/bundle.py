@@ -9,6 +9,7 @@ directory, so there is never a partial bundle at ``out_dir``.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -47,8 +48,10 @@ if TYPE_CHECKING:
     from packager.pipeline import BuildResult
 
 MANIFEST = "manifest.json"
-# Fixed so the compressed size and sha256 in the manifest are reproducible.
-ZSTD_LEVEL = 19
+# The compressed copy the manifest describes is the one the sync service serves for
+# ``Accept-Encoding: zstd`` (sync_service/transfer.py): same level, same frame options,
+# same streaming call, so its size and sha256 match byte for byte.
+ZSTD_LEVEL = 10
 
 
 def check_publisher_keys(keys: Sequence[Ed25519PrivateKey], root: Root) -> None:
@@ -110,7 +113,7 @@ def write_bundle(
             digest = sha256_hex(data)
             if not (tmp / f"{digest}.ort").exists():  # two targets may share identical bytes
                 _write_file(tmp / f"{digest}.ort", data)
-            compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+            compressed = zstd_compress_file(Path(built.path))
             measured = golden_deviation(golden, run_artifact(Path(built.path), inputs))
             tolerance = tolerance_for(golden, built.precision, measured, card.threshold)
             artifact = Artifact.model_validate(
@@ -169,6 +172,16 @@ def write_bundle(
         if progress and task is not None:
             progress.advance(task)
     return out_dir
+
+
+def zstd_compress_file(path: Path) -> bytes:
+    """zstd frame of ``path`` with its content size and checksum (simple decoders, such as
+    the TypeScript client's, need the size in the frame)."""
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, write_content_size=True)
+    out = io.BytesIO()
+    with path.open("rb") as src:
+        cctx.copy_stream(src, out, size=path.stat().st_size)
+    return out.getvalue()
 
 
 def _write_reference(tmp: Path, reference: object) -> Reference:

@@ -46,7 +46,7 @@ def run_packaging_demo(workdir: Path, console: Console, *, version: int = 1) -> 
     root = load_root(keys_dir / "root.json")
     key = load_private_key(keys_dir / "publisher.key")
 
-    console.rule("[bold]1. telemetry and training")
+    console.rule(f"[bold]1. telemetry and training: {MODEL_NAME} v{version}")
     train = generate_telemetry(DEMO_ROWS, seed=version)
     holdout = generate_telemetry(DEMO_ROWS // 2, seed=1000 + version)
     console.print(
@@ -58,7 +58,7 @@ def run_packaging_demo(workdir: Path, console: Console, *, version: int = 1) -> 
     console.print(f"trained IsolationForest ({DEMO_TREES} trees) in {time.perf_counter() - started:.1f} s")
     console.print(detection_table(holdout.labels, model.predict(holdout.frame)))
 
-    console.rule("[bold]2. package for " + ", ".join(TARGETS))
+    console.rule(f"[bold]2. package v{version} for " + ", ".join(TARGETS))
     out = workdir / f"bundle-v{version}"
     started = time.perf_counter()
     with _progress(console) as progress:
@@ -69,7 +69,7 @@ def run_packaging_demo(workdir: Path, console: Console, *, version: int = 1) -> 
         )
     console.print(f"packaged in {time.perf_counter() - started:.1f} s → {out}")
 
-    console.rule("[bold]3. verify")
+    console.rule(f"[bold]3. verify v{version}")
     with _progress(console) as progress:
         report = verify_bundle(out, root, progress=progress)
     console.print(
@@ -78,7 +78,7 @@ def run_packaging_demo(workdir: Path, console: Console, *, version: int = 1) -> 
     )
     console.print(card_table(report.manifest))
 
-    console.rule("[bold]4. parity on held-out telemetry")
+    console.rule(f"[bold]4. parity of v{version} on held-out telemetry")
     x = holdout.frame.to_numpy()
     rows = [
         (a.target, a.precision, measure(out / a.path, model, x, DEFAULT_THRESHOLDS[a.precision]).parity)

@@ -50,11 +50,21 @@ def test_manifest_describes_every_target(small_bundle: Path, keys_dir: Path) -> 
         assert a.parity.label_agreement == 1.0 and a.parity.max_abs_score_diff < 1e-5
 
 
-def test_compressed_size_and_hash_are_reproducible(small_bundle: Path, keys_dir: Path) -> None:
+def test_compressed_copy_is_the_one_the_service_serves(
+    small_bundle: Path, keys_dir: Path, tmp_path: Path
+) -> None:
+    from sync_service.storage import blob_key
+    from sync_service.storage.local import LocalStorage
+    from sync_service.transfer import ensure_zstd, zstd_key
+
+    storage = LocalStorage(tmp_path / "blobs")
     for a in _manifest(small_bundle, keys_dir).artifacts:
         assert a.compressed is not None and a.compressed.level == ZSTD_LEVEL
-        packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress((small_bundle / a.path).read_bytes())
-        assert (len(packed), sha256_hex(packed)) == (a.compressed.length, a.compressed.sha256)
+        storage.put(blob_key(a.sha256), small_bundle / a.path)
+        assert ensure_zstd(storage, a.sha256) == a.compressed.length
+        packed = storage.get(zstd_key(a.sha256))
+        assert sha256_hex(packed) == a.compressed.sha256
+        # The frame carries the content size: one-shot decoders need it.
         assert zstandard.ZstdDecompressor().decompress(packed) == (small_bundle / a.path).read_bytes()
 
 
