@@ -280,7 +280,7 @@ class ClassifierDetector(Detector):
                 "(no predict_proba/classes_)"
             )
         self.estimator = estimator
-        self.classes_ = list(estimator.classes_)
+        self.classes_ = np.asarray(estimator.classes_).tolist()
         if len(self.classes_) < 2:
             raise UnsupportedModelError("a classifier with fewer than two classes cannot flag failures")
         self.failure_class = default_failure_class(self.classes_) if failure_class is None else failure_class

@@ -105,6 +105,7 @@ def measure(path: Path, reference: Any, X: np.ndarray, thresholds: Thresholds) -
 def check_parity(result: ParityResult, thresholds: Thresholds, what: str = "artifact") -> None:
     """Raise ParityError naming the first figure that missed and by how much."""
     p = result.parity
+    allowed = thresholds.allowed_score_diff(result.reference_scores)
     if p.rows == 0:
         raise ParityError(f"{what}: parity checked on 0 rows")
     if p.label_agreement < thresholds.min_label_agreement:
@@ -113,10 +114,10 @@ def check_parity(result: ParityResult, thresholds: Thresholds, what: str = "arti
             f"{thresholds.min_label_agreement:.4f} "
             f"(missed by {thresholds.min_label_agreement - p.label_agreement:.4f}) on {p.rows} rows"
         )
-    if not p.max_abs_score_diff <= result.allowed_score_diff:
+    if not p.max_abs_score_diff <= allowed:
         raise ParityError(
-            f"{what}: max |score diff| {p.max_abs_score_diff:.3g} > allowed {result.allowed_score_diff:.3g} "
-            f"(missed by {p.max_abs_score_diff - result.allowed_score_diff:.3g}) on {p.rows} rows"
+            f"{what}: max |score diff| {p.max_abs_score_diff:.3g} > allowed {allowed:.3g} "
+            f"(missed by {p.max_abs_score_diff - allowed:.3g}) on {p.rows} rows"
         )
     if not p.spearman >= thresholds.min_spearman:
         raise ParityError(

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from packager.convert.outputs import INPUT
+from packager.convert.outputs import INPUT, check_contract
 from packager.errors import PackagingError
 from packager.manifest import Quantization
 
@@ -146,14 +146,11 @@ def convert_float16(src: Path, dst: Path) -> Quantization:
     from onnxconverter_common import float16
 
     model = onnx.load(src)
-    # The contract's tail (score reshape, label from the score's sign) compares against
-    # float32 constants; it stays float32 so label and score come from the same value.
-    keep = [n.name for n in model.graph.node if n.name.startswith("contract_")]
     with warnings.catch_warnings():
         # Weights below fp16's range are clamped to min_positive_val; the parity gate
         # measures the effect, a warning per weight adds nothing.
         warnings.simplefilter("ignore", UserWarning)
-        half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
     onnx.save(half, dst)
     return Quantization(
         applied=True,
@@ -166,9 +163,15 @@ def make_variant(target: str, src: Path, dst: Path, calibration: np.ndarray | No
     """Write the target's reduced-precision variant of ``src`` to ``dst``."""
     method = METHOD_FOR_TARGET[target]
     if method == "dynamic":
-        return quantize_dynamic_int8(src, dst)
-    if method == "qdq-static":
+        record = quantize_dynamic_int8(src, dst)
+    elif method == "qdq-static":
         if calibration is None:
             raise PackagingError("static INT8 for android-nnapi needs calibration rows")
-        return quantize_static_qdq(src, dst, calibration)
-    return convert_float16(src, dst)
+        record = quantize_static_qdq(src, dst, calibration)
+    else:
+        record = convert_float16(src, dst)
+    try:
+        check_contract(onnx.load(dst))
+    except ValueError as exc:
+        raise PackagingError(f"{target} {method} variant broke the artifact contract: {exc}") from exc
+    return record

@@ -1,0 +1,117 @@
+"""Every family through its converter, run in onnxruntime, against its reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from lightgbm import LGBMClassifier
+from sklearn.covariance import EllipticEnvelope
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+
+from packager.convert import to_onnx
+from packager.convert.outputs import OPSETS, check_contract
+from packager.detectors import ClassifierDetector
+from packager.errors import UnsupportedModelError, UsageError
+from tests.packager import trained
+
+
+def _parity(model: Any) -> tuple[Any, float, float]:
+    """(reference, label agreement, max |score diff| relative to the score scale)."""
+    converted = to_onnx(model)
+    check_contract(converted.onnx)
+    assert {o.domain: o.version for o in converted.onnx.opset_import} == OPSETS
+    session = ort.InferenceSession(converted.onnx.SerializeToString(), providers=["CPUExecutionProvider"])
+    X = trained.holdout().astype(np.float32)
+    label, score = session.run(["label", "score"], {"input": X})
+    ref = converted.reference
+    ref_score = ref.decision_function(X)
+    assert label.dtype == np.int64 and score.dtype == np.float32 and score.shape == (X.shape[0],)
+    np.testing.assert_array_equal(label, np.where(score < 0, -1, 1))
+    scale = max(1.0, float(np.abs(ref_score).max()))
+    return ref, float(np.mean(label == ref.predict(X))), float(np.abs(score - ref_score).max() / scale)
+
+
+def test_autoencoder() -> None:
+    _, agreement, diff = _parity(trained.autoencoder())
+    assert agreement == 1.0 and diff < 1e-5
+
+
+def test_pca() -> None:
+    _, agreement, diff = _parity(trained.pca())
+    assert agreement == 1.0 and diff < 1e-5
+
+
+def test_lightgbm_failure_classifier() -> None:
+    X, y = trained.telemetry().to_numpy(), np.where(trained.labels() == 1, -1, 1)
+    model = LGBMClassifier(n_estimators=30, num_leaves=8, verbose=-1, random_state=0).fit(X, y)
+    ref, agreement, diff = _parity(model)
+    assert isinstance(ref, ClassifierDetector) and ref.family == "lightgbm" and ref.failure_class == -1
+    assert agreement == 1.0 and diff < 1e-5
+    # negative score exactly where LightGBM predicts the failure class
+    holdout = trained.holdout()
+    np.testing.assert_array_equal(ref.predict(holdout) == -1, model.predict(holdout) == -1)
+
+
+def test_generic_outlier_detector() -> None:
+    model = LocalOutlierFactor(n_neighbors=20, novelty=True).fit(trained.telemetry().to_numpy())
+    ref, agreement, diff = _parity(model)
+    assert ref is model and agreement == 1.0 and diff < 1e-5
+
+
+def test_generic_pipeline() -> None:
+    model = make_pipeline(StandardScaler(), OneClassSVM(nu=0.05)).fit(trained.telemetry().to_numpy())
+    ref, agreement, diff = _parity(model)
+    assert ref is model and agreement == 1.0 and diff < 1e-5
+
+
+def test_generic_classifier_pipeline_with_failure_class_1() -> None:
+    X = trained.telemetry().to_numpy()
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, trained.labels())
+    ref, agreement, diff = _parity(model)
+    assert ref.failure_class == 1
+    assert agreement == 1.0 and diff < 1e-5
+    np.testing.assert_allclose(ref.decision_function(X), 1 - 2 * model.predict_proba(X)[:, 1], atol=1e-12)
+
+
+def test_multiclass_failure_class_must_be_named() -> None:
+    X = trained.telemetry().to_numpy()
+    y = np.array(["ok", "warn", "broken"])[np.arange(len(X)) % 3]
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    with pytest.raises(UnsupportedModelError, match="failure class"):
+        to_onnx(model)
+    _ref, agreement, _ = _parity(ClassifierDetector(model, failure_class="broken"))
+    assert agreement >= 0.999
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (LinearRegression(), "neither an outlier detector"),
+        (EllipticEnvelope(random_state=0), "skl2onnx cannot convert EllipticEnvelope"),
+        ("not a model", "not a scikit-learn or LightGBM model"),
+    ],
+)
+def test_unsupported_models_are_refused_by_name(model: Any, message: str) -> None:
+    if hasattr(model, "fit"):
+        X = trained.telemetry().to_numpy()
+        model.fit(X, X[:, 0]) if isinstance(model, LinearRegression) else model.fit(X)
+    with pytest.raises(UnsupportedModelError, match=message):
+        to_onnx(model)
+
+
+def test_unfitted_model_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="not fitted"):
+        to_onnx(OneClassSVM())
+
+
+def test_feature_names_must_match_the_model() -> None:
+    with pytest.raises(UsageError, match="feature names"):
+        to_onnx(trained.iforest(), feature_names=["a", "b"])

@@ -1,0 +1,79 @@
+"""Our IsolationForest converter against scikit-learn: identical labels, |score diff| <= 1e-6."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.ensemble import IsolationForest
+
+from packager.convert import to_onnx
+from packager.convert.isolation_forest import floor_float32
+from packager.convert.outputs import OPSETS, check_contract
+
+
+def _run(model: object, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    converted = to_onnx(model)
+    session = ort.InferenceSession(converted.onnx.SerializeToString(), providers=["CPUExecutionProvider"])
+    label, score = session.run(["label", "score"], {"input": X})
+    return label, score
+
+
+@pytest.fixture(scope="module")
+def train() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 8)).astype(np.float32)
+    X[:, 3] = rng.integers(0, 5, size=2000)  # a discrete column: many rows sit on thresholds
+    return X
+
+
+@pytest.mark.slow
+def test_60k_random_rows_identical_labels_and_scores_within_1e6(train: np.ndarray) -> None:
+    forest = IsolationForest(n_estimators=100, contamination=0.05, random_state=0).fit(train)
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-4, 4, size=(60_000, 8)).astype(np.float32)
+    X[:30_000, 3] = rng.integers(0, 5, size=30_000)
+    label, score = _run(forest, X)
+    assert label.dtype == np.int64 and score.dtype == np.float32
+    assert label.shape == score.shape == (60_000,)
+    np.testing.assert_array_equal(label, forest.predict(X))
+    assert np.abs(score.astype(np.float64) - forest.decision_function(X)).max() <= 1e-6
+
+
+@pytest.mark.parametrize("max_features", [0.5, 3])
+def test_feature_subsets_map_through_estimators_features(train: np.ndarray, max_features: float) -> None:
+    forest = IsolationForest(n_estimators=40, max_features=max_features, random_state=2).fit(train)
+    assert any(len(f) < 8 for f in forest.estimators_features_)
+    X = np.random.default_rng(3).uniform(-4, 4, size=(5000, 8)).astype(np.float32)
+    label, score = _run(forest, X)
+    np.testing.assert_array_equal(label, forest.predict(X))
+    assert np.abs(score - forest.decision_function(X)).max() <= 1e-6
+
+
+def test_auto_contamination_and_training_rows(train: np.ndarray) -> None:
+    forest = IsolationForest(n_estimators=20, max_samples=64, random_state=4).fit(train)
+    label, score = _run(forest, train)
+    np.testing.assert_array_equal(label, forest.predict(train))
+    assert np.abs(score - forest.decision_function(train)).max() <= 1e-6
+
+
+def test_graph_is_a_handful_of_nodes_on_the_contract(train: np.ndarray) -> None:
+    forest = IsolationForest(n_estimators=50, random_state=0).fit(train)
+    model = to_onnx(forest).onnx
+    check_contract(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("TreeEnsembleRegressor") == 1
+    assert len(ops) <= 10
+    assert {o.domain: o.version for o in model.opset_import} == OPSETS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False, width=64, min_value=-1e30, max_value=1e30))
+def test_floor_float32_preserves_the_comparison(t: float) -> None:
+    t32 = floor_float32(np.array([t]))[0]
+    assert t32.dtype == np.float32
+    assert float(t32) <= t
+    # the next float32 up is already above t: no float32 x lies in (t32, t]
+    assert float(np.nextafter(t32, np.float32(np.inf))) > t
