@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
 from packager.manifest import format_time
@@ -49,7 +51,10 @@ def list_models(_user: AnyPublisherDep, session: SessionDep) -> list[ModelSummar
     responses={404: {"description": "no such model version"}},
 )
 def get_model_version(
-    name: str, version: int, _user: AnyPublisherDep, session: SessionDep
+    name: str,
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)],  # an INTEGER column: larger is 500 on SQL
+    _user: AnyPublisherDep,
+    session: SessionDep,
 ) -> ModelVersionPublic:
     mv = crud.get_model_version(session=session, name=name, version=version)
     if mv is None or mv.id is None:
