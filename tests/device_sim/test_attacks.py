@@ -308,3 +308,16 @@ class _Stream(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self.gen:
             yield chunk
+
+
+def test_fast_forward_recovery_after_index_key_rotation(repo: Repo, device: Device) -> None:
+    """A stolen index key signs index v1000; once root v2 replaces that key, the honest
+    index (v3) must be accepted again rather than refused as a rollback (check 1.5)."""
+    repo.set_index(index_doc(repo.keys, [], version=1000))
+    assert device.sync().index_version == 1000
+    rotated = Keys(root=repo.keys.root, publisher=repo.keys.publisher, index=[Ed25519PrivateKey.generate()])
+    repo.roots[2] = doc_bytes(root_doc(rotated, 2))
+    repo.keys = rotated
+    repo.publish("m", 2, ort_model(2.0), index_version=3)
+    result = device.sync()
+    assert result.root_version == 2 and result.index_version == 3 and result.installed
