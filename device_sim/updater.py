@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import bz2
+import json
 import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import bsdiff4.core
 import httpx
@@ -315,9 +316,10 @@ class Updater:
         for step in range(1, trust.MAX_ROOT_STEPS + 2):
             resp = await self._get(f"/v1/root/{root.version + 1}.json", auth=False)
             if resp.status_code == 404:
+                await resp.aclose()
                 break
             if resp.status_code != 200:
-                raise DownloadError(f"root v{root.version + 1}: HTTP {resp.status_code}")
+                await self._refuse(resp, f"root v{root.version + 1}")
             raw = trust.parse_json(await self._read(resp, MAX_ROOT_BYTES, "root"), "root")
             new = trust.next_root(root, raw, step)  # checks 1.2-1.4
             if new.roles.get("index") != root.roles.get("index"):
@@ -342,13 +344,14 @@ class Updater:
                 headers["If-None-Match"] = etag
         resp = await self._get(f"/v1/channels/{ident.channel}/index", headers=headers)  # check 2.1
         if resp.status_code == 304 and saved is not None:
+            await resp.aclose()
             raw, etag, fresh = saved[0], saved[1], False
             result.status = "not_modified"
         elif resp.status_code == 200:
             raw = trust.parse_json(await self._read(resp, MAX_INDEX_BYTES, "channel index"), "channel index")
             etag, fresh = resp.headers.get("etag"), True
         else:
-            raise DownloadError(f"channel index: HTTP {resp.status_code}{_detail(resp)}")
+            await self._refuse(resp, "channel index")
         try:
             index = trust.check_index(raw, root, fleet=ident.fleet, channel=ident.channel,
                                       trusted_version=trusted_version, now=self.now())  # checks 2.1-2.5
@@ -416,7 +419,7 @@ class Updater:
     ) -> tuple[bytes, ModelManifest, Artifact]:
         resp = await self._get(f"/v1/{entry.manifest.path}")
         if resp.status_code != 200:
-            raise DownloadError(f"manifest {entry.model} v{entry.version}: HTTP {resp.status_code}")
+            await self._refuse(resp, f"manifest {entry.model} v{entry.version}")
         # check 3.1: one byte past the entry's length is enough to know it is not that manifest
         data = await self._read(resp, entry.manifest.length + 1, "manifest", strict=False)
         transfer.wire += len(data)
@@ -605,6 +608,15 @@ class Updater:
             return await self.client.send(req, stream=True)
         except httpx.HTTPError as exc:
             raise DownloadError(f"GET {url}: {type(exc).__name__}: {exc}") from None
+
+    async def _refuse(self, resp: httpx.Response, what: str) -> NoReturn:
+        """Raise DownloadError for an unexpected status, with the server's one-line detail."""
+        body = await self._read(resp, 4096, what, strict=False)
+        try:
+            detail = json.loads(body).get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        raise DownloadError(f"{what}: HTTP {resp.status_code}" + (f": {detail}" if detail else ""))
 
     async def _read(self, resp: httpx.Response, cap: int, what: str, strict: bool = True) -> bytes:
         """The body, at most ``cap`` bytes (``strict``: more is an error; else truncated at cap)."""
