@@ -41,13 +41,13 @@ from packager.manifest import (
     utcnow,
     verify_manifest,
 )
+from packager.verify import MANIFEST
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from packager.pipeline import BuildResult
 
-MANIFEST = "manifest.json"
 # The compressed copy the manifest describes is the one the sync service serves for
 # ``Accept-Encoding: zstd`` (sync_service/transfer.py): same level, same frame options,
 # same streaming call, so its size and sha256 match byte for byte.

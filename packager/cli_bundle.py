@@ -57,11 +57,12 @@ def register(sub: Any) -> None:
     ins.set_defaults(handler=_inspect)
 
 
-def _progress() -> Any:
+def progress_bar(console: Any = None) -> Any:
+    """The progress display of package and verify (and the demo)."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
     )
 
 
@@ -72,7 +73,7 @@ def _package(args: argparse.Namespace) -> int:
     from packager.package import package_model
 
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    with _progress() as progress:
+    with progress_bar() as progress:
         out = package_model(
             args.model,
             name=args.name,
@@ -99,7 +100,7 @@ def _verify(args: argparse.Namespace) -> int:
     from packager.verify import verify_bundle
 
     root = load_root(args.root)
-    with _progress() as progress:
+    with progress_bar() as progress:
         report = verify_bundle(args.bundle, root, run_golden=not args.skip_golden, progress=progress)
     m = report.manifest
     console = Console()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from packager.manifest import TARGETS
@@ -33,6 +32,7 @@ def ensure_keys(keys_dir: Path) -> Path:
 def run_packaging_demo(workdir: Path, console: Console, *, version: int = 1) -> Path:
     """Package a freshly trained 300-tree IsolationForest for all targets into
     ``workdir/bundle-v{version}`` (replacing it), verify it, print the tables; return it."""
+    from packager.cli_bundle import progress_bar
     from packager.detectors import IsolationForestDetector
     from packager.inspect import card_table, parity_table
     from packager.keys import load_private_key, load_root
@@ -61,7 +61,7 @@ def run_packaging_demo(workdir: Path, console: Console, *, version: int = 1) -> 
     console.rule(f"[bold]2. package v{version} for " + ", ".join(TARGETS))
     out = workdir / f"bundle-v{version}"
     started = time.perf_counter()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         build_and_write(
             model, name=MODEL_NAME, version=version, targets=TARGETS, keys=[key], root=root,
             out_dir=out, calibration=holdout.frame.to_numpy(), force=True, progress=progress,
@@ -70,7 +70,7 @@ def run_packaging_demo(workdir: Path, console: Console, *, version: int = 1) -> 
     console.print(f"packaged in {time.perf_counter() - started:.1f} s → {out}")
 
     console.rule(f"[bold]3. verify v{version}")
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         report = verify_bundle(out, root, progress=progress)
     console.print(
         f"[green]verified[/green] {MODEL_NAME} v{version}: publisher signature, "
@@ -100,12 +100,6 @@ def detection_table(truth: np.ndarray, predicted: np.ndarray) -> Table:
         f"{hits / max(int(anomalous.sum()), 1):.1%}", f"{hits / max(int(flagged.sum()), 1):.1%}",
     )
     return t
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-    )
 
 
 if __name__ == "__main__":
