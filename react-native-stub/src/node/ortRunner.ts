@@ -2,34 +2,13 @@
  * the same onnxruntime-common API as onnxruntime-react-native. */
 import * as ort from "onnxruntime-node";
 
-import type { InferenceRunner, LoadedModel, ModelOutputs } from "../core/ports";
+import { type OrtSessionLike, runRows } from "../core/ortSession";
+import type { InferenceRunner, LoadedModel } from "../core/ports";
 
-/** onnxruntime-node runs the CPU provider; NNAPI and CoreML exist only on phones. */
+/** onnxruntime-node runs the CPU provider here; NNAPI and CoreML exist only on phones. */
 export const NODE_PROVIDERS = ["cpu"];
 
-export async function runRows(
-  session: ort.InferenceSession,
-  rows: readonly (readonly number[])[],
-  fixedBatch: number | null,
-): Promise<ModelOutputs> {
-  const width = rows[0]?.length ?? 0;
-  const batches: (readonly (readonly number[])[])[] = [];
-  const step = fixedBatch ?? Math.max(rows.length, 1);
-  for (let i = 0; i < rows.length; i += step) batches.push(rows.slice(i, i + step));
-  const label: number[] = [];
-  const score: number[] = [];
-  for (const batch of batches) {
-    const data = Float32Array.from(batch.flat());
-    const input = new ort.Tensor("float32", data, [batch.length, width]);
-    const out = await session.run({ [session.inputNames[0]!]: input });
-    const l = out.label;
-    const s = out.score;
-    if (l === undefined || s === undefined) throw new Error("model has no `label` and `score` outputs");
-    for (const v of Array.from(l.data as ArrayLike<number | bigint>)) label.push(Number(v));
-    for (const v of Array.from(s.data as ArrayLike<number>)) score.push(Number(v));
-  }
-  return { label, score };
-}
+const tensor = (data: Float32Array, dims: readonly number[]): ort.Tensor => new ort.Tensor("float32", data, dims);
 
 export class NodeOrtRunner implements InferenceRunner {
   async load(path: string, providers: readonly string[], fixedBatch: number | null): Promise<LoadedModel> {
@@ -39,7 +18,7 @@ export class NodeOrtRunner implements InferenceRunner {
       graphOptimizationLevel: "all",
     });
     return {
-      run: (rows) => runRows(session, rows, fixedBatch),
+      run: (rows) => runRows(session as unknown as OrtSessionLike, tensor, rows, fixedBatch),
       release: () => session.release(),
     };
   }

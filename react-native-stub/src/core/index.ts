@@ -1,0 +1,13 @@
+/** Platform-neutral core: import from here in any runtime. */
+export * from "./client";
+export * from "./documents";
+export * from "./errors";
+export * from "./ports";
+export * from "./providers";
+export * from "./rollout";
+export * from "./schema";
+export * from "./trust";
+export { canonicalBytes, canonicalText } from "./canonical";
+export { modelFilePath } from "./paths";
+export type { DeviceIdentity, Installed, Pointer } from "./state";
+export type { ReportEvent, ReportKind } from "./reports";
