@@ -83,6 +83,10 @@ def test_cli_against_a_live_server(
                          "--out", str(tmp_path / "out.csv")]) == 0
         assert cli_main(["device", "sync", "--state", str(state)]) == 0
         assert cli_main(["device", "status", "--state", str(state)]) == 0
+        assert cli_main(["device", "sync", "--state", str(state), "--loop", "--interval", "0.01",
+                         "--iterations", "2"]) == 0
+        assert cli_main(["device", "run", "--state", str(state), "--csv", str(csv), "--interval", "0.01",
+                         "--iterations", "2"]) == 0
         bad = cli_main(["device", "register", "--server", url, "--enroll-token", "mse_nope",
                         "--state", str(tmp_path / "other"), "--platform", "linux",
                         "--root", str(keys_dir / "root.json")])
@@ -93,3 +97,4 @@ def test_cli_against_a_live_server(
     assert bad == 2 and "registration refused: HTTP 401" in err
     assert not (tmp_path / "other").exists()
     assert (tmp_path / "out.csv").read_text().splitlines()[0] == "label,score"
+    assert out.count("not_modified") >= 3 and f"scored {len(_rows(bundle))} rows" in out
