@@ -230,6 +230,8 @@ class OnnxEngine(InferenceEngine):
         self.provider = self.providers[0]
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
+        # The contract is float32 in; an fp16 graph that kept a float16 input is fed float16.
+        self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         shape = list(inp.shape)
         # An NPU-friendly artifact may fix the batch at 1: run it row by row.
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
@@ -268,6 +270,7 @@ class OnnxEngine(InferenceEngine):
 
     def _run(self, x: np.ndarray) -> Prediction:
         names = [self._label_out, self._score_out]
+        x = x.astype(self._input_dtype, copy=False)
         if self.fixed_batch == 1 and x.shape[0] != 1:
             labels = np.empty(x.shape[0], dtype=np.int64)
             scores = np.empty(x.shape[0], dtype=np.float32)

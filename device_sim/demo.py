@@ -1,0 +1,301 @@
+"""`modelsync demo`: the whole product end to end on embedded defaults.
+
+keys → package v1 and v2 (packager.demo) → `modelsync serve` in the background (SQLite,
+local blobs, a free loopback port) → `modelsync admin` fleet and tokens → `modelsync
+publish` → release v1 to 100% → a simulated fleet converges → release v2 to 50%, then
+100% → parity table → the report and plot → the server stopped (always: on success, on
+error, on Ctrl-C and on SIGTERM).
+
+The pieces are the real commands and libraries: the service is a separate process, the
+admin and publish steps are the CLI a release engineer types, releases go through the
+HTTP API with a publisher token, and the devices are ``device_sim.fleet``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from packager.errors import ModelSyncError, UsageError
+
+FLEET = "demo"
+CHANNEL = "stable"
+MODEL = "fleet-iforest"
+
+
+class DemoError(ModelSyncError):
+    pass
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> str:
+    """Run ``modelsync ARGS`` as a user would; its stdout, or a DemoError with its stderr."""
+    cmd = [sys.executable, "-m", "packager.cli", *args]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
+    )
+    if done.returncode != 0:
+        shown = " ".join(a if not a.startswith("ms") else "…" for a in args[:4])
+        raise DemoError(
+            f"`modelsync {shown}` failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-500:]}"
+        )
+    return done.stdout
+
+
+@dataclass
+class ServiceHandle:
+    """A running service plus what the demo made in it: tokens, fleet, releases."""
+
+    url: str
+    data_dir: Path
+    keys_dir: Path
+    publisher_token: str = ""
+    enroll_token: str = ""
+    fleet: str = FLEET
+    channel: str = CHANNEL
+    releases: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def admin(self, *args: str) -> str:
+        return cli("admin", *args, "--data-dir", str(self.data_dir))
+
+    def setup_fleet(self) -> None:
+        self.admin("fleet", "create", self.fleet)
+        self.enroll_token = (
+            self.admin("token", "create", "--enroll", "--fleet", self.fleet, "--name", "demo devices")
+            .strip()
+            .splitlines()[-1]
+        )
+        self.publisher_token = (
+            self.admin(
+                "token", "create", "--scope", "publish,release,admin", "--name", "demo release engineer"
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+
+    def publish(self, bundle: Path) -> str:
+        token_file = self.data_dir.parent / "publisher.token"
+        token_file.write_text(self.publisher_token + "\n")
+        token_file.chmod(0o600)
+        return cli("publish", str(bundle), "--server", self.url, "--token-file", str(token_file))
+
+    def _api(self, method: str, path: str, **kw: Any) -> Any:
+        with httpx.Client(
+            base_url=self.url, timeout=30.0, headers={"Authorization": f"Bearer {self.publisher_token}"}
+        ) as client:
+            resp = client.request(method, path, **kw)
+        if resp.status_code >= 400:
+            raise DemoError(f"{method} {path}: HTTP {resp.status_code} {resp.text[:300]}")
+        return resp.json()
+
+    def release(self, model: str, version: int, percent: float, urgent: bool = False) -> dict[str, Any]:
+        body = {
+            "fleet": self.fleet,
+            "channel": self.channel,
+            "model": model,
+            "version": version,
+            "percent": percent,
+            "urgent": urgent,
+        }
+        rel: dict[str, Any] = self._api("POST", "/v1/releases", json=body)
+        self.releases[(model, version)] = int(rel["id"])
+        return rel
+
+    def set_percent(self, model: str, version: int, percent: float) -> dict[str, Any]:
+        rid = self.releases[(model, version)]
+        out: dict[str, Any] = self._api("PATCH", f"/v1/releases/{rid}", json={"percent": percent})
+        return out
+
+    def status(self, model: str, version: int) -> dict[str, Any]:
+        out: dict[str, Any] = self._api("GET", f"/v1/releases/{self.releases[(model, version)]}/status")
+        return out
+
+    def root_envelope(self) -> dict[str, Any]:
+        import json
+
+        loaded: dict[str, Any] = json.loads((self.keys_dir / "root.json").read_text())
+        return loaded
+
+
+@contextlib.contextmanager
+def demo_service(
+    workdir: Path, keys_dir: Path, *, env: dict[str, str] | None = None
+) -> Iterator[ServiceHandle]:
+    from device_sim.service_process import running_service
+
+    data_dir = workdir / "service"
+    with running_service(
+        data_dir, keys_dir / "root.json", keys_dir / "index.key", log_path=workdir / "server.log", env=env
+    ) as svc:
+        yield ServiceHandle(url=svc.url, data_dir=data_dir, keys_dir=keys_dir)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class DemoResult:
+    workdir: Path
+    fleet_out: Path
+    bundles: list[Path]
+    converged_v1: bool
+    bucket_expected: float
+    bucket_observed: float
+    converged_v2: bool
+    parity_passed: bool
+    seconds: float
+
+
+async def _fleet_phase(
+    svc: ServiceHandle, bundles: list[Path], devices: int, out: Path, console: Any, poll: float
+) -> tuple[bool, float, float, bool, Any]:
+    from device_sim.fleet import Fleet, FleetSpec, default_state_root
+    from device_sim.fleet_report import write_report
+
+    spec = FleetSpec(
+        devices=devices,
+        server=svc.url,
+        enroll_token=svc.enroll_token,
+        root_envelope=svc.root_envelope(),
+        channel=svc.channel,
+        poll_interval_s=poll,
+        seed=7,
+        offline_start_within_s=4 * poll,
+        state_root=default_state_root(),
+    )
+    fleet = Fleet(spec)
+    console.rule(f"[bold]7. {devices} devices join the fleet")
+    svc.release(MODEL, 1, 100)
+    console.print(f"released {MODEL} v1 to 100% of fleet {svc.fleet}/{svc.channel}")
+    await fleet.start()
+    try:
+        v1 = await fleet.wait(lambda: fleet.share_on(MODEL, 1) >= 1.0, 20 * poll)
+        console.print(f"v1 on {fleet.share_on(MODEL, 1):.0%} of eligible devices after {fleet.now():.1f} s")
+
+        console.rule("[bold]8. staged rollout of v2: 50%, then 100%")
+        await asyncio.to_thread(svc.publish, bundles[1])
+        rel = await asyncio.to_thread(svc.release, MODEL, 2, 50)
+        expected = fleet.expected_share(MODEL, 2, 50, rel["salt"])
+        await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= expected - 1e-9, 20 * poll)
+        await asyncio.sleep(2 * poll)  # let a couple of polls pass: nobody outside the bucket moves
+        observed = fleet.share_on(MODEL, 2)
+        console.print(
+            f"at 50%: v2 on {observed:.1%} of eligible devices; the signed salt puts "
+            f"{expected:.1%} in the bucket"
+        )
+        await asyncio.to_thread(svc.set_percent, MODEL, 2, 100)
+        v2 = await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= 1.0, 20 * poll)
+        console.print(
+            f"at 100%: v2 on {fleet.share_on(MODEL, 2):.0%} of eligible devices after {fleet.now():.1f} s"
+        )
+        await asyncio.sleep(poll)
+    finally:
+        result = await fleet.stop()
+    paths = write_report(result, out)
+    return v1, expected, observed, v2, (result, paths)
+
+
+def run_demo(
+    workdir: Path,
+    *,
+    devices: int = 50,
+    poll_interval: float = 1.0,
+    console: Any = None,
+    on_ready: Callable[[ServiceHandle], None] | None = None,
+) -> DemoResult:
+    from rich.console import Console
+
+    from device_sim.parity import print_parity, run_parity
+    from packager.demo import ensure_keys, run_packaging_demo
+
+    if devices < 1:
+        raise UsageError("--devices must be >= 1")
+    console = console or Console()
+    started = time.monotonic()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    keys_dir = ensure_keys(workdir / "keys")
+    bundles = [run_packaging_demo(workdir, console, version=v) for v in (1, 2)]
+
+    with _sigterm_as_interrupt():
+        console.rule("[bold]5. the sync service")
+        with demo_service(workdir, keys_dir) as svc:
+            console.print(
+                f"`modelsync serve` on {svc.url} (SQLite + blobs in {svc.data_dir}; "
+                f"log {workdir / 'server.log'})"
+            )
+            console.rule("[bold]6. admin and publish")
+            svc.setup_fleet()
+            console.print(
+                f"fleet {svc.fleet} with channel {svc.channel}; an enrollment token and a "
+                "publisher token (publish, release, admin) created with `modelsync admin`"
+            )
+            console.print(svc.publish(bundles[0]).strip())
+            if on_ready is not None:
+                on_ready(svc)
+            v1, expected, observed, v2, (result, paths) = asyncio.run(
+                _fleet_phase(svc, bundles, devices, workdir / "fleet", console, poll_interval)
+            )
+            with contextlib.suppress(DemoError):
+                status = svc.status(MODEL, 2)
+                console.print(
+                    f"service's view of v2: devices by version {status.get('devices_by_version')}, "
+                    f"failures {status.get('failures_by_reason') or 'none'}"
+                )
+        console.print("service stopped")
+
+    console.rule("[bold]9. parity on the device runtime")
+    report = run_parity(bundles[1], rows=3000, root=_root(keys_dir))
+    print_parity(report, console)
+    console.rule("[bold]10. fleet report")
+    console.print(
+        f"bytes moved: {result.bytes_by_kind}; failures by reason: "
+        f"{result.failures_by_reason or 'none'}; unexpected errors: {result.unexpected_errors or 'none'}"
+    )
+    console.print(f"convergence plot: {paths['plot']}")
+    console.print(f"summary: {paths['summary']}   figures: {paths['json']}")
+    seconds = time.monotonic() - started
+    console.print(f"[bold green]demo finished in {seconds:.0f} s[/]")
+    return DemoResult(
+        workdir=workdir,
+        fleet_out=paths["plot"].parent,
+        bundles=bundles,
+        converged_v1=v1,
+        bucket_expected=expected,
+        bucket_observed=observed,
+        converged_v2=v2,
+        parity_passed=report.passed,
+        seconds=seconds,
+    )
+
+
+def _root(keys_dir: Path) -> Any:
+    from packager.keys import load_root
+
+    return load_root(keys_dir / "root.json")
