@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+import threading
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,9 @@ ZSTD_LEVEL = 10
 # bsdiff holds both files and suffix arrays in memory: beyond this, no delta is offered.
 DELTA_MAX_BYTES = 64 * 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Single flight per cache key: when a release starts, hundreds of devices ask for the same
+# delta at once; one computes it, the rest wait and read the cache.
+_KEY_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def zstd_key(sha256: str) -> str:
@@ -86,6 +91,11 @@ def parse_range(header: str | None, length: int) -> ByteRange | None:
 def ensure_zstd(storage: Storage, sha256: str) -> int:
     """Cache the zstd copy of a blob; return its size."""
     key = zstd_key(sha256)
+    with _KEY_LOCKS[key]:
+        return _ensure_zstd(storage, sha256, key)
+
+
+def _ensure_zstd(storage: Storage, sha256: str, key: str) -> int:
     try:
         return storage.size(key)
     except BlobNotFound:
@@ -105,6 +115,11 @@ def ensure_delta(storage: Storage, from_sha: str, to_sha: str) -> int | None:
     """Cache the bsdiff4 patch ``from → to``; return its size, or None when either blob is
     too big for an in-memory diff."""
     key = delta_key(from_sha, to_sha)
+    with _KEY_LOCKS[key]:
+        return _ensure_delta(storage, from_sha, to_sha, key)
+
+
+def _ensure_delta(storage: Storage, from_sha: str, to_sha: str, key: str) -> int | None:
     try:
         return storage.size(key)
     except BlobNotFound:
