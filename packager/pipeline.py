@@ -141,7 +141,7 @@ def rows_from_ranges(
     return np.vstack([uniform, perturbed]).astype(np.float32)
 
 
-def _model_ranges(reference: Any) -> tuple[np.ndarray, np.ndarray]:
+def model_ranges(reference: Any) -> tuple[np.ndarray, np.ndarray]:
     """Feature ranges a model itself reveals, when no rows are given."""
     from sklearn.ensemble import IsolationForest
 
@@ -165,6 +165,9 @@ def _model_ranges(reference: Any) -> tuple[np.ndarray, np.ndarray]:
     raise UsageError(
         f"{type(reference).__name__}: pass calibration rows or parity rows to check parity against"
     )
+
+
+_model_ranges = model_ranges  # the name packager.package imported first
 
 
 def _card(conv: Any) -> ModelCard:
@@ -262,7 +265,7 @@ def build(
     elif calib is not None:
         rows = rows_from_ranges(calib.min(axis=0), calib.max(axis=0), calib, DEFAULT_PARITY_ROWS)
     else:
-        low, high = _model_ranges(conv.reference)
+        low, high = model_ranges(conv.reference)
         rows = rows_from_ranges(low, high, None, DEFAULT_PARITY_ROWS)
 
     say(f"reference outputs on {rows.shape[0]} parity rows")

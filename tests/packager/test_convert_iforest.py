@@ -77,3 +77,13 @@ def test_floor_float32_preserves_the_comparison(t: float) -> None:
     assert float(t32) <= t
     # the next float32 up is already above t: no float32 x lies in (t32, t]
     assert float(np.nextafter(t32, np.float32(np.inf))) > t
+
+
+def test_missing_values_follow_sklearn(train: np.ndarray) -> None:
+    forest = IsolationForest(n_estimators=30, random_state=5).fit(train)
+    X = np.random.default_rng(6).uniform(-4, 4, size=(3000, 8)).astype(np.float32)
+    X[::3, 2] = np.nan
+    X[::7, 5] = np.nan
+    label, score = _run(forest, X)
+    np.testing.assert_array_equal(label, forest.predict(X))
+    assert np.abs(score - forest.decision_function(X)).max() <= 1e-6
