@@ -143,18 +143,20 @@ def test_sigkill_at_random_instants(store: Store) -> None:
     """A real crash: a child installs version after version and is killed at random moments."""
     _install(store, 1)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    for delay in (0.15, 0.31, 0.47, 0.6):
+    for delay in (0.0, 0.07, 0.13, 0.29):
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(store.root)], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert child.stdout is not None
+        child.stdout.readline()  # it is installing: start the clock once one version went in
         time.sleep(delay)
         child.send_signal(signal.SIGKILL)
-        child.wait()
+        child.communicate()  # reaps it and closes the pipes
         reopened = Store.open(store.root)
         usable = reopened.usable("m")
         assert usable is not None
         assert usable == reopened.slot("m").current  # type: ignore[union-attr]
         art = reopened.artifact_path(usable).read_bytes()
-        assert art == (b"%d" % usable.version) * 400_000
+        assert usable.version > 1 and art == (b"%d" % usable.version) * 400_000
         for _path, event in reopened.queued():
             assert event["kind"] == "installed"
     assert reopened.installed_versions()["m"] >= 1
