@@ -210,13 +210,16 @@ def wanted_entries(
     installed: dict[str, int],
     failed: dict[str, set[int]],
 ) -> list[IndexEntry]:
-    """check 2.6: per model, the device's entry, unless installed already or known bad."""
+    """check 2.6: per model, the device's entry, unless installed already, older than the
+    installed version, or known bad. Older: a halted release leaves the devices that took it
+    on that version while the index falls back to the previous one; they keep what they run
+    (check 3.5 refuses it again should a manifest claim otherwise)."""
     out: list[IndexEntry] = []
     for name in sorted(index.models):
         entry = pick_entry(index.models[name], device_id)
         if entry is None or entry.model != name:
             continue
-        if installed.get(name) == entry.version or entry.version in failed.get(name, set()):
+        if entry.version <= installed.get(name, 0) or entry.version in failed.get(name, set()):
             continue
         out.append(entry)
     return out

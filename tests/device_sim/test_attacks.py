@@ -128,8 +128,14 @@ def test_model_version_rollback(repo: Repo, device: Device) -> None:
     repo.add_blob(v1)
     repo.set_index(index_doc(repo.keys, [entry("m", 1, v1)], version=3))
     before = snapshot(device, index=False)
+    repo.requests.clear()
     result = device.sync()
-    assert [o.reason for o in result.outcomes] == ["model_rollback"]
+    assert result.status == "ok" and result.outcomes == []  # refused on the signed entry: check 2.6
+    assert not any(r.url.path.startswith("/v1/blobs/") for r in repo.requests)
+    assert device.store.installed_versions() == {"m": 2} and snapshot(device, index=False) == before
+    # and should a manifest claim the rollback under a higher entry, check 3.4 / 3.5 refuse it
+    repo.set_index(index_doc(repo.keys, [entry("m", 3, v1)], version=4))
+    assert [o.reason for o in device.sync().outcomes] == ["mix_and_match"]
     assert device.store.installed_versions() == {"m": 2} and snapshot(device, index=False) == before
 
 

@@ -158,6 +158,8 @@ def test_2_6_wanted_entries_follow_bucket_installed_and_failed(keys: Keys, manif
     index = _check(keys, doc)
     picked = trust.wanted_entries(index, "dev-1", installed={"b": 5}, failed={"c": {1}})
     assert [(e.model, e.version) for e in picked] == [("a", 2)]
+    # a device that took a since-halted v3 keeps it when the index falls back to v2
+    assert trust.wanted_entries(index, "dev-1", installed={"a": 3, "b": 5}, failed={"c": {1}}) == []
 
 
 # ---------------------------------------------------------------- 3. manifest
