@@ -13,13 +13,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import distinct, func
+from sqlalchemy import distinct, func, or_
 from sqlmodel import Session, col, select
 
 from sync_service.models import Channel, Device, DeviceEvent, ModelVersion, Release
 
 FAILURE_KINDS = ("install_failed", "golden_failed")
 OUTCOME_KINDS = ("installed", *FAILURE_KINDS)
+# A device that cannot take the artifact at all (onnxruntime older than the one that wrote
+# it, no artifact for its platform) says nothing about the model's health: not counted.
+INCOMPATIBLE_REASONS = ("runtime_too_old", "no_artifact_for_target")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ def device_counts(session: Session, release: Release, fleet_id: int, model: str,
             DeviceEvent.model_name == model,
             DeviceEvent.model_version == version,
             col(DeviceEvent.received_at) >= window_start(release),
+            or_(col(DeviceEvent.reason).is_(None), col(DeviceEvent.reason).not_in(INCOMPATIBLE_REASONS)),
         )
     )
     reporting = int(session.exec(base.where(col(DeviceEvent.kind).in_(OUTCOME_KINDS))).one())
