@@ -27,7 +27,114 @@ def register_device_commands(device_sub: Any) -> None:
 
 
 def register_top(sub: Any) -> None:
-    return None
+    fleet = sub.add_parser("fleet", help="simulate N devices against a sync service and report convergence")
+    fleet.add_argument("--devices", type=int, default=100, metavar="N")
+    fleet.add_argument("--server", required=True, help="service URL, e.g. http://127.0.0.1:8000")
+    fleet.add_argument("--enroll-token", help="fleet enrollment token (env MODELSYNC_ENROLL_TOKEN)")
+    fleet.add_argument(
+        "--root",
+        type=Path,
+        help="root.json the devices ship with (default: trust the server's root v1 on first use, and say so)",
+    )
+    fleet.add_argument("--channel", default="stable")
+    fleet.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds to run")
+    fleet.add_argument("--poll-interval", type=float, default=5.0, metavar="S")
+    fleet.add_argument("--out", type=Path, default=Path("fleet-out"), help="report directory")
+    fleet.add_argument("--seed", type=int, default=0)
+    fleet.add_argument(
+        "--networks",
+        default="wifi=0.7,cellular=0.2,lossy=0.1",
+        help="network mix, NAME=WEIGHT,… (wifi, cellular, lossy)",
+    )
+    fleet.add_argument(
+        "--old-runtime-share",
+        type=float,
+        default=0.02,
+        metavar="F",
+        help="share of devices on an onnxruntime older than the artifacts",
+    )
+    fleet.add_argument(
+        "--offline-share",
+        type=float,
+        default=0.05,
+        metavar="F",
+        help="share of devices that go offline for a few poll intervals",
+    )
+    fleet.add_argument("--max-connections", type=int, default=200, help="shared connection pool size")
+    fleet.add_argument("--state-dir", type=Path, help="keep the devices' state here (default: temporary)")
+    fleet.set_defaults(handler=_fleet)
+
+    demo = sub.add_parser("demo", help="end to end: keys, package, serve, publish, release, a fleet, parity")
+    demo.add_argument("--workdir", type=Path, default=Path("demo-out"))
+    demo.add_argument("--devices", type=int, default=50, metavar="N")
+    demo.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
+    demo.set_defaults(handler=_demo)
+
+
+def _weights(text: str) -> dict[str, float]:
+    from packager.errors import UsageError
+
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition("=")
+        try:
+            out[name.strip()] = float(weight)
+        except ValueError:
+            raise UsageError(f"--networks: {part!r} is not NAME=WEIGHT") from None
+    if not out or sum(out.values()) <= 0:
+        raise UsageError("--networks needs at least one positive weight")
+    return out
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from device_sim.fleet import FleetSpec, default_state_root, load_root_envelope, run_with_progress
+    from device_sim.fleet_report import write_report
+    from packager.errors import UsageError
+
+    token = args.enroll_token or os.environ.get("MODELSYNC_ENROLL_TOKEN")
+    if not token:
+        raise UsageError("give --enroll-token or set MODELSYNC_ENROLL_TOKEN")
+    for name in ("old_runtime_share", "offline_share"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    if args.duration <= 0:
+        raise UsageError("--duration must be > 0")
+    root = load_root_envelope(args.root, args.server)
+    spec = FleetSpec(
+        devices=args.devices,
+        server=args.server.rstrip("/"),
+        enroll_token=token,
+        root_envelope=root,
+        channel=args.channel,
+        poll_interval_s=args.poll_interval,
+        seed=args.seed,
+        networks=_weights(args.networks),
+        old_runtime_share=args.old_runtime_share,
+        offline_share=args.offline_share,
+        offline_start_within_s=args.duration / 2,
+        max_connections=args.max_connections,
+        state_dir=args.state_dir,
+        state_root=None if args.state_dir else default_state_root(),
+    )
+    result = asyncio.run(run_with_progress(spec, args.duration))
+    paths = write_report(result, args.out)
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(paths["summary"].read_text()))
+    print(f"wrote {paths['json']}, {paths['plot']}, {paths['summary']}")
+    return 1 if result.unexpected_errors else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from device_sim.demo import run_demo
+
+    result = run_demo(args.workdir, devices=args.devices, poll_interval=args.poll_interval)
+    ok = result.converged_v1 and result.converged_v2 and result.parity_passed
+    return 0 if ok else 1
 
 
 def _parity(args: argparse.Namespace) -> int:

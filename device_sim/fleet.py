@@ -216,8 +216,11 @@ class _OfflineSwitch(httpx.AsyncBaseTransport):
             await response.aclose()
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-length"]
         return httpx.Response(
-            response.status_code, headers=headers, content=bytes(body[:_SMALL_BODY]),
-            extensions=response.extensions, request=request,
+            response.status_code,
+            headers=headers,
+            content=bytes(body[:_SMALL_BODY]),
+            extensions=response.extensions,
+            request=request,
         )
 
     async def aclose(self) -> None:  # the shared pool is closed by the fleet, not per device
@@ -675,3 +678,45 @@ def run_fleet(spec: FleetSpec, seconds: float) -> FleetResult:
 
 def cleanup_state(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def load_root_envelope(path: Path | None, server: str) -> dict[str, Any]:
+    """The root the simulated devices ship with: a file, or the server's v1 trusted on first
+    use (said out loud: pinning a root is the point of shipping one)."""
+    import json
+    import sys
+
+    from packager.keys import read_json
+
+    if path is not None:
+        loaded = read_json(path)
+        if not isinstance(loaded, dict):
+            raise UsageError(f"{path}: not a signed root envelope")
+        return loaded
+    try:
+        resp = httpx.get(f"{server.rstrip('/')}/v1/root/1.json", timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise UsageError(f"cannot reach {server}: {exc}") from None
+    if resp.status_code != 200:
+        raise UsageError(f"{server}/v1/root/1.json: HTTP {resp.status_code}")
+    print(f"note: no --root given; the devices trust root v1 from {server} on first use", file=sys.stderr)
+    envelope: dict[str, Any] = json.loads(resp.content)
+    return envelope
+
+
+async def run_with_progress(spec: FleetSpec, seconds: float) -> FleetResult:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
+    ) as progress:
+        task = progress.add_task(f"{spec.devices:,} devices", total=seconds)
+
+        def show(t: float, snap: dict[str, int]) -> None:
+            parts = ", ".join(f"{k}: {v:,}" for k, v in sorted(snap.items()))
+            progress.update(
+                task, completed=min(t, seconds), description=f"{spec.devices:,} devices | {parts}"
+            )
+
+        fleet = Fleet(spec, on_sample=show)
+        return await fleet.run_for(seconds)
