@@ -279,4 +279,32 @@ describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 
     assert.equal(fallback?.source, "embedded");
     assert.equal(fallback?.path, embeddedPath);
   });
+
+  // Last: releasing v3 at 100% changes what every later device would be offered.
+  it("refuses a genuinely signed model that misses its golden vectors, and never retries it", async () => {
+    const { client, storage } = await registered("ts-device-golden");
+    assert.equal((await client.sync()).outcome, "updated");
+    const installed = (await client.currentModel())!.version;
+    const release3 = await api(svc, "POST", "/v1/releases", {
+      fleet: svc.fleet,
+      channel: svc.channel,
+      model: "fleet-iforest",
+      version: 3,
+      percent: 100,
+    });
+    const before = snapshot(storage);
+    const bad = await client.sync();
+    assert.equal(bad.outcome, "failed");
+    assert.equal(bad.models[0]?.error?.name, "GoldenVectorError", bad.models[0]?.error?.message);
+    assert.equal(bad.models[0]?.reason, "golden_vector");
+    const after = snapshot(storage);
+    assert.ok("failed.json" in after, "v3 is remembered as failed");
+    delete after["failed.json"];
+    assert.deepEqual(after, before, "nothing else changed");
+    assert.equal((await client.currentModel())?.version, installed);
+    const again = await client.sync();
+    assert.equal(again.outcome, "up_to_date", "a version that failed its golden vectors is not retried");
+    const status = await api(svc, "GET", `/v1/releases/${release3.id}/status`);
+    assert.equal(status.failures_by_reason.golden_vector, 1, JSON.stringify(status));
+  });
 });

@@ -183,12 +183,18 @@ export async function downloadToPart(ep: Endpoint, store: Storage, req: Artifact
   };
 
   const encoding = (res.headers.get("content-encoding") ?? "identity").toLowerCase();
-  if (encoding === "zstd") {
-    await readZstd(res, path, req, write);
-  } else if (encoding === "identity" || encoding === "") {
-    await readBody(res, `GET ${path}`, write);
-  } else {
-    throw new DownloadError(`GET ${path}: unexpected Content-Encoding ${encoding}`);
+  try {
+    if (encoding === "zstd") {
+      await readZstd(res, path, req, write);
+    } else if (encoding === "identity" || encoding === "") {
+      await readBody(res, `GET ${path}`, write);
+    } else {
+      throw new DownloadError(`GET ${path}: unexpected Content-Encoding ${encoding}`);
+    }
+  } catch (err) {
+    // A server that sends more than it declared is not resumed from: start over next time.
+    if (err instanceof LengthMismatchError) await store.remove(req.partPath);
+    throw err;
   }
   if (received !== req.length) {
     throw new DownloadError(`GET ${path}: transfer ended after ${received} of ${req.length} bytes`);
