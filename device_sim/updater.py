@@ -573,10 +573,6 @@ class Updater:
             self.store.dequeue([p for p, _ in batch])
             sent += len(batch)
 
-    def record_inference(self, model: str, version: int, rows: int, anomalies: int, mean_ms: float) -> None:
-        self.store.enqueue("inference_stats", model=model, version=version,
-                           data={"rows": rows, "anomalies": anomalies, "mean_ms": round(mean_ms, 4)})
-
     # ------------------------------------------------------------------ polling
 
     async def run(self, *, interval: float, iterations: int | None = None, rng: random.Random | None = None,
