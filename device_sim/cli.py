@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +124,32 @@ def _sync(args: argparse.Namespace) -> int:
 
     from device_sim.device import Device
 
-    device = Device(args.state, config=_config(args))
-    if not args.loop:
+    with _download_bar() as progress:
+        device = Device(args.state, config=_config(args), progress=progress)
+        if args.loop:
+            asyncio.run(device.async_run(args.interval, args.iterations, on_result=_print_result))
+            return 0
         result = device.sync()
-        _print_result(result)
-        return 0 if result.ok else 1
-    asyncio.run(device.async_run(args.interval, args.iterations, on_result=_print_result))
-    return 0
+    _print_result(result)
+    return 0 if result.ok else 1
+
+
+@contextmanager
+def _download_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar per artifact download (transient: it leaves the summary behind)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            tasks[what] = bars.add_task(what, total=total)
+        bars.update(tasks[what], completed=done)
+
+    with bars:
+        yield update
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from device_sim.store import Installed, Store
-from device_sim.updater import SyncConfig, SyncResult, Updater, make_client, register
+from device_sim.updater import Progress, SyncConfig, SyncResult, Updater, make_client, register
 from packager.errors import ModelSyncError, UsageError
 from packager.manifest import ModelManifest, utcnow
 
@@ -75,12 +75,14 @@ class Device:
         config: SyncConfig | None = None,
         runtime: str | None = None,
         now: Any = utcnow,
+        progress: Progress | None = None,
     ) -> None:
         self.store = Store.open(Path(state_dir))
         self.transport = transport
         self.config = config or SyncConfig()
         self.runtime = runtime
         self.now = now
+        self.progress = progress
         self._engines: dict[str, Any] = {}
         self._stats: dict[tuple[str, int], _Stats] = {}
 
@@ -120,7 +122,8 @@ class Device:
     # ------------------------------------------------------------------ sync
 
     def updater(self, client: httpx.AsyncClient) -> Updater:
-        kwargs: dict[str, Any] = {"config": self.config, "runtime": self.runtime, "now": self.now}
+        kwargs: dict[str, Any] = {"config": self.config, "runtime": self.runtime, "now": self.now,
+                                  "progress": self.progress}
         return Updater(self.store, client, **kwargs)
 
     async def async_sync(self, client: httpx.AsyncClient | None = None) -> SyncResult:

@@ -179,6 +179,7 @@ async def register(
 
 
 GoldenRunner = Callable[[bytes, GoldenVectors], tuple[list[int], list[float]]]
+Progress = Callable[[str, int, int], None]  # (what, bytes so far, bytes in all)
 
 
 def run_golden(data: bytes, golden: GoldenVectors) -> tuple[list[int], list[float]]:
@@ -254,6 +255,7 @@ class Updater:
         runtime: str | None = None,
         now: Callable[[], datetime] = utcnow,
         golden_runner: GoldenRunner = run_golden,
+        progress: Progress | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -262,6 +264,7 @@ class Updater:
         self.runtime = runtime or self.identity.ort_version
         self.now = now
         self.golden_runner = golden_runner
+        self.progress = progress
 
     @property
     def _auth(self) -> dict[str, str]:
@@ -540,6 +543,8 @@ class Updater:
                         trust.check_length_so_far(size, declared)
                     fh.write(piece)
                 fh.flush()
+                if self.progress is not None:
+                    self.progress(f"artifact {artifact.sha256[:12]}", size, declared)
 
     def _finish(self, part: Path, artifact: Artifact) -> bytes:
         data = part.read_bytes()

@@ -254,3 +254,13 @@ async def test_run_loop_polls_in_one_event_loop(repo: Repo, tmp_path: Path) -> N
     seen: list[str] = []
     await device.async_run(interval=0.001, iterations=3, on_result=lambda r: seen.append(r.status))
     assert seen == ["ok", "not_modified", "not_modified"]
+
+
+def test_download_progress_is_reported(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(), index_version=1)
+    enroll(repo, tmp_path / "d")
+    seen: list[tuple[str, int, int]] = []
+    device = Device(tmp_path / "d", transport=repo.transport(), config=FAST,
+                    progress=lambda what, done, total: seen.append((what, done, total)))
+    assert device.sync().installed
+    assert seen and seen[-1] == (f"artifact {sha(ort_model())[:12]}", len(ort_model()), len(ort_model()))
