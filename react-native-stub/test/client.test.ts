@@ -1,0 +1,235 @@
+/**
+ * The client's flow against a small HTTP server on loopback that speaks docs/protocol.md
+ * and serves documents forged with the TEST keys: what the real service never sends (a
+ * rotated or bad root, an index for another channel, a rolled-back index, endless data, a
+ * mix-and-match manifest, a refused report batch). Runs without Python.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, beforeEach, describe, it } from "node:test";
+
+import { sha256Hex } from "../src/core/bytes";
+import { ModelSyncClient } from "../src/core/client";
+import type { HttpFetch } from "../src/core/ports";
+import { NodeOrtRunner } from "../src/node/ortRunner";
+import { StaticNetwork } from "../src/node/network";
+import { NodeStorage } from "../src/node/storage";
+import { ROLES_V1, ROLES_V2, bytesOf, entryFor, indexSigned, manifestSigned, rootSigned, sign } from "./forge";
+
+interface Route {
+  status?: number;
+  body?: Uint8Array;
+  headers?: Record<string, string>;
+}
+
+class FakeService {
+  routes = new Map<string, Route>();
+  reports: unknown[][] = [];
+  reportStatus = 200;
+  requests: { path: string; headers: IncomingMessage["headers"] }[] = [];
+  private server: Server | undefined;
+  url = "";
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => void this.handle(req, res));
+    await new Promise<void>((r) => this.server!.listen(0, "127.0.0.1", r));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((r) => this.server!.close(() => r()));
+  }
+
+  reset(): void {
+    this.routes.clear();
+    this.reports = [];
+    this.reportStatus = 200;
+    this.requests = [];
+    this.routes.set("/v1/devices/register", {
+      status: 201,
+      body: bytesOf({ device_token: "msd_test", fleet: "field", device_id: "d" }),
+    });
+  }
+
+  json(path: string, doc: unknown): Uint8Array {
+    const body = bytesOf(doc);
+    this.routes.set(path, { body, headers: { ETag: `"${sha256Hex(body)}"` } });
+    return body;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const path = (req.url ?? "").split("?")[0]!;
+    this.requests.push({ path, headers: req.headers });
+    if (path.endsWith("/reports")) {
+      if (this.reportStatus === 200) this.reports.push(JSON.parse(Buffer.concat(chunks).toString()).events);
+      res.writeHead(this.reportStatus, { "Content-Type": "application/json" });
+      res.end(JSON.stringify({ accepted: 0, duplicates: 0 }));
+      return;
+    }
+    const route = this.routes.get(path);
+    if (route === undefined) {
+      res.writeHead(404, { "Content-Type": "application/json" });
+      res.end(JSON.stringify({ detail: "not found", code: "not_found" }));
+      return;
+    }
+    const etag = route.headers?.ETag;
+    if (etag !== undefined && req.headers["if-none-match"] === etag) {
+      res.writeHead(304, route.headers);
+      res.end();
+      return;
+    }
+    res.writeHead(route.status ?? 200, route.headers ?? {});
+    res.end(route.body ?? new Uint8Array(0));
+  }
+}
+
+const svc = new FakeService();
+let dirs: string;
+let n = 0;
+const root1 = sign(rootSigned(1, ROLES_V1), "root-1", "root-2");
+
+async function newClient(): Promise<{ client: ModelSyncClient; storage: NodeStorage }> {
+  const storage = new NodeStorage(join(dirs, `d${++n}`));
+  const client = new ModelSyncClient({
+    server: svc.url,
+    channel: "stable",
+    deviceId: `device-${n}`,
+    platform: "linux",
+    ortVersion: "1.24.3",
+    storage,
+    fetch: fetch as unknown as HttpFetch,
+    network: new StaticNetwork(),
+    runner: new NodeOrtRunner(),
+    shippedRoot: root1,
+  });
+  await client.register("mse_test");
+  return { client, storage };
+}
+
+async function savedJson(storage: NodeStorage, path: string): Promise<any> {
+  const data = await storage.read(path);
+  return data === null ? null : JSON.parse(new TextDecoder().decode(data));
+}
+
+describe("client flow against forged documents", () => {
+  before(async () => {
+    dirs = mkdtempSync(join(tmpdir(), "modelsync-client-"));
+    await svc.start();
+  });
+  after(() => svc.stop());
+  beforeEach(() => svc.reset());
+
+  it("1.2-1.5: walks to a rotated root and saves each step", async () => {
+    svc.json("/v1/root/2.json", sign(rootSigned(2, ROLES_V2), "root-1", "root-2", "root-4"));
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-1"));
+    const { client, storage } = await newClient();
+    const r = await client.sync();
+    assert.equal(r.outcome, "up_to_date", r.error?.message);
+    assert.equal((await savedJson(storage, "root.json")).signed.version, 2);
+    assert.ok(svc.requests.some((q) => q.path === "/v1/root/3.json"), "asked for v3 and got 404");
+  });
+
+  it("1.3: a root signed only by keys the old root does not know is refused, nothing saved", async () => {
+    svc.json("/v1/root/2.json", sign(rootSigned(2, ROLES_V2), "root-4", "root-5"));
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-1"));
+    const { client, storage } = await newClient();
+    const r = await client.sync();
+    assert.equal(r.outcome, "failed");
+    assert.equal(r.error?.name, "UnknownKeyError");
+    assert.equal((await savedJson(storage, "root.json")).signed.version, 1);
+    assert.equal(await storage.read("index/stable.json"), null, "no index fetched past a bad root");
+  });
+
+  it("1.6: an expired final root stops the sync", async () => {
+    svc.json("/v1/root/2.json", sign(rootSigned(2, ROLES_V2, "2020-01-01T00:00:00Z"), "root-1", "root-2", "root-4"));
+    const { client } = await newClient();
+    const r = await client.sync();
+    assert.equal(r.error?.name, "ExpiredError");
+  });
+
+  it("2.3: an index for another channel is refused and not saved", async () => {
+    svc.json("/v1/channels/stable/index", sign({ ...indexSigned(1, {}), channel: "beta" }, "index-1"));
+    const { client, storage } = await newClient();
+    const r = await client.sync();
+    assert.equal(r.error?.name, "WrongChannelError");
+    assert.equal(await storage.read("index/stable.json"), null);
+  });
+
+  it("2.4: a rolled-back index is refused and the saved one kept", async () => {
+    svc.json("/v1/channels/stable/index", sign(indexSigned(6, {}), "index-1"));
+    const { client, storage } = await newClient();
+    assert.equal((await client.sync()).indexVersion, 6);
+    svc.json("/v1/channels/stable/index", sign(indexSigned(5, {}), "index-1"));
+    const r = await client.sync();
+    assert.equal(r.error?.name, "RollbackError");
+    assert.equal((await savedJson(storage, "index/stable.json")).signed.version, 6);
+  });
+
+  it("3.1: a manifest that is not the one the index names is refused and reported", async () => {
+    const genuine = sign(manifestSigned(3), "publisher-1", "publisher-2");
+    const entry = entryFor(genuine, "battery-anomaly", 3);
+    svc.routes.set(`/v1/${entry.manifest.path}`, { body: bytesOf(sign(manifestSigned(2), "publisher-1", "publisher-2")) });
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, { "battery-anomaly": [entry] }), "index-1"));
+    const { client } = await newClient();
+    const r = await client.sync();
+    assert.equal(r.models[0]?.error?.name, "MixAndMatchError");
+    assert.deepEqual(
+      svc.reports.flat().map((e: any) => [e.kind, e.model, e.version, e.reason]),
+      [["install_failed", "battery-anomaly", 3, "mix_and_match"]],
+    );
+  });
+
+  it("4.1: endless data is cut at the declared length and not resumed", async () => {
+    const blob = new Uint8Array(5000).map((_, i) => i % 251);
+    const signed = manifestSigned(3, { sha256: sha256Hex(blob), length: blob.length, compressed: null });
+    const env = sign(signed, "publisher-1", "publisher-2");
+    const entry = entryFor(env, "battery-anomaly", 3);
+    svc.routes.set(`/v1/${entry.manifest.path}`, { body: bytesOf(env) });
+    svc.routes.set(`/v1/blobs/${sha256Hex(blob)}`, { body: new Uint8Array(blob.length * 4) });
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, { "battery-anomaly": [entry] }), "index-1"));
+    const { client, storage } = await newClient();
+    const r = await client.sync();
+    assert.equal(r.models[0]?.error?.name, "LengthMismatchError");
+    assert.equal(await storage.size(`cache/${sha256Hex(blob)}.part`), null);
+    assert.equal(await client.currentModel(), null);
+  });
+
+  it("reports wait on disk while the server refuses them, then go in batches of 500", async () => {
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-1"));
+    const { client } = await newClient();
+    for (let i = 0; i < 501; i++) await client.reportInferenceStats("m", 1, { count: i });
+    svc.reportStatus = 503;
+    assert.equal((await client.sync()).reportsSent, 0);
+    assert.equal((await client.pendingReports()).length, 501);
+    svc.reportStatus = 200;
+    assert.equal((await client.sync()).reportsSent, 501);
+    assert.deepEqual(svc.reports.map((b) => b.length), [500, 1]);
+    const ids = new Set(svc.reports.flat().map((e: any) => e.event_id));
+    assert.equal(ids.size, 501, "event ids are unique");
+    for (const id of ids) assert.match(String(id), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.deepEqual(await client.pendingReports(), []);
+  });
+
+  it("sync() before register() is a clear error", async () => {
+    const client = new ModelSyncClient({
+      server: svc.url,
+      channel: "stable",
+      deviceId: "unregistered",
+      platform: "linux",
+      ortVersion: "1.24.3",
+      storage: new NodeStorage(join(dirs, "unregistered")),
+      fetch: fetch as unknown as HttpFetch,
+      network: new StaticNetwork(),
+      runner: new NodeOrtRunner(),
+      shippedRoot: root1,
+    });
+    await assert.rejects(client.sync(), /not registered/);
+  });
+});
