@@ -167,43 +167,71 @@ def run_parity(
             reasons.append(f"{far} label flip(s) farther than {atol:.3g} from the threshold")
         results.append(
             TargetParity(
-                target=art.target, precision=art.precision, path=art.path, provider=engine.provider,
-                rows=len(x), label_agreement=agree, label_flips=flips, flips_beyond_tolerance=far,
-                max_abs_score_diff=dmax, mean_abs_score_diff=dmean, spearman=rho, score_atol=atol,
-                passed=not reasons, why="; ".join(reasons) or "within the manifest's tolerance",
+                target=art.target,
+                precision=art.precision,
+                path=art.path,
+                provider=engine.provider,
+                rows=len(x),
+                label_agreement=agree,
+                label_flips=flips,
+                flips_beyond_tolerance=far,
+                max_abs_score_diff=dmax,
+                mean_abs_score_diff=dmean,
+                spearman=rho,
+                score_atol=atol,
+                passed=not reasons,
+                why="; ".join(reasons) or "within the manifest's tolerance",
             )
         )
     return ParityReport(
-        model=manifest.name, version=manifest.version, rows=len(x), seed=seed, data=data,
-        signature_checked=root is not None, targets=results,
+        model=manifest.name,
+        version=manifest.version,
+        rows=len(x),
+        seed=seed,
+        data=data,
+        signature_checked=root is not None,
+        targets=results,
     )
 
 
 def parity_table(report: ParityReport) -> Any:
+    """Fits 80 columns: flips are label disagreements, "(far)" those farther than atol
+    from the threshold, which fail the target."""
+    from rich import box
     from rich.table import Table
 
     title = (
-        f"parity: {report.model} v{report.version} vs scikit-learn "
-        f"on {report.rows:,} rows of {report.data}"
+        f"parity: {report.model} v{report.version} vs scikit-learn on {report.rows:,} rows of {report.data}"
     )
-    table = Table(title=title)
-    left = ("target", "precision", "provider", "verdict")
-    for col in ("target", "precision", "provider", "label agree", "flips (beyond tol)",
-                "max |Δscore|", "mean |Δscore|", "spearman", "tolerance", "verdict"):
-        table.add_column(col, justify="left" if col in left else "right")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), collapse_padding=True)
+    table.add_column("target", no_wrap=True)
+    table.add_column("prec", no_wrap=True)
+    for col in ("agree", "flips(far)", "max|Δ|", "mean|Δ|", "spearman", "atol"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("ok", no_wrap=True)
     for t in report.targets:
         table.add_row(
-            t.target, t.precision, t.provider.replace("ExecutionProvider", ""),
-            f"{t.label_agreement:.4%}", f"{t.label_flips} ({t.flips_beyond_tolerance})",
-            f"{t.max_abs_score_diff:.2e}", f"{t.mean_abs_score_diff:.2e}", f"{t.spearman:.6f}",
-            f"{t.score_atol:.1e}", "[green]pass[/]" if t.passed else f"[red]FAIL[/] {t.why}",
+            t.target,
+            t.precision,
+            f"{t.label_agreement:.2%}",
+            f"{t.label_flips}({t.flips_beyond_tolerance})",
+            f"{t.max_abs_score_diff:.1e}",
+            f"{t.mean_abs_score_diff:.1e}",
+            f"{t.spearman:.5f}",
+            f"{t.score_atol:.0e}",
+            "[green]pass[/]" if t.passed else "[red]FAIL[/]",
         )
     return table
 
 
 def print_parity(report: ParityReport, console: Any) -> None:
     console.print(parity_table(report))
+    for t in report.targets:
+        if not t.passed:
+            console.print(f"[red]FAIL[/] {t.target} ({t.precision}): {t.why}")
     console.print(CPU_NOTE)
     if not report.signature_checked:
-        console.print("manifest signature not checked (give --root KEYS/root.json to check it); "
-                      "the reference was verified against the manifest's sha256 before loading.")
+        console.print(
+            "manifest signature not checked (give --root KEYS/root.json to check it); "
+            "the reference was verified against the manifest's sha256 before loading."
+        )
