@@ -13,7 +13,8 @@ import io
 import json
 import os
 import shutil
-import tempfile
+import signal
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -199,12 +200,14 @@ def _write_reference(tmp: Path, reference: object) -> Reference:
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     parent = out_dir.absolute().parent
+    tmp = parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:12]}"
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
-    except OSError as exc:
-        raise UsageError(f"cannot write bundle to {out_dir}: {exc.strerror or exc}") from None
-    try:
+        # Created inside the try: a Ctrl-C right after mkdir still reaches the cleanup.
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as exc:
+            raise UsageError(f"cannot write bundle to {out_dir}: {exc.strerror or exc}") from None
         yield tmp
     except OSError as exc:
         raise BundleError(f"writing {out_dir} failed: {exc.strerror or exc}") from None
@@ -213,18 +216,39 @@ def _staging(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done: the renames below must not be cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _install(tmp: Path, out_dir: Path) -> None:
     """Rename ``tmp`` onto ``out_dir``; a non-empty existing one (already allowed by
     ``check_out_dir``) is moved aside first and removed once the new bundle is in place."""
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        aside = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(out_dir, aside)
-        os.rename(tmp, out_dir)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        # rename(2) replaces an empty directory atomically.
-        os.replace(tmp, out_dir)
-    _fsync_dir(out_dir.absolute().parent)
+    with _interrupts_deferred():
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            aside = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(out_dir, aside)
+            try:
+                os.rename(tmp, out_dir)
+            except OSError:
+                os.rename(aside, out_dir)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            # rename(2) replaces an empty directory atomically.
+            os.replace(tmp, out_dir)
+        _fsync_dir(out_dir.absolute().parent)
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import joblib
@@ -15,8 +17,9 @@ import numpy as np
 import pytest
 
 from packager.cli import main
-from packager.keys import init_keys
+from packager.keys import init_keys, load_root
 from packager.telemetry import FEATURES, generate_telemetry
+from packager.verify import verify_bundle
 
 ROWS = 2000
 TREES = 25
@@ -175,3 +178,35 @@ def test_end_to_end_console_script_on_fresh_directory(tmp_path: Path, inputs: Pa
     tampered = run("verify", "out", "--root", "keys/root.json")
     assert tampered.returncode == 2
     assert tampered.stderr.strip().startswith("modelsync: error:") and ort.name in tampered.stderr
+
+
+def test_ctrl_c_while_writing_leaves_no_bundle(tmp_path: Path, inputs: Path) -> None:
+    """SIGINT to the real console script once its temporary bundle directory exists."""
+    from packager.detectors import IsolationForestDetector
+
+    data = generate_telemetry(ROWS, seed=3)
+    model = IsolationForestDetector(n_estimators=40, random_state=3).fit(data.frame)
+    joblib.dump(model, tmp_path / "m.joblib")
+    np.save(tmp_path / "cal.npy", data.frame.to_numpy())
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [_modelsync(), "package", str(tmp_path / "m.joblib"), "--name", "m", "--version", "1",
+         "--target", "cpu", "--key", str(inputs / "keys" / "publisher.key"),
+         "--calibration", str(tmp_path / "cal.npy"), "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out.partial-*")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the temporary bundle directory never appeared"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert list(tmp_path.glob(".out*")) == []
+    if out.exists():  # the signal landed during the final renames, which finish first
+        verify_bundle(out, load_root(inputs / "keys" / "root.json"))
