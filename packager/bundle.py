@@ -107,15 +107,20 @@ def write_bundle(
     inputs = np.asarray(golden.inputs, dtype=np.float32)
     task = progress.add_task("writing bundle", total=len(result.artifacts) + 2) if progress else None
 
+    def advance() -> None:
+        if progress is not None and task is not None:
+            progress.advance(task)
+
     with _staging(out_dir) as tmp:
         artifacts: list[dict[str, Any]] = []
         for built in result.artifacts:
-            data = Path(built.path).read_bytes()
+            source = Path(built.path)
+            data = source.read_bytes()
             digest = sha256_hex(data)
             if not (tmp / f"{digest}.ort").exists():  # two targets may share identical bytes
                 _write_file(tmp / f"{digest}.ort", data)
-            compressed = zstd_compress_file(Path(built.path))
-            measured = golden_deviation(golden, run_artifact(Path(built.path), inputs))
+            compressed = zstd_compress_file(source)
+            measured = golden_deviation(golden, run_artifact(source, inputs))
             tolerance = tolerance_for(golden, built.precision, measured, card.threshold)
             artifact = Artifact.model_validate(
                 {
@@ -138,8 +143,7 @@ def write_bundle(
                 }
             )
             artifacts.append(artifact.model_dump(mode="json", by_alias=True))
-            if progress and task is not None:
-                progress.advance(task)
+            advance()
 
         reference = _write_reference(tmp, result.reference)
         signed = {
@@ -166,12 +170,10 @@ def write_bundle(
             except VerificationError as exc:
                 raise KeyLoadError(f"signed manifest does not verify against root: {exc}") from None
         _write_file(tmp / MANIFEST, (json.dumps(envelope, indent=2) + "\n").encode())
-        if progress and task is not None:
-            progress.advance(task)
+        advance()
         _fsync_dir(tmp)
         _install(tmp, out_dir)
-        if progress and task is not None:
-            progress.advance(task)
+        advance()
     return out_dir
 
 

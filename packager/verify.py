@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from packager.errors import BundleError, FormatError, ModelSyncError
 from packager.golden import Deviation, as_inputs, check_golden
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<ext>ort|onnx|joblib)$")
 _CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,8 @@ def verify_bundle(
     manifest = verify_manifest(read_manifest_json(bundle), root)  # step 1
     files = _expected_files(manifest)  # step 2
     _check_listing(bundle, files)  # step 3
-    task = progress.add_task("checking files", total=len(files)) if progress else None
-    for name, (sha, length) in files.items():  # step 4
+    for name, (sha, length) in _tracked(progress, list(files.items()), "checking files"):  # step 4
         _check_file(bundle / name, sha, length)
-        if progress and task is not None:
-            progress.advance(task)
     checks: list[ArtifactCheck] = []
     if run_golden:  # step 5
         checks = check_artifacts(bundle, manifest, progress)
@@ -99,9 +98,8 @@ def check_artifacts(
             f"golden vectors have {inputs.shape[1]} features, the model card lists "
             f"{len(manifest.model.features)}"
         )
-    task = progress.add_task("golden vectors", total=len(manifest.artifacts)) if progress else None
     checks = []
-    for art in manifest.artifacts:
+    for art in _tracked(progress, manifest.artifacts, "golden vectors"):
         what = f"{art.target} ({art.precision}, {art.path[:12]}…)"
         try:
             outputs = run_artifact(bundle / art.path, inputs)
@@ -111,9 +109,11 @@ def check_artifacts(
             raise BundleError(f"{what}: onnxruntime cannot run it: {_one_line(exc)}") from None
         deviation = check_golden(manifest.golden, art.golden_tolerance, outputs, what)
         checks.append(ArtifactCheck(art.target, art.precision, deviation))
-        if progress and task is not None:
-            progress.advance(task)
     return checks
+
+
+def _tracked(progress: Progress | None, items: Sequence[T], description: str) -> Iterable[T]:
+    return items if progress is None else progress.track(items, description=description)
 
 
 def _one_line(exc: Exception) -> str:
