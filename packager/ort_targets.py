@@ -75,10 +75,10 @@ def _basic_optimized(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.load(so.optimized_model_filepath)
 
 
-def _partitions(model: onnx.ModelProto, target: str) -> Any:
+def _partitions(optimized: onnx.ModelProto, target: str) -> Any:
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
 
-    inferred = onnx.shape_inference.infer_shapes(_basic_optimized(model))
+    inferred = onnx.shape_inference.infer_shapes(optimized)
     if target == "android-nnapi":
         return uc.check_nnapi_partitions(inferred, require_fixed_input_sizes=True)
     return uc.check_coreml_partitions(inferred, True, "coreml_supported_mlprogram_ops.md")
@@ -117,11 +117,15 @@ def plan(model: onnx.ModelProto, target: str) -> tuple[EpPlan, bool]:
     # The checker logs at INFO through the root logger when nothing is configured.
     logging.getLogger("usability_checker").setLevel(logging.WARNING)
     provider = PROVIDER_FOR_TARGET[target]
-    info = _partitions(model, target)
+    # Optimised once (an ORT session per analysis is the slow part for big tree
+    # ensembles). Fixing the batch afterwards can miss folds of Shape ops that a fixed
+    # batch would allow; the contract's graphs reshape with constants, so none are lost.
+    optimized = _basic_optimized(model)
+    info = _partitions(optimized, target)
     fix = False
     dynamic = _input_shape(model)[0] is None
     if info.suitability() != PartitioningInfo.TryWithEP.YES and dynamic:
-        fixed_info = _partitions(_fixed_batch(model), target)
+        fixed_info = _partitions(_fixed_batch(optimized), target)
         # Fixing the batch costs batched inference on every device, so only for a clear win.
         if fixed_info.suitability() == PartitioningInfo.TryWithEP.YES:
             info, fix = fixed_info, True
@@ -158,7 +162,7 @@ def to_ort(onnx_path: Path, ort_path: Path, target: str) -> OrtArtifact:
         model = fixed
     style = STYLE_FOR_TARGET[target]
     level = _save_ort(src, ort_path, style, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    if not _loads(ort_path):
+    if style == "Runtime" and not _loads(ort_path):
         # onnxruntime 1.24 cannot replay the QDQ runtime-optimisation records it saved at
         # the extended/all levels ("Not enough produced nodes in the runtime optimization
         # record", also with convert_onnx_models_to_ort). Basic level records none: the NPU

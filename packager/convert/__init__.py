@@ -8,6 +8,7 @@ model                           converter                                    fam
 IsolationForest(Detector)       ``isolation_forest`` (one TreeEnsemble)      isolation_forest
 AutoencoderDetector/PCADetector ``reconstruction`` (hand-built MatMuls)      autoencoder / pca
 LGBMClassifier                  onnxmltools, via ClassifierDetector          lightgbm
+EllipticEnvelope                ``covariance`` (Mahalanobis, 3 nodes)        sklearn
 sklearn outlier detector/pipe   skl2onnx (label/scores → contract)           sklearn
 sklearn classifier / pipeline   skl2onnx, via ClassifierDetector             sklearn
 ==============================  ==========================================  ===========
@@ -27,6 +28,7 @@ from typing import Any
 import onnx
 import sklearn
 from sklearn.base import is_classifier, is_outlier_detector
+from sklearn.covariance import EllipticEnvelope
 from sklearn.ensemble import IsolationForest
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
@@ -113,6 +115,7 @@ def as_reference(model: Any, feature_names: Sequence[str] | None = None) -> Any:
 
 def to_onnx(model: Any, feature_names: Sequence[str] | None = None) -> Converted:
     from packager.convert import external
+    from packager.convert.covariance import convert_elliptic_envelope
     from packager.convert.isolation_forest import convert_isolation_forest
     from packager.convert.reconstruction import convert_reconstruction
 
@@ -133,6 +136,8 @@ def to_onnx(model: Any, feature_names: Sequence[str] | None = None) -> Converted
         graph = convert_isolation_forest(reference.model_, n)
     elif isinstance(reference, IsolationForest):
         graph = convert_isolation_forest(reference, n)
+    elif isinstance(reference, EllipticEnvelope):
+        graph = convert_elliptic_envelope(reference, n)
     elif isinstance(reference, _ReconstructionDetector):
         graph = convert_reconstruction(reference)
     elif isinstance(reference, ClassifierDetector):

@@ -66,6 +66,13 @@ def test_generic_outlier_detector() -> None:
     assert ref is model and agreement == 1.0 and diff < 1e-5
 
 
+def test_elliptic_envelope_has_its_own_converter() -> None:
+    model = EllipticEnvelope(contamination=0.05, random_state=0).fit(trained.telemetry().to_numpy())
+    ref, agreement, diff = _parity(model)
+    assert ref is model and agreement == 1.0 and diff < 1e-5
+    assert len(to_onnx(model).onnx.graph.node) <= 10
+
+
 def test_generic_pipeline() -> None:
     model = make_pipeline(StandardScaler(), OneClassSVM(nu=0.05)).fit(trained.telemetry().to_numpy())
     ref, agreement, diff = _parity(model)
@@ -95,7 +102,10 @@ def test_multiclass_failure_class_must_be_named() -> None:
     ("model", "message"),
     [
         (LinearRegression(), "neither an outlier detector"),
-        (EllipticEnvelope(random_state=0), "skl2onnx cannot convert EllipticEnvelope"),
+        (
+            make_pipeline(StandardScaler(), EllipticEnvelope(random_state=0)),
+            "skl2onnx cannot convert Pipeline",
+        ),
         ("not a model", "not a scikit-learn or LightGBM model"),
     ],
 )
