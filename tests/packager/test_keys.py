@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from packager.cli import main
-from packager.errors import KeyLoadError
+from packager.errors import FormatError, KeyLoadError, UnknownKeyError
 from packager.keys import load_private_key, load_public_key, load_root
 from packager.manifest import keyid_of, update_root, verify_root_self
 
@@ -126,3 +126,21 @@ def test_show_lists_roles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["keys", "show", str(d)]) == 0
     out = capsys.readouterr().out
     assert "publisher" in out and load_root(d / "root.json").roles["index"].keyids[0][:10] in out
+
+
+def test_rotated_root_without_the_old_keys_signature_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "keys"
+    main(["keys", "init", str(d)])
+    v1 = load_root(d / "root.json")
+    old = v1.roles["root"].keyids[0]
+    assert main(["keys", "rotate", str(d), "--role", "root", "--revoke", old]) == 0
+    raw = _root_json(d / "roots" / "2.root.json")
+    raw["signatures"] = [s for s in raw["signatures"] if s["keyid"] != old]
+    with pytest.raises(UnknownKeyError, match="by v1 keys"):
+        update_root(v1, raw)
+    # v3 made after v2 chains from v2, not from v1.
+    assert main(["keys", "rotate", str(d), "--role", "publisher"]) == 0
+    v3 = _root_json(d / "roots" / "3.root.json")
+    with pytest.raises(FormatError, match="skips"):
+        update_root(v1, v3)
+    assert update_root(update_root(v1, _root_json(d / "roots" / "2.root.json")), v3).version == 3
