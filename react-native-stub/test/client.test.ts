@@ -201,6 +201,47 @@ describe("client flow against forged documents", () => {
     assert.equal(await client.currentModel(), null);
   });
 
+  it("C.1 lets an urgent release through a metered link; 4.3 refuses an artifact that does not load, for good", async () => {
+    const blob = new Uint8Array(3000).map((_, i) => (i * 7) % 256); // not an ORT file
+    const signed = manifestSigned(3, { sha256: sha256Hex(blob), length: blob.length, compressed: null });
+    const env = sign(signed, "publisher-1", "publisher-2");
+    const entry = { ...entryFor(env, "battery-anomaly", 3), urgent: true };
+    svc.routes.set(`/v1/${entry.manifest.path}`, { body: bytesOf(env) });
+    svc.routes.set(`/v1/blobs/${sha256Hex(blob)}`, { body: blob });
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, { "battery-anomaly": [entry] }), "index-1"));
+    const { client, storage } = await newClient();
+    const metered = new ModelSyncClient({
+      ...(client as unknown as { opts: ConstructorParameters<typeof ModelSyncClient>[0] }).opts,
+      network: new StaticNetwork({ connected: true, metered: true }),
+    });
+    const r = await metered.sync();
+    assert.equal(r.models[0]?.error?.name, "ArtifactLoadError", r.models[0]?.error?.message);
+    assert.deepEqual(await savedJson(storage, "failed.json"), { "battery-anomaly": [3] });
+    assert.deepEqual(await storage.list("models/battery-anomaly"), [], "the refused version's files are gone");
+    assert.equal((await metered.sync()).models.length, 0, "never retried");
+  });
+
+  it("5.3 keeps current and previous only; currentModel falls back to previous", async () => {
+    const { client, storage } = await newClient();
+    const installed = (v: number): any => ({
+      name: "m", version: v, target: "cpu", sha256: "0".repeat(64), length: 4,
+      artifact_path: `models/m/v${v}/a.ort`, manifest_path: `models/m/v${v}/manifest.json`,
+      providers: ["cpu"], fixed_batch: null, installed_at: "2026-01-01T00:00:00Z",
+    });
+    for (const v of [1, 2, 3, 4]) await storage.writeAtomic(`models/m/v${v}/a.ort`, new Uint8Array(4));
+    await storage.writeAtomic("models/m/current.json.tmp-123", new Uint8Array(1));
+    const state = (client as unknown as { state: import("../src/core/state").State }).state;
+    await state.swap("m", installed(3));
+    await state.swap("m", installed(4));
+    await state.cleanUp("m");
+    assert.deepEqual(await storage.list("models/m"), ["current.json", "v3", "v4"]);
+    assert.equal((await client.currentModel("m"))?.source, "installed");
+    await storage.remove("models/m/v4/a.ort"); // a damaged install
+    const fallback = await client.currentModel("m");
+    assert.equal(fallback?.source, "previous");
+    assert.equal(fallback?.version, 3);
+  });
+
   it("reports wait on disk while the server refuses them, then go in batches of 500", async () => {
     svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-1"));
     const { client } = await newClient();
