@@ -136,6 +136,21 @@ describe("client flow against forged documents", () => {
     assert.ok(svc.requests.some((q) => q.path === "/v1/root/3.json"), "asked for v3 and got 404");
   });
 
+  it("1.5: a rotated index key makes the device forget the old key's index version", async () => {
+    svc.json("/v1/channels/stable/index", sign(indexSigned(9, {}), "index-1"));
+    const { client, storage } = await newClient();
+    assert.equal((await client.sync()).indexVersion, 9);
+    // The index key is rotated (say index-1 leaked and signed v9 far ahead); the new key's
+    // index starts over at v1. Without fast-forward recovery that would be a "rollback".
+    const roles = { ...ROLES_V1, index: [["index-2"], 1] as [string[], number] };
+    svc.json("/v1/root/2.json", sign(rootSigned(2, roles), "root-1", "root-2"));
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-2"));
+    const r = await client.sync();
+    assert.equal(r.outcome, "up_to_date", r.error?.message);
+    assert.equal(r.indexVersion, 1);
+    assert.equal((await savedJson(storage, "index/stable.json")).signed.version, 1);
+  });
+
   it("1.3: a root signed only by keys the old root does not know is refused, nothing saved", async () => {
     svc.json("/v1/root/2.json", sign(rootSigned(2, ROLES_V2), "root-4", "root-5"));
     svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-1"));

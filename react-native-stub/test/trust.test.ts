@@ -76,6 +76,8 @@ describe("2. index", () => {
     // x's entry names another model: never installed under the wrong name.
     assert.deepEqual(wantedEntries(idx, "dev", {}, {}).map((en) => [en.model, en.version]), [["m", 2], ["n", 5]]);
     assert.deepEqual(wantedEntries(idx, "dev", { m: 2 }, { n: [5] }), []);
+    // Older than installed (a halted release's devices keep what they run): skipped too.
+    assert.deepEqual(wantedEntries(idx, "dev", { m: 7, n: 6 }, {}), []);
   });
 });
 

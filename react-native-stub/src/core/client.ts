@@ -28,6 +28,7 @@ import {
   checkIndex,
   checkManifest,
   finalRoot,
+  indexRoleChanged,
   nextRoot,
   parseJson,
   selectArtifact,
@@ -279,8 +280,10 @@ export class ModelSyncClient {
       if (res.status === 404) break;
       if (res.status !== 200) throw await failure(res, `GET ${path}`);
       const raw = parseJson(await readAll(res, MAX_ROOT_BYTES, path), `root v${root.version + 1}`);
-      root = nextRoot(root, raw, steps); // checks 1.2-1.4
+      const next = nextRoot(root, raw, steps); // checks 1.2-1.4
+      if (indexRoleChanged(root, next)) await this.state.forgetIndex(this.opts.channel); // check 1.5
       await this.state.saveRoot(raw); // check 1.5
+      root = next;
     }
     return finalRoot(root, this.now()); // check 1.6
   }

@@ -100,6 +100,12 @@ export class State {
     await this.storage.writeAtomic(`index/${channel}.json`, body);
   }
 
+  /** check 1.5: after the index keys rotate, the old index proves nothing any more. */
+  async forgetIndex(channel: string): Promise<void> {
+    await this.storage.remove(`index/${channel}.json`);
+    await this.storage.remove(`index/${channel}.etag`);
+  }
+
   pointer(name: string): Promise<Pointer | null> {
     return this.readJson<Pointer>(`models/${name}/current.json`);
   }

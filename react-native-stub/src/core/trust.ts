@@ -72,6 +72,16 @@ export function nextRoot(trusted: Root, raw: unknown, steps = 1): Root {
   return updateRoot(trusted, raw); // checks 1.3, 1.4
 }
 
+/** check 1.5: did the `index` role's keys or threshold change between two roots? Then an
+ * index signed by the old (perhaps compromised) key with an inflated version must not lock
+ * the device out of the new key's indexes (TUF's fast-forward recovery). */
+export function indexRoleChanged(before: Root, after: Root): boolean {
+  const a = before.roles.index;
+  const b = after.roles.index;
+  if (a === undefined || b === undefined) return a !== b;
+  return a.threshold !== b.threshold || a.keyids.join(",") !== b.keyids.join(",");
+}
+
 /** check 1.6 */
 export function finalRoot(root: Root, nowMs: number): Root {
   checkExpiry(root.expires, nowMs, `root v${root.version}`);
@@ -109,7 +119,10 @@ export function checkIndex(raw: unknown, root: Root, ctx: IndexContext): Channel
   return index;
 }
 
-/** check 2.6: per model, the device's entry, unless installed already or known bad. */
+/** check 2.6: per model, the device's entry, unless installed already, older than the
+ * installed version, or known bad. Older: a halted release leaves the devices that took it
+ * on that version while the index falls back to the previous one; they keep what they run
+ * (check 3.5 refuses it again should a manifest claim otherwise). */
 export function wantedEntries(
   index: ChannelIndex,
   deviceId: string,
@@ -120,7 +133,7 @@ export function wantedEntries(
   for (const name of Object.keys(index.models).sort()) {
     const entry = pickEntry(index.models[name] ?? [], deviceId);
     if (entry === undefined || entry.model !== name) continue;
-    if (installed[name] === entry.version || (failed[name] ?? []).includes(entry.version)) continue;
+    if (entry.version <= (installed[name] ?? 0) || (failed[name] ?? []).includes(entry.version)) continue;
     out.push(entry);
   }
   return out;
