@@ -37,9 +37,14 @@ def register(sub: Any) -> None:
         "--calibration", type=Path, metavar="CSV|NPY",
         help="representative rows: INT8 calibration, parity checks and golden vectors",
     )
-    pkg.add_argument("--features", help="comma-separated feature names, in the model's column order")
-    pkg.add_argument("--description", default="", help="free text for the model card")
-    pkg.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    pkg.add_argument(
+        "--features", metavar="A,B,C", help="comma-separated feature names, in the model's column order"
+    )
+    pkg.add_argument("--description", default="", metavar="TEXT", help="free text for the model card")
+    pkg.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DIR",
+        help="the bundle directory: must not exist or be empty (see --force)",
+    )
     pkg.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     pkg.set_defaults(handler=_package)
 
@@ -89,7 +94,7 @@ def _package(args: argparse.Namespace) -> int:
             force=args.force,
             progress=progress,
         )
-    Console().print(f"wrote bundle {out}")
+    Console().print(f"wrote bundle {out}", soft_wrap=True)
     return 0
 
 
@@ -110,7 +115,8 @@ def _verify(args: argparse.Namespace) -> int:
             f"{c.deviation.label_mismatches} label flip(s)"
         )
     what = "signatures and files" if args.skip_golden else "signatures, files and golden vectors"
-    console.print(f"OK: {m.name} v{m.version}, {len(m.artifacts)} artifact(s); {what} check out")
+    summary = f"OK: {m.name} v{m.version}, {len(m.artifacts)} artifact(s); {what} check out"
+    console.print(summary, soft_wrap=True)
     return 0
 
 

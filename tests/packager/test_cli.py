@@ -210,3 +210,17 @@ def test_ctrl_c_while_writing_leaves_no_bundle(tmp_path: Path, inputs: Path) -> 
     assert list(tmp_path.glob(".out*")) == []
     if out.exists():  # the signal landed during the final renames, which finish first
         verify_bundle(out, load_root(inputs / "keys" / "root.json"))
+
+
+def test_verify_skip_golden_checks_files_only(
+    small_bundle: Path, keys_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = Path(shutil.copytree(small_bundle, tmp_path / "b"))
+    root = str(keys_dir / "root.json")
+    assert main(["verify", str(bundle), "--root", root, "--skip-golden"]) == 0
+    out = capsys.readouterr().out
+    assert "signatures and files check out" in out and "golden max" not in out
+    assert main(["verify", str(bundle), "--root", root]) == 0
+    assert "golden max |Δscore|" in capsys.readouterr().out
+    assert main(["inspect", str(bundle)]) == 0
+    assert "golden atol" in capsys.readouterr().out
