@@ -165,10 +165,13 @@ class Device:
             raise NoModelError(f"no model {name!r} installed")
         errors = []
         for inst in (slot.current, slot.previous):
-            if inst is None or not self.store.intact(inst):
+            if inst is None:
                 continue
             key = inst.artifact_sha256
             if key not in self._engines:
+                if not self.store.intact(inst):  # checked once per load: a bit-rotted file falls back
+                    errors.append(f"v{inst.version} files missing or altered")
+                    continue
                 manifest = self.manifest(inst)
                 art = next(a for a in manifest.artifacts if a.sha256 == inst.artifact_sha256)
                 try:
@@ -180,12 +183,14 @@ class Device:
                     errors.append(str(exc))
                     continue
             return inst, self._engines[key]
-        raise NoModelError(f"no usable version of {name!r}: {'; '.join(errors) or 'files missing'}")
+        raise NoModelError(f"no usable version of {name!r}: {'; '.join(errors)}")
 
     def predict(self, features: Any, model: str | None = None) -> Any:
         """labels (-1 anomaly, 1 normal) and scores from the installed model."""
         names = self.store.model_names()
         if model is None:
+            if not names:
+                raise NoModelError("no model installed yet: run `modelsync device sync` first")
             if len(names) != 1:
                 raise UsageError(f"name the model to use: installed are {', '.join(names) or 'none'}")
             model = names[0]

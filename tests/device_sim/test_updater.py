@@ -264,3 +264,21 @@ def test_download_progress_is_reported(repo: Repo, tmp_path: Path) -> None:
                     progress=lambda what, done, total: seen.append((what, done, total)))
     assert device.sync().installed
     assert seen and seen[-1] == (f"artifact {sha(ort_model())[:12]}", len(ort_model()), len(ort_model()))
+
+
+def test_predict_falls_back_to_previous_when_current_is_damaged(repo: Repo, tmp_path: Path) -> None:
+    from device_sim.device import NoModelError
+
+    device = enroll(repo, tmp_path / "d")
+    with pytest.raises(NoModelError, match="no model installed yet"):
+        device.predict([[1.0, 1.0, 1.0]])
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    device.sync()
+    repo.publish("m", 2, ort_model(-1.0), index_version=2)  # v2 flips every label
+    device.sync()
+    assert device.predict([[1.0, 1.0, 1.0]]).labels.tolist() == [-1]
+    slot = device.store.slot("m")
+    assert slot is not None
+    device.store.artifact_path(slot.current).write_bytes(b"bit rot")
+    fresh = Device(device.store.root, transport=repo.transport(), config=FAST)
+    assert fresh.predict([[1.0, 1.0, 1.0]]).labels.tolist() == [1]  # v1, the previous
