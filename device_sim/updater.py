@@ -413,7 +413,9 @@ class Updater:
         if ident.metered and not entry.urgent and artifact.length > ident.metered_max_bytes:  # C.1
             return "metered"
         budget = ident.storage_budget_bytes
-        if budget is not None and self.store.usage_bytes() + artifact.length > budget:  # C.2
+        part = self.store.partial_path(artifact.sha256)
+        resumed = part.stat().st_size if part.exists() else 0  # already counted in usage
+        if budget is not None and self.store.usage_bytes() - resumed + artifact.length > budget:  # C.2
             return "storage_budget"
         return None
 
