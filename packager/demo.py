@@ -74,7 +74,8 @@ def run_packaging_demo(workdir: Path, console: Console, *, version: int = 1) -> 
         report = verify_bundle(out, root, progress=progress)
     console.print(
         f"[green]verified[/green] {MODEL_NAME} v{version}: publisher signature, "
-        f"{len(report.manifest.artifacts)} artifact hashes, golden vectors on every artifact"
+        f"{len(report.manifest.artifacts)} artifact hashes, golden vectors on every artifact",
+        soft_wrap=True,
     )
     console.print(card_table(report.manifest))
 
