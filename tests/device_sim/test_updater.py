@@ -282,3 +282,16 @@ def test_predict_falls_back_to_previous_when_current_is_damaged(repo: Repo, tmp_
     device.store.artifact_path(slot.current).write_bytes(b"bit rot")
     fresh = Device(device.store.root, transport=repo.transport(), config=FAST)
     assert fresh.predict([[1.0, 1.0, 1.0]]).labels.tolist() == [1]  # v1, the previous
+
+
+def test_the_device_does_not_load_a_trainer() -> None:
+    """trust, store, updater, faults and device import nothing heavy (a phone has no sklearn)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, device_sim.trust, device_sim.store, device_sim.updater, device_sim.faults, "
+            "device_sim.device; print(sorted(m for m in ('sklearn', 'onnx', 'skl2onnx', 'lightgbm', "
+            "'onnxmltools', 'pandas', 'fastapi', 'sqlmodel') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == "[]"
