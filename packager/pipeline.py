@@ -22,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from packager.errors import PackagingError, ParityError, UnsupportedModelError, UsageError
 from packager.manifest import TARGETS, EpPlan, Feature, ModelCard, Parity, Quantization, TensorSpec
+
+if TYPE_CHECKING:
+    from packager.parity import Thresholds
 
 DEFAULT_PARITY_ROWS = 2000
 
@@ -198,6 +201,101 @@ def _card(conv: Any) -> ModelCard:
     )
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every target's build shares: the fp32 graph, the rows and the reference."""
+
+    conv: Any  # packager.convert.Converted
+    onnx_fp32: Path
+    calibration: np.ndarray | None
+    rows: np.ndarray
+    ref_label: np.ndarray
+    ref_score: np.ndarray
+    limits: Mapping[str, Thresholds]
+    workdir: Path
+    say: Callable[[str], None]
+
+    def gate(self, path: Path, precision: str, what: str) -> Parity:
+        from packager.parity import check_parity, compare
+
+        label, score = run_artifact(path, self.rows)
+        result = compare(self.ref_label, self.ref_score, label, score, self.limits[precision])
+        check_parity(result, self.limits[precision], what)
+        return result.parity
+
+    def artifact(self, target: str, onnx_path: Path, precision: str, record: Quantization) -> BuiltArtifact:
+        """ORT file for ``target`` from ``onnx_path``, gated; raises ParityError."""
+        from packager.ort_targets import to_ort
+
+        built = to_ort(onnx_path, self.workdir / f"model.{target}.{precision}.ort", target)
+        parity = self.gate(built.path, precision, f"{target} {precision}")
+        return BuiltArtifact(
+            target=target,
+            path=built.path,
+            precision=precision,
+            ort_version=built.ort_version,
+            optimization_style=built.optimization_style,
+            input_shape=built.input_shape,
+            quantization=record,
+            ep_plan=built.ep_plan,
+            parity=parity,
+        )
+
+
+def _build_target(job: _Job, target: str, want: str | None, has_weights: bool) -> BuiltArtifact:
+    """The target's reduced precision where it applies and passes, else fp32 (see the
+    module docstring for the policy)."""
+    from packager.quantize import METHOD_FOR_TARGET, PRECISION_FOR_METHOD, make_variant, not_applicable_reason
+
+    method = METHOD_FOR_TARGET[target]
+    reduced = PRECISION_FOR_METHOD[method]
+    if want not in (None, "fp32", reduced):
+        raise UsageError(f"{target} offers {reduced} or fp32, not {want}")
+    if not has_weights:
+        reason = not_applicable_reason(job.conv.onnx)
+        if want == reduced:
+            raise PackagingError(f"{target}: {want} demanded but not applicable: {reason}")
+        fp32_record = Quantization(applied=False, method=None, reason=reason)
+    elif want == "fp32":
+        fp32_record = Quantization(applied=False, method=None, reason="fp32 demanded")
+    elif method == "qdq-static" and job.calibration is None:
+        if want == reduced:
+            raise PackagingError(f"{target}: static INT8 needs calibration rows")
+        fp32_record = Quantization(
+            applied=False, method=method, reason="no calibration rows for static INT8; shipped fp32"
+        )
+    else:
+        job.say(f"{target}: {reduced} variant ({method})")
+        variant = job.workdir / f"model.{target}.{reduced}.onnx"
+        record = make_variant(target, job.onnx_fp32, variant, job.calibration)
+        try:
+            return job.artifact(target, variant, reduced, record)
+        except ParityError as exc:
+            if want == reduced:
+                raise
+            job.say(f"{target}: {reduced} missed parity, falling back to fp32")
+            fp32_record = Quantization(
+                applied=False, method=method, reason=f"{reduced} missed parity ({exc}); shipped fp32"
+            )
+    job.say(f"{target}: fp32 ORT")
+    return job.artifact(target, job.onnx_fp32, "fp32", fp32_record)
+
+
+def _check_request(targets: Sequence[str], precision: Mapping[str, str] | None) -> list[str]:
+    wanted = list(dict.fromkeys(targets))
+    if not wanted:
+        raise UsageError("no targets given")
+    unknown = [t for t in wanted if t not in TARGETS]
+    if unknown:
+        raise UsageError(f"unknown target(s) {unknown}; choose from {list(TARGETS)}")
+    for t, p in (precision or {}).items():
+        if t not in wanted or p not in ("fp32", "fp16", "int8"):
+            raise UsageError(
+                f"bad precision demand {t}={p}: give one of the targets built and fp32/fp16/int8"
+            )
+    return wanted
+
+
 def build(
     model: Any,
     *,
@@ -208,7 +306,7 @@ def build(
     parity_rows: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
     precision: Mapping[str, str] | None = None,
-    thresholds: Mapping[str, Any] | None = None,
+    thresholds: Mapping[str, Thresholds] | None = None,
 ) -> BuildResult:
     """Convert, quantize, convert to ORT and parity-check ``model`` for each target.
 
@@ -219,28 +317,11 @@ def build(
     import onnx
 
     from packager.convert import to_onnx
-    from packager.parity import DEFAULT_THRESHOLDS, check_parity, compare, reference_outputs
-    from packager.quantize import (
-        METHOD_FOR_TARGET,
-        PRECISION_FOR_METHOD,
-        check_calibration,
-        make_variant,
-        not_applicable_reason,
-        quantizable,
-    )
+    from packager.parity import DEFAULT_THRESHOLDS, reference_outputs
+    from packager.quantize import check_calibration, quantizable
 
     say = progress or (lambda _msg: None)
-    wanted = list(dict.fromkeys(targets))
-    if not wanted:
-        raise UsageError("no targets given")
-    unknown = [t for t in wanted if t not in TARGETS]
-    if unknown:
-        raise UsageError(f"unknown target(s) {unknown}; choose from {list(TARGETS)}")
-    demanded = dict(precision or {})
-    for t, p in demanded.items():
-        if t not in wanted or p not in ("fp32", "fp16", "int8"):
-            raise UsageError(f"bad precision demand {t}={p}")
-    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    wanted = _check_request(targets, precision)
     workdir = Path(workdir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -270,77 +351,21 @@ def build(
 
     say(f"reference outputs on {rows.shape[0]} parity rows")
     ref_label, ref_score = reference_outputs(conv.reference, rows)
-
-    def gate(path: Path, precision_name: str, what: str) -> Parity:
-        label, score = run_artifact(path, rows)
-        result = compare(ref_label, ref_score, label, score, limits[precision_name])
-        check_parity(result, limits[precision_name], what)
-        return result.parity
-
+    job = _Job(
+        conv=conv,
+        onnx_fp32=onnx_fp32,
+        calibration=calib,
+        rows=rows,
+        ref_label=ref_label,
+        ref_score=ref_score,
+        limits={**DEFAULT_THRESHOLDS, **(thresholds or {})},
+        workdir=workdir,
+        say=say,
+    )
     has_weights = quantizable(conv.onnx)
-    artifacts: list[BuiltArtifact] = []
-    from packager.ort_targets import to_ort
-
+    artifacts = []
     for target in wanted:
-        method = METHOD_FOR_TARGET[target]
-        reduced = PRECISION_FOR_METHOD[method]
-        want = demanded.get(target)
-        if want not in (None, "fp32", reduced):
-            raise UsageError(f"{target} offers {reduced} or fp32, not {want}")
-        fp32_record = Quantization(applied=False, method=None, reason=not_applicable_reason(conv.onnx))
-        chosen: BuiltArtifact | None = None
-        if has_weights and want != "fp32":
-            if method == "qdq-static" and calib is None:
-                if want == reduced:
-                    raise PackagingError(f"{target}: static INT8 needs calibration rows")
-                fp32_record = Quantization(
-                    applied=False, method=method, reason="no calibration rows for static INT8; shipped fp32"
-                )
-            else:
-                say(f"{target}: {reduced} variant ({method})")
-                variant = workdir / f"model.{target}.{reduced}.onnx"
-                record = make_variant(target, onnx_fp32, variant, calib)
-                built = to_ort(variant, workdir / f"model.{target}.{reduced}.ort", target)
-                try:
-                    parity = gate(built.path, reduced, f"{target} {reduced}")
-                    chosen = BuiltArtifact(
-                        target,
-                        built.path,
-                        reduced,
-                        built.ort_version,
-                        built.optimization_style,
-                        built.input_shape,
-                        record,
-                        built.ep_plan,
-                        parity,
-                    )
-                except ParityError as exc:
-                    if want == reduced:
-                        raise
-                    say(f"{target}: {reduced} missed parity, falling back to fp32")
-                    fp32_record = Quantization(
-                        applied=False, method=method, reason=f"{reduced} missed parity ({exc}); shipped fp32"
-                    )
-        elif want is not None and want != "fp32":
-            raise PackagingError(f"{target}: {want} demanded but not applicable: {fp32_record.reason}")
-        elif has_weights:
-            fp32_record = Quantization(applied=False, method=None, reason="fp32 demanded")
-        if chosen is None:
-            say(f"{target}: fp32 ORT")
-            built = to_ort(onnx_fp32, workdir / f"model.{target}.fp32.ort", target)
-            parity = gate(built.path, "fp32", f"{target} fp32")
-            chosen = BuiltArtifact(
-                target,
-                built.path,
-                "fp32",
-                built.ort_version,
-                built.optimization_style,
-                built.input_shape,
-                fp32_record,
-                built.ep_plan,
-                parity,
-            )
-        artifacts.append(chosen)
-        say(f"{target}: done ({chosen.precision}, parity max |diff| {chosen.parity.max_abs_score_diff:.2g})")
-
+        art = _build_target(job, target, (precision or {}).get(target), has_weights)
+        say(f"{target}: done ({art.precision}, parity max |diff| {art.parity.max_abs_score_diff:.2g})")
+        artifacts.append(art)
     return BuildResult(card=_card(conv), artifacts=artifacts, reference=conv.reference, onnx_fp32=onnx_fp32)
