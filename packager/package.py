@@ -43,21 +43,27 @@ def load_calibration(path: Path, features: Sequence[str] | None = None) -> NDArr
 def _read_csv(path: Path, features: Sequence[str] | None) -> Any:
     import pandas as pd
 
-    frame = pd.read_csv(path, header=None)
-    first = frame.iloc[0]
-    if pd.to_numeric(first, errors="coerce").isna().any():  # a header row
-        frame = pd.read_csv(path)
-        if features and set(features) <= set(frame.columns):
-            frame = frame[list(features)]
+    raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+    if not any(cell.strip() and not _is_number(cell) for cell in raw.iloc[0]):
+        return pd.read_csv(path, header=None).to_numpy()
+    frame = pd.read_csv(path)  # the first row is a header
+    if features and set(features) <= set(frame.columns):
+        frame = frame[list(features)]
     return frame.to_numpy()
 
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def model_feature_count(model: Any) -> int | None:
-    for obj in (model, getattr(model, "model", None), getattr(model, "model_", None)):
-        n = getattr(obj, "n_features_in_", None)
-        if isinstance(n, int | np.integer):
-            return int(n)
-    return None
+    """``n_features_in_`` of scikit-learn estimators, pipelines, LightGBM and our detectors."""
+    n = getattr(model, "n_features_in_", None)
+    return int(n) if isinstance(n, int | np.integer) else None
 
 
 def package_model(

@@ -224,3 +224,24 @@ def test_verify_skip_golden_checks_files_only(
     assert "golden max |Δscore|" in capsys.readouterr().out
     assert main(["inspect", str(bundle)]) == 0
     assert "golden atol" in capsys.readouterr().out
+
+
+def test_calibration_files(tmp_path: Path) -> None:
+    from packager.errors import UsageError
+    from packager.package import load_calibration
+
+    (tmp_path / "header.csv").write_text("x,y,z\n1,2,3\n4,5,6\n")
+    assert load_calibration(tmp_path / "header.csv").tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert load_calibration(tmp_path / "header.csv", ["z", "x"]).tolist() == [[3, 1], [6, 4]]
+    (tmp_path / "plain.csv").write_text("1,,3\n4,5,6\n")  # an empty first cell is not a header
+    got = load_calibration(tmp_path / "plain.csv")
+    assert got.shape == (2, 3) and np.isnan(got[0, 1])
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(UsageError, match="cannot read calibration data"):
+        load_calibration(tmp_path / "empty.csv")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(UsageError, match="cannot read calibration data"):
+        load_calibration(tmp_path / "objects.npy")
+    np.save(tmp_path / "flat.npy", np.zeros(3))
+    with pytest.raises(UsageError, match="non-empty table"):
+        load_calibration(tmp_path / "flat.npy")
