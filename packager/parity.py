@@ -61,6 +61,12 @@ class ParityResult:
 
 def reference_outputs(reference: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(label int64, score float64) from the reference object."""
+    names = getattr(reference, "feature_names_in_", None)
+    if names is not None:
+        # fitted on a DataFrame: hand it one, as it was trained (and without its warning)
+        import pandas as pd
+
+        X = pd.DataFrame(np.asarray(X), columns=list(names))
     label = np.asarray(reference.predict(X)).astype(np.int64)
     score = np.asarray(reference.decision_function(X), dtype=np.float64).reshape(-1)
     return label, score

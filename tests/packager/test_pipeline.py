@@ -92,3 +92,13 @@ def test_load_model_errors(tmp_path: Path) -> None:
     loaded = load_model(good)
     X = trained.holdout()
     np.testing.assert_array_equal(loaded.decision_function(X), trained.iforest().decision_function(X))
+
+
+def test_models_fitted_on_dataframes_keep_their_names(tmp_path: Path) -> None:
+    from sklearn.ensemble import IsolationForest
+
+    frame = trained.telemetry()
+    forest = IsolationForest(n_estimators=10, random_state=0).fit(frame)
+    result = build(forest, targets=["cpu"], workdir=tmp_path, calibration=frame.to_numpy())
+    assert [f.name for f in result.card.features] == list(FEATURES)
+    assert result.artifacts[0].parity.label_agreement == 1.0
