@@ -25,13 +25,20 @@ NAME_PATTERN: str = next(
 )
 
 
-def load_calibration(path: Path, features: Sequence[str] | None = None) -> NDArray[np.float32]:
-    """Rows from ``.npy`` or ``.csv`` (header optional: with one and ``features`` given, the
-    columns are picked by name). NaN/inf are refused by the pipeline, which names the column."""
+def load_calibration(
+    path: Path, features: Sequence[str] | None = None, *, required: bool = False
+) -> NDArray[np.float32]:
+    """Rows from ``.npy`` or ``.csv``. A CSV header naming every one of ``features`` has its
+    columns picked in that order; with ``required`` (names the user gave), a header lacking
+    one is an error, otherwise columns are taken as they stand. NaN/inf are refused by the
+    pipeline, which names the column."""
     if not path.is_file():
         raise UsageError(f"calibration file not found: {path}")
     try:
-        data = np.load(path, allow_pickle=False) if path.suffix == ".npy" else _read_csv(path, features)
+        if path.suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        else:
+            data = _read_csv(path, features, required)
         x = np.asarray(data, dtype=np.float64)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read calibration data: {str(exc).splitlines()[0]}") from None
@@ -40,15 +47,18 @@ def load_calibration(path: Path, features: Sequence[str] | None = None) -> NDArr
     return x.astype(np.float32)
 
 
-def _read_csv(path: Path, features: Sequence[str] | None) -> Any:
+def _read_csv(path: Path, features: Sequence[str] | None, required: bool) -> Any:
     import pandas as pd
 
     raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
     if not any(cell.strip() and not _is_number(cell) for cell in raw.iloc[0]):
         return pd.read_csv(path, header=None).to_numpy()
     frame = pd.read_csv(path)  # the first row is a header
-    if features and set(features) <= set(frame.columns):
+    missing = [f for f in features or () if f not in frame.columns]
+    if features and not missing:
         frame = frame[list(features)]
+    elif features and required:
+        raise UsageError(f"{path}: no column {missing[0]!r} in the header ({', '.join(frame.columns)})")
     return frame.to_numpy()
 
 
@@ -58,6 +68,15 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def model_feature_names(model: Any) -> list[str] | None:
+    """Column names the model was trained with: our detectors' or scikit-learn's."""
+    for attr in ("feature_names_", "feature_names_in_"):
+        names = getattr(model, attr, None)
+        if names is not None:
+            return [str(n) for n in names]
+    return None
 
 
 def model_feature_count(model: Any) -> int | None:
@@ -104,7 +123,10 @@ def package_model(
     expected = model_feature_count(model)
     if features is not None and expected is not None and len(features) != expected:
         raise UsageError(f"--features names {len(features)} feature(s), the model takes {expected}")
-    calibration = load_calibration(Path(calibration_path), features) if calibration_path else None
+    calibration = None
+    if calibration_path:
+        names = list(features) if features is not None else model_feature_names(model)
+        calibration = load_calibration(Path(calibration_path), names, required=features is not None)
     if calibration is not None:
         want = expected if expected is not None else (len(features) if features else None)
         if want is not None and calibration.shape[1] != want:

@@ -233,6 +233,9 @@ def test_calibration_files(tmp_path: Path) -> None:
     (tmp_path / "header.csv").write_text("x,y,z\n1,2,3\n4,5,6\n")
     assert load_calibration(tmp_path / "header.csv").tolist() == [[1, 2, 3], [4, 5, 6]]
     assert load_calibration(tmp_path / "header.csv", ["z", "x"]).tolist() == [[3, 1], [6, 4]]
+    assert load_calibration(tmp_path / "header.csv", ["q"]).shape == (2, 3)  # the model's own names
+    with pytest.raises(UsageError, match=r"no column 'q' in the header \(x, y, z\)"):
+        load_calibration(tmp_path / "header.csv", ["q"], required=True)
     (tmp_path / "plain.csv").write_text("1,,3\n4,5,6\n")  # an empty first cell is not a header
     got = load_calibration(tmp_path / "plain.csv")
     assert got.shape == (2, 3) and np.isnan(got[0, 1])
