@@ -18,7 +18,7 @@ from sklearn.svm import OneClassSVM
 
 from packager.convert import to_onnx
 from packager.convert.outputs import OPSETS, check_contract
-from packager.detectors import ClassifierDetector
+from packager.detectors import AutoencoderDetector, ClassifierDetector
 from packager.errors import UnsupportedModelError, UsageError
 from tests.packager import trained
 
@@ -41,6 +41,13 @@ def _parity(model: Any) -> tuple[Any, float, float]:
 
 def test_autoencoder() -> None:
     _, agreement, diff = _parity(trained.autoencoder())
+    assert agreement == 1.0 and diff < 1e-5
+
+
+@pytest.mark.parametrize("activation", ["tanh", "logistic", "identity"])
+def test_autoencoder_activations(activation: str) -> None:
+    det = AutoencoderDetector(hidden_layer_sizes=(6,), activation=activation, max_iter=40)
+    _, agreement, diff = _parity(det.fit(trained.telemetry()))
     assert agreement == 1.0 and diff < 1e-5
 
 
