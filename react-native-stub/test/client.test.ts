@@ -24,6 +24,8 @@ interface Route {
   status?: number;
   body?: Uint8Array;
   headers?: Record<string, string>;
+  /** Send the headers and a few bytes, then nothing, ever (a server trickling to a halt). */
+  hang?: boolean;
 }
 
 class FakeService {
@@ -83,6 +85,11 @@ class FakeService {
     if (etag !== undefined && req.headers["if-none-match"] === etag) {
       res.writeHead(304, route.headers);
       res.end();
+      return;
+    }
+    if (route.hang === true) {
+      res.writeHead(200, { "Content-Length": "1000000" });
+      res.write(new Uint8Array(10));
       return;
     }
     res.writeHead(route.status ?? 200, route.headers ?? {});
@@ -255,6 +262,26 @@ describe("client flow against forged documents", () => {
     const fallback = await client.currentModel("m");
     assert.equal(fallback?.source, "previous");
     assert.equal(fallback?.version, 3);
+  });
+
+  it("a server that stops sending cannot hold the device past its deadline (SlowRetrievalError)", async () => {
+    const blob = new Uint8Array(2000).map((_, i) => i % 13);
+    const signed = manifestSigned(3, { sha256: sha256Hex(blob), length: blob.length, compressed: null });
+    const env = sign(signed, "publisher-1", "publisher-2");
+    const entry = entryFor(env, "battery-anomaly", 3);
+    svc.routes.set(`/v1/${entry.manifest.path}`, { body: bytesOf(env) });
+    svc.routes.set(`/v1/blobs/${sha256Hex(blob)}`, { hang: true });
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, { "battery-anomaly": [entry] }), "index-1"));
+    const { client } = await newClient();
+    const quick = new ModelSyncClient({
+      ...(client as unknown as { opts: ConstructorParameters<typeof ModelSyncClient>[0] }).opts,
+      deadlineMs: 1500,
+    });
+    const started = Date.now();
+    const r = await quick.sync();
+    assert.equal(r.models[0]?.error?.name, "SlowRetrievalError", r.models[0]?.error?.message);
+    assert.ok(Date.now() - started < 10_000);
+    assert.equal(r.reportsSent, 0, "nothing to report: a network failure is retried next time");
   });
 
   it("reports wait on disk while the server refuses them, then go in batches of 500", async () => {

@@ -85,7 +85,7 @@ export type Fault = (url: string, init: HttpRequest, res: HttpResponse) => HttpR
 export function recordingFetch(faults: Fault[] = []): { fetch: HttpFetch; seen: Seen[] } {
   const seen: Seen[] = [];
   const fetchFn: HttpFetch = async (url, init) => {
-    const res = (await fetch(url, init)) as unknown as HttpResponse;
+    const res = (await fetch(url, init as RequestInit)) as unknown as HttpResponse;
     seen.push({
       url,
       method: init.method,

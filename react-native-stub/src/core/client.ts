@@ -20,7 +20,7 @@ import { executionProviders, fixedBatch } from "./providers";
 import { ReportQueue } from "./reports";
 import type { ChannelIndex, IndexEntry, ModelManifest, Root, Target } from "./schema";
 import { type DeviceIdentity, type Installed, State } from "./state";
-import { type Endpoint, downloadToPart, failure, getCapped, readAll, request } from "./transfer";
+import { Deadline, type Endpoint, downloadToPart, failure, getCapped, readAll, request } from "./transfer";
 import {
   PLATFORM_TARGETS,
   checkArtifact,
@@ -71,6 +71,8 @@ export interface ClientOptions {
   storageBudgetBytes?: number;
   /** Ask for zstd transfer of artifacts (decoded in pure JS). Default true. */
   compression?: boolean;
+  /** A sync that has not finished by then stops with SlowRetrievalError. Default 10 min. */
+  deadlineMs?: number;
   now?: () => number;
 }
 
@@ -119,6 +121,7 @@ export interface ActiveModel {
 // Roots and indexes are small; anything larger is refused (the Python device's caps).
 const MAX_ROOT_BYTES = 1 << 20;
 const MAX_INDEX_BYTES = 8 << 20;
+const REPORT_DEADLINE_MS = 60_000;
 
 export class ModelSyncClient {
   private readonly state: State;
@@ -194,10 +197,12 @@ export class ModelSyncClient {
   private async runSync(): Promise<SyncResult> {
     const id = await this.state.identity();
     if (id === null) throw new StoreError("not registered: call register(enrollmentToken) first");
-    const ep: Endpoint = { server: this.opts.server, token: id.device_token, fetch: this.opts.fetch };
+    const deadline = new Deadline(this.opts.deadlineMs ?? 10 * 60_000);
+    const ep: Endpoint = { server: this.opts.server, token: id.device_token, fetch: this.opts.fetch, deadline };
     const result: SyncResult = { outcome: "up_to_date", indexVersion: null, notModified: false, models: [], reportsSent: 0 };
     const net = await this.opts.network.current();
     if (!net.connected) {
+      deadline.clear();
       result.outcome = "offline";
       return result;
     }
@@ -240,7 +245,14 @@ export class ModelSyncClient {
       result.outcome = "failed";
       result.error = err;
     } finally {
-      result.reportsSent = await this.flushReports(ep, id);
+      deadline.clear();
+      // Reports get their own short deadline: a sync that ran out of time still reports.
+      const reportDeadline = new Deadline(REPORT_DEADLINE_MS);
+      try {
+        result.reportsSent = await this.flushReports({ ...ep, deadline: reportDeadline }, id);
+      } finally {
+        reportDeadline.clear();
+      }
       this.emit({ phase: "done" });
     }
     return result;
@@ -279,7 +291,7 @@ export class ModelSyncClient {
       const res = await request(ep, path);
       if (res.status === 404) break;
       if (res.status !== 200) throw await failure(res, `GET ${path}`);
-      const raw = parseJson(await readAll(res, MAX_ROOT_BYTES, path), `root v${root.version + 1}`);
+      const raw = parseJson(await readAll(res, MAX_ROOT_BYTES, path, ep.deadline), `root v${root.version + 1}`);
       const next = nextRoot(root, raw, steps); // checks 1.2-1.4
       if (indexRoleChanged(root, next)) await this.state.forgetIndex(this.opts.channel); // check 1.5
       await this.state.saveRoot(raw); // check 1.5
@@ -304,7 +316,7 @@ export class ModelSyncClient {
       result.notModified = true;
       body = saved.body; // re-checked below, expiry included (check 2.1: from 2.5)
     } else if (res.status === 200) {
-      body = await readAll(res, MAX_INDEX_BYTES, path);
+      body = await readAll(res, MAX_INDEX_BYTES, path, ep.deadline);
     } else {
       throw await failure(res, `GET ${path}`);
     }

@@ -53,6 +53,8 @@ export interface HttpRequest {
   method: "GET" | "POST";
   headers: Record<string, string>;
   body?: string;
+  /** An AbortSignal: the sync's overall deadline aborts a server that trickles bytes. */
+  signal?: unknown;
 }
 
 /** `fetch` itself satisfies this on Node 20 and React Native. */

@@ -7,7 +7,7 @@
 import { Decompress } from "fzstd";
 
 import { concatBytes } from "./bytes";
-import { DownloadError, LengthMismatchError } from "./errors";
+import { DownloadError, LengthMismatchError, SlowRetrievalError } from "./errors";
 import type { HttpFetch, HttpResponse, Storage } from "./ports";
 import { checkLengthSoFar } from "./trust";
 
@@ -15,6 +15,45 @@ export interface Endpoint {
   server: string; // "https://sync.example.com", no trailing slash
   token: string | null;
   fetch: HttpFetch;
+  deadline?: Deadline;
+}
+
+interface TimerHost {
+  AbortController?: new () => { signal: unknown; abort(): void };
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** The sync's overall deadline: a server that keeps sending too slowly to finish in time
+ * cannot hold the device (SlowRetrievalError). Aborts the fetch in flight through an
+ * AbortSignal where the runtime has one (Node, React Native). */
+export class Deadline {
+  expired = false;
+  private readonly controller: { signal: unknown; abort(): void } | undefined;
+  private readonly handle: unknown;
+  private readonly host = globalThis as unknown as TimerHost;
+
+  constructor(readonly ms: number) {
+    this.controller = this.host.AbortController === undefined ? undefined : new this.host.AbortController();
+    this.handle = this.host.setTimeout(() => {
+      this.expired = true;
+      this.controller?.abort();
+    }, ms);
+  }
+
+  get signal(): unknown {
+    return this.controller?.signal;
+  }
+
+  clear(): void {
+    this.host.clearTimeout(this.handle);
+  }
+
+  /** The error to throw for a failure `err` seen while this deadline ran. */
+  explain(what: string, err: unknown): DownloadError {
+    if (this.expired) return new SlowRetrievalError(`${what}: not finished within the sync deadline of ${this.ms} ms`);
+    return err instanceof DownloadError ? err : new DownloadError(`${what}: ${(err as Error).message}`);
+  }
 }
 
 export function url(ep: Endpoint, path: string): string {
@@ -32,13 +71,16 @@ export async function request(
   method: "GET" | "POST" = "GET",
   body?: string,
 ): Promise<HttpResponse> {
+  if (ep.deadline?.expired) throw ep.deadline.explain(`${method} ${path}`, undefined);
   try {
     return await ep.fetch(url(ep, path), {
       method,
       headers: authHeaders(ep, headers),
       ...(body === undefined ? {} : { body }),
+      ...(ep.deadline?.signal === undefined ? {} : { signal: ep.deadline.signal }),
     });
   } catch (err) {
+    if (ep.deadline !== undefined) throw ep.deadline.explain(`${method} ${path}`, err);
     throw new DownloadError(`${method} ${path}: ${(err as Error).message}`);
   }
 }
@@ -72,6 +114,7 @@ export async function readBody(
   res: HttpResponse,
   what: string,
   onChunk: (chunk: Uint8Array) => Promise<void> | void,
+  deadline?: Deadline,
 ): Promise<void> {
   const reader = res.body?.getReader();
   if (reader === undefined) {
@@ -79,7 +122,7 @@ export async function readBody(
     try {
       buf = await res.arrayBuffer();
     } catch (err) {
-      throw new DownloadError(`${what}: ${(err as Error).message}`);
+      throw deadline?.explain(what, err) ?? new DownloadError(`${what}: ${(err as Error).message}`);
     }
     await onChunk(new Uint8Array(buf));
     return;
@@ -89,7 +132,7 @@ export async function readBody(
     try {
       part = await reader.read();
     } catch (err) {
-      throw new DownloadError(`${what}: connection lost: ${(err as Error).message}`);
+      throw deadline?.explain(what, err) ?? new DownloadError(`${what}: connection lost: ${(err as Error).message}`);
     }
     if (part.done) return;
     if (part.value === undefined || part.value.length === 0) continue;
@@ -103,14 +146,19 @@ export async function readBody(
 }
 
 /** The whole body, never holding more than `cap` bytes: endless data is cut off at once. */
-export async function readAll(res: HttpResponse, cap: number, what: string): Promise<Uint8Array> {
+export async function readAll(res: HttpResponse, cap: number, what: string, deadline?: Deadline): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   let n = 0;
-  await readBody(res, what, (chunk) => {
-    n += chunk.length;
-    if (n > cap) throw new LengthMismatchError(`${what}: server sent more than the declared ${cap} bytes`);
-    parts.push(chunk);
-  });
+  await readBody(
+    res,
+    what,
+    (chunk) => {
+      n += chunk.length;
+      if (n > cap) throw new LengthMismatchError(`${what}: server sent more than the declared ${cap} bytes`);
+      parts.push(chunk);
+    },
+    deadline,
+  );
   return concatBytes(parts);
 }
 
@@ -118,7 +166,7 @@ export async function readAll(res: HttpResponse, cap: number, what: string): Pro
 export async function getCapped(ep: Endpoint, path: string, cap: number, what: string): Promise<Uint8Array> {
   const res = await request(ep, path);
   if (res.status !== 200) throw await failure(res, `GET ${path}`);
-  return readAll(res, cap, what);
+  return readAll(res, cap, what, ep.deadline);
 }
 
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
@@ -185,9 +233,9 @@ export async function downloadToPart(ep: Endpoint, store: Storage, req: Artifact
   const encoding = (res.headers.get("content-encoding") ?? "identity").toLowerCase();
   try {
     if (encoding === "zstd") {
-      await readZstd(res, path, req, write);
+      await readZstd(res, path, req, write, ep.deadline);
     } else if (encoding === "identity" || encoding === "") {
-      await readBody(res, `GET ${path}`, write);
+      await readBody(res, `GET ${path}`, write, ep.deadline);
     } else {
       throw new DownloadError(`GET ${path}: unexpected Content-Encoding ${encoding}`);
     }
@@ -209,6 +257,7 @@ async function readZstd(
   path: string,
   req: ArtifactRequest,
   write: (chunk: Uint8Array) => Promise<void>,
+  deadline?: Deadline,
 ): Promise<void> {
   // zstd's worst case expands incompressible input by a few bytes per block; the service
   // may compress at its own level, so the manifest's compressed size is no exact bound.
@@ -256,7 +305,7 @@ async function readZstd(
       return st.mode === "plain" ? write(head) : push(head, false);
     }
     return push(chunk, false);
-  });
+  }, deadline);
   if (st.mode === "unknown" && st.head.length > 0) await write(st.head);
   if (st.mode === "zstd") await push(new Uint8Array(0), true);
 }

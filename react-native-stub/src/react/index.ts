@@ -24,7 +24,8 @@ export type ReactNativeClientOptions = Omit<
 export function createReactNativeClient(opts: ReactNativeClientOptions): ModelSyncClient {
   return new ModelSyncClient({
     storage: new ReactNativeStorage(),
-    fetch: (url, init) => fetch(url, init),
+    // The signal is the AbortSignal of the sync deadline (ports.ts).
+    fetch: (url, init) => fetch(url, init as RequestInit),
     network: new NetInfoNetwork(),
     runner: new ReactNativeOrtRunner(),
     ortVersion: ORT_REACT_NATIVE_VERSION,
