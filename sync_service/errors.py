@@ -3,7 +3,7 @@
     ModelSyncError (packager.errors)
     ├── ServiceConfigError         the service cannot start: settings, keys, storage
     │   └── DatabaseNotMigrated    the database is empty or behind the code's migrations
-    ├── StorageError               (sync_service.storage.base) a blob store failed
+    ├── StorageError               (sync_service.storage.base) a blob store failed: 503
     └── ServiceError               a request is refused; carries status and a snake_case code
         ├── BadRequest             400  malformed input (tar, headers, query)
         │   └── BundleRejected     400  the bundle does not match its manifest
@@ -133,8 +133,12 @@ _VERIFICATION: tuple[tuple[type[VerificationError], int, str], ...] = (
 
 
 def status_and_code(exc: Exception) -> tuple[int, str]:
+    from sync_service.storage.base import StorageError
+
     if isinstance(exc, ServiceError):
         return exc.status, exc.code
+    if isinstance(exc, StorageError):
+        return 503, "storage_unavailable"
     for cls, status, code in _VERIFICATION:
         if isinstance(exc, cls):
             return status, code
@@ -156,7 +160,7 @@ def _one_line(text: str) -> str:
 async def _modelsync_handler(request: Request, exc: Exception) -> JSONResponse:
     status, code = status_and_code(exc)
     if status >= 500:
-        log.error("unhandled modelsync error on %s: %s", request.url.path, exc)
+        log.error("%s failed on %s: %s", type(exc).__name__, request.url.path, exc)
     headers = exc.headers if isinstance(exc, ServiceError) else None
     return error_response(status, _one_line(str(exc)), code, headers)
 

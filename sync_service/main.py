@@ -102,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.on_startup = []
     app.state.on_shutdown = []
     install_error_handlers(app)
+    from sync_service.api.routes.bundles import clean_stale_uploads
+
+    clean_stale_uploads(settings.data_dir / "uploads")
 
     for name in ROUTE_MODULES:
         module = _optional_module(f"sync_service.api.routes.{name}")

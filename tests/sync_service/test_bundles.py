@@ -319,3 +319,52 @@ def test_upload_over_real_http(
     shutil.copytree(bundle_dir, tmp_path / "copy")
     r = httpx.post(f"{live_server}/v1/bundles", content=tar_dir(tmp_path / "copy"), headers={**TAR, **auth})
     assert r.status_code == 201, r.text
+
+
+class _FailingSecondPut:
+    """Storage that dies after the first object is written: the window between blob
+    writes and the database commit, where a killed server would stop."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.puts = 0
+
+    def put(self, key: str, source: Path) -> None:
+        from sync_service.storage import StorageError
+
+        self.puts += 1
+        if self.puts == 2:
+            raise StorageError("disk vanished")
+        self.inner.put(key, source)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_failure_between_blob_writes_and_commit_leaves_no_version(
+    client: TestClient, auth: dict[str, str], bundle_dir: Path
+) -> None:
+    real = state(client).storage
+    state(client).storage = _FailingSecondPut(real)
+    r = post(client, tar_dir(bundle_dir), auth)
+    assert r.status_code == 503 and r.json()["code"] == "storage_unavailable"
+    mv, art, rows, files = counts(client)
+    assert (mv, art, rows) == (0, 0, 0)  # nothing visible
+    assert files == 1  # one orphan blob: content-addressed, harmless
+    state(client).storage = real
+    again = post(client, tar_dir(bundle_dir), auth)
+    assert again.status_code == 201  # the orphan is simply reused
+    assert counts(client) == (1, 2, 2, 2)
+
+
+def test_stale_upload_directories_are_cleaned(tmp_path: Path) -> None:
+    import os
+
+    from sync_service.api.routes.bundles import clean_stale_uploads
+
+    old, fresh = tmp_path / "bundle-old", tmp_path / "bundle-new"
+    old.mkdir()
+    fresh.mkdir()
+    os.utime(old, (0, 0))
+    assert clean_stale_uploads(tmp_path) == 1
+    assert not old.exists() and fresh.exists()

@@ -54,6 +54,25 @@ async def _receive(request: Request, dest: Path, cap: int) -> int:
     return received
 
 
+def clean_stale_uploads(uploads: Path, older_than_s: float = 3600) -> int:
+    """Remove temporary upload directories a killed process left behind. Only old ones:
+    another worker sharing the data directory may be receiving an upload right now."""
+    import time
+
+    removed = 0
+    if not uploads.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    for entry in uploads.iterdir():
+        try:
+            if entry.name.startswith("bundle-") and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 _RESPONSES: dict[int | str, dict[str, str]] = {
     200: {"description": "the identical version was already stored"},
     400: {"description": "malformed tar, paths outside the bundle, missing/extra files, hash mismatch"},
