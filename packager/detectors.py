@@ -108,23 +108,28 @@ class Detector:
 
     def save_model(self, path: str | Path, export_onnx: bool = True) -> dict[str, Path]:
         """Write ``<path>.joblib``, ``<path>.onnx`` and, for detectors with weights to
-        quantize (autoencoder, PCA), ``<path>.int8.onnx``; return the paths written."""
+        quantize (autoencoder, PCA), ``<path>.int8.onnx`` (INT8 dynamic; the parity gate
+        runs when ``packager.pipeline.build`` packages it); return the paths written."""
         from packager.convert import to_onnx
         from packager.quantize import quantizable, quantize_dynamic_int8
 
         base = Path(path)
         base = base.with_suffix("") if base.suffix in {".joblib", ".onnx", ".pkl"} else base
         base.parent.mkdir(parents=True, exist_ok=True)
-        written: dict[str, Path] = {"sklearn": base.with_suffix(".joblib")}
+
+        def beside(suffix: str) -> Path:  # "model.v2" + ".onnx", not "model.onnx"
+            return base.parent / f"{base.name}{suffix}"
+
+        written: dict[str, Path] = {"sklearn": beside(".joblib")}
         joblib.dump(self, written["sklearn"])
         if export_onnx:
             import onnx
 
             model = to_onnx(self).onnx
-            written["onnx"] = base.with_suffix(".onnx")
+            written["onnx"] = beside(".onnx")
             onnx.save(model, written["onnx"])
             if quantizable(model):
-                written["onnx_quantized"] = base.with_suffix(".int8.onnx")
+                written["onnx_quantized"] = beside(".int8.onnx")
                 quantize_dynamic_int8(written["onnx"], written["onnx_quantized"])
         return written
 

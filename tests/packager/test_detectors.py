@@ -60,8 +60,13 @@ def test_reconstruction_detectors(which: str, tmp_path: Path) -> None:
     assert 0.03 <= flagged <= 0.07  # threshold from the 5% contamination quantile
     X = trained.holdout()
     np.testing.assert_allclose(det.decision_function(X), det.threshold_ - det.reconstruction_error(X))
-    paths = det.save_model(tmp_path / which)
+    paths = det.save_model(tmp_path / f"{which}.v2")
     assert set(paths) == {"sklearn", "onnx", "onnx_quantized"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{which}.v2.int8.onnx",
+        f"{which}.v2.joblib",
+        f"{which}.v2.onnx",
+    ]
     q = ort.InferenceSession(str(paths["onnx_quantized"]), providers=["CPUExecutionProvider"])
     assert "MatMulInteger" in {n.op_type for n in onnx.load(paths["onnx_quantized"]).graph.node}
     label, _score = q.run(["label", "score"], {"input": X})
