@@ -260,3 +260,129 @@ def test_status_counts_rollout_versions_installs_and_failures(
     assert (status["reporting_devices"], status["failing_devices"]) == (3, 2)
     assert status["failure_rate"] == pytest.approx(2 / 3)
     assert status["release"]["id"] == rel["id"] and status["halted_by_health_gate"] is False
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, live_server: str, publisher_token: str, tmp_path: Path) -> str:
+    monkeypatch.setenv("MODELSYNC_TOKEN", publisher_token)
+    monkeypatch.setenv("MODELSYNC_SERVER", live_server)
+    monkeypatch.setenv("MODELSYNC_CONFIG", str(tmp_path / "absent.toml"))
+    return live_server
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from packager.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_create_set_halt_resume_status(
+    cli_env: str, capsys: pytest.CaptureFixture[str], published: dict[int, Path], reader: Reader
+) -> None:
+    code, out, _ = _cli(
+        capsys,
+        "release",
+        "create",
+        "--fleet",
+        "field",
+        "--model",
+        "demo",
+        "--version",
+        "1",
+        "--percent",
+        "40",
+        "--json",
+    )
+    assert code == 0
+    rid = str(json.loads(out)["id"])
+    assert reader.entries() == [(1, 40.0)]
+    assert _cli(capsys, "release", "set", rid, "--percent", "100")[0] == 0
+    assert reader.entries() == [(1, 100.0)]
+    code, out, _ = _cli(capsys, "release", "halt", rid, "--reason", "field reports")
+    assert code == 0 and "halted" in out and "field reports" in out
+    assert reader.entries() == []
+    assert _cli(capsys, "release", "resume", rid)[0] == 0
+    code, out, _ = _cli(capsys, "release", "status", rid)
+    assert code == 0 and "devices in rollout" in out and "active" in out
+    code, out, _ = _cli(capsys, "release", "list", "--fleet", "field")
+    assert code == 0 and "demo" in out
+
+
+def test_cli_errors_are_one_line(
+    cli_env: str, capsys: pytest.CaptureFixture[str], published: dict[int, Path]
+) -> None:
+    code, _, err = _cli(capsys, "release", "halt", "999", "--reason", "x")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "404" in err and "unknown_release" in err
+    with pytest.raises(SystemExit):
+        _cli(capsys, "release", "set", "1", "--percent", "120")
+
+
+def test_cli_rollback_reuses_the_old_artifacts(
+    cli_env: str,
+    capsys: pytest.CaptureFixture[str],
+    client: TestClient,
+    auth: dict[str, str],
+    published: dict[int, Path],
+    device: str,
+    root: Root,
+    service_keys_dir: Path,
+    app: FastAPI,
+) -> None:
+    from sqlmodel import func, select
+
+    from packager.manifest import verify_manifest
+    from sync_service.models import Blob
+
+    create_release(client, auth, version=1, percent=100)
+    create_release(client, auth, version=2, percent=100)
+    with Session(app.state.engine) as session:
+        blobs_before = session.exec(select(func.count()).select_from(Blob)).one()
+    code, out, err = _cli(
+        capsys,
+        "release",
+        "rollback",
+        "--fleet",
+        "field",
+        "--model",
+        "demo",
+        "--from-bundle",
+        str(published[1]),
+        "--key",
+        str(service_keys_dir / "publisher.key"),
+        "--version",
+        "5",
+    )
+    assert code == 0, err
+    assert "v5" in out
+    index = verify_index(client.get("/v1/channels/stable/index", headers=bearer(device)).json(), root)
+    top = index.models["demo"][0]
+    assert (top.version, top.rollout.percent) == (5, 100.0)
+    raw = client.get(f"/v1/{top.manifest.path}", headers=bearer(device))
+    assert raw.status_code == 200 and hashlib.sha256(raw.content).hexdigest() == top.manifest.sha256
+    new = verify_manifest(json.loads(raw.content), root)
+    old = json.loads((published[1] / "manifest.json").read_text())["signed"]
+    assert new.version == 5 and new.model_extra is not None and new.model_extra["rollback_of"] == 1
+    assert [(a.target, a.sha256) for a in new.artifacts] == [
+        (a["target"], a["sha256"]) for a in old["artifacts"]
+    ]
+    with Session(app.state.engine) as session:
+        assert (
+            session.exec(select(func.count()).select_from(Blob)).one() == blobs_before + 1
+        )  # the manifest only
+
+
+def test_cli_rollback_refuses_a_version_not_above_the_bundle(
+    cli_env: str, capsys: pytest.CaptureFixture[str], published: dict[int, Path], service_keys_dir: Path
+) -> None:
+    key = str(service_keys_dir / "publisher.key")
+    base = ["release", "rollback", "--fleet", "field", "--from-bundle", str(published[2]), "--key", key]
+    code, _, err = _cli(capsys, *base, "--model", "demo", "--version", "2")
+    assert code == 2 and "above the old bundle's v2" in err
+    code, _, err = _cli(capsys, *base, "--model", "other", "--version", "9")
+    assert code == 2 and "holds model 'demo'" in err

@@ -1,0 +1,291 @@
+"""``modelsync release create|set|halt|resume|list|status|rollback`` against a sync service.
+
+Token and server as for ``publish`` (sync_service/client.py). ``rollback`` runs on the
+release engineer's machine: it re-signs an old bundle's manifest under a new, higher version
+with the offline publisher key, publishes it (the artifacts are the old ones, so the service
+stores nothing but the new manifest and devices holding them download nothing else), and
+releases it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from packager.errors import UsageError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help="service URL (env MODELSYNC_SERVER or config file)")
+    parser.add_argument("--token-file", type=Path, help="file holding a publisher token (scope release)")
+    parser.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+
+
+def _percent(value: str) -> float:
+    try:
+        p = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 <= p <= 100:
+        raise argparse.ArgumentTypeError(f"percent must be within 0..100, got {value}")
+    return p
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return n
+
+
+def register_release(sub: Any) -> None:
+    release = sub.add_parser("release", help="staged rollouts: create, set, halt, resume, rollback, status")
+    verbs = release.add_subparsers(dest="release_command", metavar="ACTION", required=True)
+
+    create = verbs.add_parser("create", help="release a published model version to a fleet's channel")
+    create.add_argument("--fleet", required=True)
+    create.add_argument("--channel", default="stable")
+    create.add_argument("--model", required=True)
+    create.add_argument("--version", type=_positive, required=True)
+    create.add_argument("--percent", type=_percent, required=True, help="share of devices, 0..100")
+    create.add_argument("--urgent", action="store_true", help="devices should install without waiting")
+    _common(create)
+    create.set_defaults(handler=_create)
+
+    setp = verbs.add_parser("set", help="raise or lower a release's rollout percent")
+    setp.add_argument("release_id", type=_positive)
+    setp.add_argument("--percent", type=_percent, required=True)
+    _common(setp)
+    setp.set_defaults(handler=_set)
+
+    halt = verbs.add_parser("halt", help="stop a rollout: the release leaves the index")
+    halt.add_argument("release_id", type=_positive)
+    halt.add_argument("--reason", required=True)
+    _common(halt)
+    halt.set_defaults(handler=_halt)
+
+    resume = verbs.add_parser("resume", help="resume a halted release")
+    resume.add_argument("release_id", type=_positive)
+    _common(resume)
+    resume.set_defaults(handler=_resume)
+
+    listing = verbs.add_parser("list", help="releases, newest first")
+    listing.add_argument("--fleet")
+    listing.add_argument("--channel")
+    listing.add_argument("--state", choices=("active", "halted", "superseded"))
+    _common(listing)
+    listing.set_defaults(handler=_list)
+
+    status = verbs.add_parser("status", help="devices in the rollout, on each version, failures")
+    status.add_argument("release_id", type=_positive)
+    _common(status)
+    status.set_defaults(handler=_status)
+
+    rollback = verbs.add_parser(
+        "rollback", help="re-release an old bundle's artifacts as a new, higher version"
+    )
+    rollback.add_argument("--fleet", required=True)
+    rollback.add_argument("--channel", default="stable")
+    rollback.add_argument("--model", required=True)
+    rollback.add_argument("--from-bundle", type=Path, required=True, help="the old bundle directory")
+    rollback.add_argument(
+        "--key", type=Path, action="append", required=True,
+        help="publisher private key (repeat for a threshold)",
+    )
+    rollback.add_argument(
+        "--version", type=_positive, required=True, help="the new version, above every earlier one"
+    )
+    rollback.add_argument("--percent", type=_percent, default=100.0)
+    rollback.add_argument("--urgent", action="store_true")
+    rollback.add_argument(
+        "--out", type=Path, help="keep the re-signed bundle here (default: a temporary directory)"
+    )
+    rollback.add_argument("--passphrase-env", help="environment variable holding the keys' passphrase")
+    _common(rollback)
+    rollback.set_defaults(handler=_rollback)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from sync_service.client import ServiceClient, resolve_server, resolve_token
+
+    return ServiceClient(resolve_server(args.server), resolve_token(args.token_file))
+
+
+def _print_release(args: argparse.Namespace, release: dict[str, Any], verb: str) -> int:
+    if args.json:
+        print(json.dumps(release, indent=2))
+        return 0
+    from rich.console import Console
+
+    reason = f" ({release['halt_reason']})" if release.get("halt_reason") else ""
+    Console().print(
+        f"release {release['id']} {verb}: {release['model']} v{release['version']} on "
+        f"{release['fleet']}/{release['channel']} at {release['percent']:g}%, {release['state']}{reason}"
+    )
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        release = api.json(
+            "POST",
+            "/v1/releases",
+            json={
+                "fleet": args.fleet, "channel": args.channel, "model": args.model,
+                "version": args.version, "percent": args.percent, "urgent": args.urgent,
+            },
+        )
+    return _print_release(args, release, "created")
+
+
+def _set(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        release = api.json("PATCH", f"/v1/releases/{args.release_id}", json={"percent": args.percent})
+    return _print_release(args, release, "updated")
+
+
+def _halt(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        release = api.json("POST", f"/v1/releases/{args.release_id}/halt", json={"reason": args.reason})
+    return _print_release(args, release, "halted")
+
+
+def _resume(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        release = api.json("POST", f"/v1/releases/{args.release_id}/resume")
+    return _print_release(args, release, "resumed")
+
+
+def _list(args: argparse.Namespace) -> int:
+    params = {k: v for k in ("fleet", "channel", "state") if (v := getattr(args, k)) is not None}
+    with _client(args) as api:
+        releases = api.json("GET", "/v1/releases", params=params)
+    if args.json:
+        print(json.dumps(releases, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="releases")
+    for column in ("id", "fleet/channel", "model", "version", "percent", "state", "halt reason"):
+        table.add_column(column)
+    for r in releases:
+        table.add_row(
+            str(r["id"]), f"{r['fleet']}/{r['channel']}", r["model"], str(r["version"]),
+            f"{r['percent']:g}%", r["state"], r.get("halt_reason") or "",
+        )
+    Console().print(table)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        status = api.json("GET", f"/v1/releases/{args.release_id}/status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    r = status["release"]
+    table = Table(title=f"release {r['id']}: {r['model']} v{r['version']} on {r['fleet']}/{r['channel']}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    state = r["state"] + (" (by the health gate)" if status["halted_by_health_gate"] else "")
+    rows = [
+        ("state", state),
+        ("rollout", f"{r['percent']:g}%"),
+        ("devices in rollout", f"{status['devices_in_rollout']} of {status['devices_registered']}"),
+        ("installs", str(status["installs"])),
+        ("reporting / failing devices", f"{status['reporting_devices']} / {status['failing_devices']}"),
+        ("failure rate", f"{status['failure_rate']:.1%}"),
+    ]
+    rows += [(f"devices on v{v}", str(n)) for v, n in status["devices_by_version"].items()]
+    rows += [(f"failures: {reason}", str(n)) for reason, n in status["failures_by_reason"].items()]
+    if r.get("halt_reason"):
+        rows.append(("halt reason", r["halt_reason"]))
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    return 0
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def resign_bundle(
+    source: Path, dest: Path, *, model: str, version: int, keys: list[Any]
+) -> dict[str, Any]:
+    """Write ``dest``: ``source``'s files with its manifest re-signed as ``version``. Returns
+    the new signed manifest. The artifacts are copied byte for byte (same sha256)."""
+    from packager.keys import read_json
+    from packager.manifest import ModelManifest, format_time, parse_envelope, sign, utcnow
+
+    manifest_path = source / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"{source} has no manifest.json: is it a bundle written by `modelsync package`?")
+    envelope = parse_envelope(read_json(manifest_path))
+    try:
+        old = ModelManifest.model_validate(envelope.signed)
+    except ValueError as exc:
+        raise UsageError(f"{manifest_path}: not a model manifest ({exc})") from None
+    if old.name != model:
+        raise UsageError(f"{source} holds model {old.name!r}, not {model!r}")
+    if version <= old.version:
+        raise UsageError(
+            f"the rollback version must be above the old bundle's v{old.version} "
+            f"(devices never install a lower version), got {version}"
+        )
+    signed = dict(envelope.signed)
+    signed["version"] = version
+    signed["created"] = format_time(utcnow())
+    signed["rollback_of"] = old.version  # signed too: says where these artifacts came from
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in sorted(source.iterdir()):
+        if p.is_file() and p.name != "manifest.json":
+            shutil.copyfile(p, dest / p.name)
+    (dest / "manifest.json").write_text(json.dumps(sign(signed, keys), indent=2) + "\n", encoding="utf-8")
+    return signed
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from packager.cli import passphrase_from
+    from packager.keys import load_private_key
+
+    passphrase = passphrase_from(args)
+    keys = [load_private_key(k, passphrase) for k in args.key]
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="modelsync-rollback-") as tmp:
+        out = args.out or Path(tmp) / "bundle"
+        resign_bundle(args.from_bundle, out, model=args.model, version=args.version, keys=keys)
+        with _client(args) as api:
+            with console.status(f"publishing {args.model} v{args.version} (old artifacts, new manifest)"):
+                code, published = api.publish(out)
+            release = api.json(
+                "POST",
+                "/v1/releases",
+                json={
+                    "fleet": args.fleet, "channel": args.channel, "model": args.model,
+                    "version": args.version, "percent": args.percent, "urgent": args.urgent,
+                },
+            )
+    if args.json:
+        print(json.dumps({"published": published, "release": release}, indent=2))
+        return 0
+    console.print(
+        f"published {published['name']} v{published['version']} "
+        f"({'new' if code == 201 else 'already stored'}, manifest {published['manifest_sha256'][:12]}…)"
+    )
+    return _print_release(args, release, "created")
