@@ -71,7 +71,7 @@ def test_encrypted_index_key_needs_its_passphrase(settings: Settings, own_keys: 
 
 
 def test_missing_keys_are_a_clear_error(settings: Settings, tmp_path: Path) -> None:
-    with pytest.raises(ServiceConfigError, match="--root KEYS/root.json --index-key KEYS/index.key"):
+    with pytest.raises(ServiceConfigError, match=r"--root KEYS/root\.json --index-key KEYS/index\.key"):
         create_app(settings.model_copy(update={"root_path": None}))
     with pytest.raises(ServiceConfigError, match="file not found"):
         create_app(settings.model_copy(update={"root_path": tmp_path / "nope.json"}))
