@@ -280,6 +280,25 @@ describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 
     assert.equal(fallback?.path, embeddedPath);
   });
 
+  it("an Android device installs the android-nnapi artifact; an iOS device without a CoreML one says so", async () => {
+    const android = await registered("ts-device-android", { platform: "android" });
+    const r = await android.client.sync();
+    assert.equal(r.outcome, "updated", r.models[0]?.error?.message);
+    const current = (await android.client.currentModel())!;
+    const pointer = JSON.parse(
+      new TextDecoder().decode((await android.storage.read("models/fleet-iforest/current.json"))!),
+    );
+    assert.equal(pointer.current.target, "android-nnapi");
+    assert.deepEqual(current.providers, ["cpu"], "NNAPI is not available under Node: CPU only");
+
+    const ios = await registered("ts-device-ios", { platform: "ios" });
+    const r2 = await ios.client.sync();
+    assert.equal(r2.models[0]?.error?.name, "NoArtifactForTargetError");
+    assert.equal(r2.models[0]?.reason, "no_artifact_for_target");
+    assert.equal(await ios.client.currentModel(), null);
+    assert.equal((await ios.client.sync()).models.length, 0, "not retried");
+  });
+
   // Last: releasing v3 at 100% changes what every later device would be offered.
   it("refuses a genuinely signed model that misses its golden vectors, and never retries it", async () => {
     const { client, storage } = await registered("ts-device-golden");
