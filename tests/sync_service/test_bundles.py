@@ -368,3 +368,28 @@ def test_stale_upload_directories_are_cleaned(tmp_path: Path) -> None:
     os.utime(old, (0, 0))
     assert clean_stale_uploads(tmp_path) == 1
     assert not old.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["identical", "conflicting"])
+def test_concurrent_uploads_of_one_version(
+    live_server: str,
+    auth: dict[str, str],
+    bundle_factory: Callable[..., Path],
+    client: TestClient,
+    same: bool,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [tar_dir(bundle_factory(seed=1)), tar_dir(bundle_factory(seed=1 if same else 2))]
+    if same:
+        bodies[1] = bodies[0]
+
+    def upload(body: bytes) -> int:
+        return httpx.post(
+            f"{live_server}/v1/bundles", content=body, headers={**TAR, **auth}, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        codes = sorted(pool.map(upload, bodies))
+    assert codes == ([200, 201] if same else [201, 409])
+    assert counts(client)[:2] == (1, 2)
