@@ -5,6 +5,7 @@
  * doc's, the same as device_sim's.
  */
 import { utf8Decode } from "./bytes";
+import { formatTime } from "./documents";
 import {
   ArtifactLoadError,
   DownloadError,
@@ -35,7 +36,6 @@ import {
   trustedRoot,
   wantedEntries,
 } from "./trust";
-import { formatTime } from "./documents";
 
 export type Platform = "android" | "ios" | "linux";
 

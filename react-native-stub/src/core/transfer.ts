@@ -6,7 +6,7 @@
  */
 import { Decompress } from "fzstd";
 
-import { concatBytes } from "./bytes";
+import { concatBytes, utf8Decode } from "./bytes";
 import { DownloadError, LengthMismatchError, SlowRetrievalError } from "./errors";
 import type { HttpFetch, HttpResponse, Storage } from "./ports";
 import { checkLengthSoFar } from "./trust";
@@ -85,26 +85,17 @@ export async function request(
   }
 }
 
-/** The error body's one-line detail, when the service sent one. */
+/** The error body's one-line detail (`{"detail", "code"}`), when the service sent one. */
 export async function failure(res: HttpResponse, what: string): Promise<DownloadError> {
   let detail = "";
   try {
-    const text = new TextDecoderLite().decode(new Uint8Array(await res.arrayBuffer()));
-    const parsed = JSON.parse(text) as { detail?: unknown };
+    const body = new Uint8Array(await res.arrayBuffer()).subarray(0, 4096);
+    const parsed = JSON.parse(utf8Decode(body)) as { detail?: unknown };
     if (typeof parsed.detail === "string") detail = `: ${parsed.detail}`;
   } catch {
     // no JSON detail: the status says enough
   }
   return new DownloadError(`${what}: HTTP ${res.status}${detail}`, res.status);
-}
-
-/** Error bodies are short ASCII JSON; avoids depending on TextDecoder for them. */
-class TextDecoderLite {
-  decode(b: Uint8Array): string {
-    let s = "";
-    for (const c of b.subarray(0, 2048)) s += String.fromCharCode(c);
-    return s;
-  }
 }
 
 /** Feed the body to `onChunk` as it arrives (streaming where the runtime has it, one
