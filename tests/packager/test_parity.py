@@ -74,3 +74,39 @@ def test_absurdly_strict_threshold_names_the_figure() -> None:
 def test_spearman_of_constants() -> None:
     assert spearman(np.ones(5), np.ones(5)) == 1.0
     assert spearman(np.ones(5), np.arange(5.0)) == 0.0
+
+
+def test_ties_below_float32_resolution_do_not_count_as_disagreement() -> None:
+    # A saturated classifier: reference scores differ only in the 9th decimal, the
+    # artifact's float32 copies are off by an ulp and tie differently.
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([1.0 - rng.uniform(0, 1e-8, 900), rng.uniform(-1, 1, 100)])
+    got = (ref + rng.uniform(-1.2e-7, 1.2e-7, ref.size)).astype(np.float32)
+    label = np.where(ref < 0, -1, 1)
+    result = compare(label, ref, label, got, DEFAULT_THRESHOLDS["fp32"])
+    assert result.parity.spearman > 0.9999
+    check_parity(result, DEFAULT_THRESHOLDS["fp32"])
+
+
+def test_a_real_reordering_still_misses_spearman() -> None:
+    ref = np.linspace(-1, 1, 1000)
+    got = ref.copy()
+    got[::2] = got[::-2]  # swap large blocks of the ranking
+    label = np.where(ref < 0, -1, 1)
+    result = compare(label, ref, label, got.astype(np.float32), DEFAULT_THRESHOLDS["fp32"])
+    assert result.parity.spearman < 0.9
+
+
+def test_lightgbm_with_saturated_probabilities_passes_the_fp32_gate(tmp_path: Path) -> None:
+    import lightgbm as lgb
+
+    from packager.pipeline import build
+    from packager.telemetry import generate_telemetry
+
+    tel = generate_telemetry(4000, seed=1)
+    X = tel.frame.to_numpy(np.float32)
+    clf = lgb.LGBMClassifier(n_estimators=50, verbose=-1).fit(X, tel.labels)
+    result = build(clf, targets=["cpu"], workdir=tmp_path, calibration=X[:1000])
+    parity = result.artifacts[0].parity
+    assert parity.label_agreement == 1.0
+    assert parity.spearman >= DEFAULT_THRESHOLDS["fp32"].min_spearman
