@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -98,3 +99,77 @@ def test_cli_against_a_live_server(
     assert not (tmp_path / "other").exists()
     assert (tmp_path / "out.csv").read_text().splitlines()[0] == "label,score"
     assert out.count("not_modified") >= 3 and f"scored {len(_rows(bundle))} rows" in out
+
+
+def test_presigned_s3_downloads_with_resume(
+    keys_dir: Path, make_bundle: Callable[[int], Path], tmp_path: Path,
+) -> None:
+    """S3 backend with presigned downloads: the service answers 307, the device follows to
+    moto's S3 over real HTTP without its bearer token, and resumes a partial file there."""
+    from fastapi.testclient import TestClient
+
+    from device_sim.store import Store
+    from sync_service.core.config import Settings
+    from sync_service.main import create_app
+    from tests.device_sim.service import FLEET as fleet_name
+    from tests.sync_service.s3_server import moto_s3, new_bucket
+
+    with moto_s3() as endpoint:
+        bucket, _ = new_bucket(endpoint)
+        settings = Settings(data_dir=tmp_path / "data", root_path=keys_dir / "root.json",
+                            index_key_path=keys_dir / "index.key", storage_backend="s3", s3_bucket=bucket,
+                            s3_endpoint_url=endpoint, s3_region="us-east-1", s3_presigned_downloads=True)
+        app = create_app(settings)
+        try:
+            from sqlmodel import Session
+
+            from sync_service import crud
+
+            with Session(app.state.engine) as session:
+                crud.create_fleet(session=session, name=fleet_name)
+                session.commit()
+            ptoken = make_token(app, "publisher", scopes=("publish", "release", "admin"))
+            with TestClient(app) as client:
+                def call(method: str, path: str, **kw: Any) -> httpx.Response:
+                    resp: httpx.Response = client.request(
+                        method, path, headers={"Authorization": f"Bearer {ptoken}"}, **kw)
+                    return resp
+                bundle = make_bundle(1)
+                publish_and_release(call, bundle)
+            manifest = ModelManifest.model_validate(
+                json.loads((bundle / "manifest.json").read_text())["signed"])
+            art = next(a for a in manifest.artifacts if a.target == "cpu")
+            wire = _Recorder()
+            with serve_in_thread(app) as url:
+                device = Device.register(
+                    tmp_path / "dev", server=url, enroll_token=make_token(app, "enrollment"),
+                    platform="linux", root_envelope=json.loads((keys_dir / "root.json").read_text()),
+                    transport=wire)
+                device.store.partial_path(art.sha256).write_bytes((bundle / art.path).read_bytes()[:5000])
+                result = device.sync()
+            assert [(o.outcome, o.transfer) for o in result.outcomes] == [("installed", "resumed")], result
+            blob = [(h, status, auth, rng) for h, path, status, auth, rng in wire.seen if art.sha256 in path]
+            service_host = httpx.URL(url).netloc.decode()
+            assert (service_host, 307, True, "bytes=5000-") in blob
+            assert (httpx.URL(endpoint).netloc.decode(), 206, False, "bytes=5000-") in blob
+            serving = Store.open(tmp_path / "dev").usable(manifest.name)
+            assert serving is not None and serving.artifact_sha256 == art.sha256
+        finally:
+            app.state.engine.dispose()
+
+
+class _Recorder(httpx.AsyncBaseTransport):
+    """Real HTTP, with a note of each request's host, path, status, bearer and Range."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.seen: list[tuple[str, str, int, bool, str | None]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        self.seen.append((request.url.netloc.decode(), request.url.path, response.status_code,
+                          "authorization" in request.headers, request.headers.get("range")))
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
