@@ -109,13 +109,15 @@ describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 
     await svc?.stop();
   });
 
-  it("registers, syncs, verifies and installs; the second check is a 304", async () => {
+  it("registers, syncs, verifies and installs; the second check is a 304", async (t) => {
     const rec = recordingFetch();
     const { client, storage } = await registered("ts-device-1", {}, rec.fetch);
     const phases = new Set<string>();
     client.onProgress((e) => phases.add(e.phase));
 
+    const started = performance.now();
     const first = await client.sync();
+    const firstMs = performance.now() - started;
     assert.equal(first.outcome, "updated", first.error?.message ?? first.models[0]?.error?.message);
     assert.deepEqual(first.models.map((m) => [m.model, m.version, m.outcome]), [["fleet-iforest", 1, "installed"]]);
     assert.equal(first.notModified, false);
@@ -131,7 +133,12 @@ describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 
     assert.equal(first.reportsSent, 1, "the installed report reached the server");
     assert.deepEqual(await client.pendingReports(), []);
 
+    const again = performance.now();
     const second = await client.sync();
+    t.diagnostic(
+      `first sync (root, index, manifest, ${artifactOf(1).length}-byte artifact over zstd, golden check, ` +
+        `install, report) ${firstMs.toFixed(0)} ms; 304 re-check ${(performance.now() - again).toFixed(0)} ms`,
+    );
     assert.equal(second.outcome, "up_to_date");
     assert.equal(second.notModified, true);
     const indexCalls = rec.seen.filter((s) => s.url.endsWith("/index"));
@@ -144,7 +151,7 @@ describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 
     assert.ok(existsSync(join(storage.root, "models", "fleet-iforest", "current.json")));
   });
 
-  it("runs the installed artifact under onnxruntime-node like the manifest and the Python device", async () => {
+  it("runs the installed artifact under onnxruntime-node like the manifest and the Python device", async (t) => {
     const { client } = await registered("ts-device-parity");
     assert.equal((await client.sync()).outcome, "updated");
     const current = (await client.currentModel())!;
@@ -164,6 +171,10 @@ describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 
       vsGolden = Math.max(vsGolden, Math.abs(Number(node.score[i]) - manifest.golden.score[i]));
       vsPython = Math.max(vsPython, Math.abs(Number(node.score[i]) - python.score[i]!));
     }
+    t.diagnostic(
+      `${n} golden rows: max |onnxruntime-node - manifest golden| = ${vsGolden.toExponential(2)}, ` +
+        `max |onnxruntime-node - Python device| = ${vsPython.toExponential(2)}, tolerance ${tol.score_atol}`,
+    );
     assert.ok(vsGolden <= tol.score_atol, `|node - golden| = ${vsGolden} > ${tol.score_atol}`);
     assert.ok(vsPython <= tol.score_atol, `|node - python| = ${vsPython} > ${tol.score_atol}`);
   });
