@@ -357,6 +357,11 @@ def build_cases() -> list[dict[str, Any]]:
     bad["version"] = 0
     add("manifest-version-zero", "verify_manifest", "FormatError", "versions start at 1",
         root=root1, document=signed_by(bad, "publisher-1", "publisher-2"))
+    t = copy.deepcopy(manifest)
+    t["signed"]["model"]["description"] = "lone surrogate \ud800 here"
+    add("manifest-lone-surrogate", "verify_manifest", "FormatError",
+        "a string RFC 8785 cannot encode (lone UTF-16 surrogate): no canonical bytes, no signature",
+        root=root1, document=t)
 
     # ---- malformed envelopes (checked before anything else)
     add("envelope-not-object", "verify_manifest", "FormatError", "a JSON array",
@@ -515,7 +520,13 @@ def build_signing() -> list[dict[str, Any]]:
 
 
 def dump(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 form: that one file keeps JSON's \uXXXX escapes.
+        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+    return text
 
 
 def write_all(out: Path) -> list[Path]:
