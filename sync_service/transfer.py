@@ -21,9 +21,13 @@ import zstandard
 
 from sync_service.storage import BlobNotFound, Storage, blob_key, delta_key
 
-ZSTD_LEVEL = 10
-# bsdiff holds both files and suffix arrays in memory: beyond this, no delta is offered.
-DELTA_MAX_BYTES = 64 * 1024 * 1024
+# Level 6: on float-heavy model files within ~1% of level 10's size in half the time
+# (64 MiB took 8.8 s at level 10 on this 2-core machine: benchmarks/bench_transfer.py).
+ZSTD_LEVEL = 6
+# bsdiff holds both files and a suffix array (8 bytes per input byte) in memory: beyond
+# this no delta is offered, and a process computes one delta at a time.
+DELTA_MAX_BYTES = 32 * 1024 * 1024
+_DELTA_SLOT = threading.Semaphore(1)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # Single flight per cache key: when a release starts, hundreds of devices ask for the same
 # delta at once; one computes it, the rest wait and read the cache.
@@ -126,11 +130,12 @@ def _ensure_delta(storage: Storage, from_sha: str, to_sha: str, key: str) -> int
         pass
     if max(storage.size(blob_key(from_sha)), storage.size(blob_key(to_sha))) > DELTA_MAX_BYTES:
         return None
-    old = storage.get(blob_key(from_sha))
-    new = storage.get(blob_key(to_sha))
-    patch = bsdiff4.diff(old, new)
-    # Guard against a store handing back wrong bytes: a bad patch must never be cached.
-    if hashlib.sha256(bsdiff4.patch(old, patch)).hexdigest() != to_sha:
-        raise ValueError(f"delta {from_sha[:12]}…→{to_sha[:12]}… does not reproduce its target")
+    with _DELTA_SLOT:
+        old = storage.get(blob_key(from_sha))
+        new = storage.get(blob_key(to_sha))
+        patch = bsdiff4.diff(old, new)
+        # Guard against a store handing back wrong bytes: a bad patch must never be cached.
+        if hashlib.sha256(bsdiff4.patch(old, patch)).hexdigest() != to_sha:
+            raise ValueError(f"delta {from_sha[:12]}…→{to_sha[:12]}… does not reproduce its target")
     storage.put_bytes(key, patch)
     return len(patch)

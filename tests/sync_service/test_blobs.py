@@ -118,6 +118,11 @@ def test_malformed_range_is_ignored(
     assert r.status_code == 200 and r.content == published["data"]
 
 
+def test_publish_precomputes_the_zstd_copy(published: dict[str, Any], client: TestClient) -> None:
+    storage = client.app.state.storage  # type: ignore[attr-defined]
+    assert storage.exists(f"zstd/{published['sha']}")
+
+
 def test_zstd_transfer(client: TestClient, auth: dict[str, str], published: dict[str, Any]) -> None:
     url = f"/v1/blobs/{published['sha']}"
     with client.stream("GET", url, headers={**auth, "Accept-Encoding": "zstd"}) as r:

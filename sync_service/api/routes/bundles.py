@@ -4,11 +4,12 @@ the cap; sync_service.bundles does the checks and the storing."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
@@ -16,6 +17,10 @@ from starlette.requests import ClientDisconnect
 from sync_service.api.deps import PublishDep, SettingsDep
 from sync_service.bundles import IngestResult, ingest
 from sync_service.errors import BadRequest, PayloadTooLarge, ServiceError
+from sync_service.storage import Storage
+from sync_service.transfer import ensure_zstd
+
+log = logging.getLogger("modelsync.bundles")
 
 router = APIRouter(prefix="/v1", tags=["release engineers"])
 
@@ -126,4 +131,17 @@ async def upload_bundle(request: Request, _user: PublishDep, settings: SettingsD
     finally:
         await run_in_threadpool(shutil.rmtree, workdir, True)
     _count_publish("created" if result.created else "unchanged")
-    return JSONResponse(result.public(), status_code=201 if result.created else 200)
+    # Warm the zstd cache after answering, so the first devices of a rollout do not wait
+    # for the compression (ensure_zstd is single-flight: early requests join it).
+    warm = BackgroundTasks()
+    if result.created:
+        for sha in dict.fromkeys(a["sha256"] for a in result.artifacts):
+            warm.add_task(_warm_zstd, app.state.storage, sha)
+    return JSONResponse(result.public(), status_code=201 if result.created else 200, background=warm)
+
+
+def _warm_zstd(storage: Storage, sha256: str) -> None:
+    try:
+        ensure_zstd(storage, sha256)
+    except Exception as exc:  # a cache: the blob route computes it on demand anyway
+        log.warning("could not precompute zstd for %s: %s", sha256[:12], exc)
