@@ -12,10 +12,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 
+import { createElement } from "react";
+import { type ReactTestRenderer, act, create } from "react-test-renderer";
+
 import { type ClientOptions, ModelSyncClient } from "../src/core/client";
 import { HashMismatchError } from "../src/core/errors";
 import type { HttpFetch } from "../src/core/ports";
-import { NodeOrtRunner } from "../src/node/ortRunner";
+import { NodeOrtRunner, openNodeSession } from "../src/node/ortRunner";
+import { type AnomalyModel, type Score, useModel } from "../src/react/useModel";
 import { StaticNetwork } from "../src/node/network";
 import { NodeStorage } from "../src/node/storage";
 import {
@@ -177,6 +181,48 @@ describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 
     );
     assert.ok(vsGolden <= tol.score_atol, `|node - golden| = ${vsGolden} > ${tol.score_atol}`);
     assert.ok(vsPython <= tol.score_atol, `|node - python| = ${vsPython} > ${tol.score_atol}`);
+  });
+
+  it("useModel (the hook behind useAnomalyModel) serves the embedded model, then the synced one", async () => {
+    (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
+    const manifest = svc.bundles["1"]!.manifest.signed;
+    const embeddedPath = join(svc.bundles["1"]!.dir, artifactOf(1).path);
+    const { client } = await registered("ts-device-hook", {
+      embedded: [{ name: "fleet-iforest", version: 1, path: embeddedPath }],
+    });
+    const seen: AnomalyModel[] = [];
+    function Probe(): null {
+      seen.push(useModel(client, openNodeSession, { model: "fleet-iforest", syncIntervalMs: 0 }));
+      return null;
+    }
+    const latest = (): AnomalyModel => seen[seen.length - 1]!;
+    let renderer: ReactTestRenderer | undefined;
+    await act(async () => {
+      renderer = create(createElement(Probe));
+    });
+    for (let i = 0; i < 200 && !(latest().syncState === "updated" && latest().source === "installed"); i++) {
+      await act(() => new Promise((r) => setTimeout(r, 50)));
+    }
+    assert.ok(seen.some((m) => m.source === "embedded" && m.status === "ready"), "served the embedded model first");
+    const m = latest();
+    assert.equal(m.status, "ready", m.error ?? "");
+    assert.equal(m.source, "installed");
+    assert.equal(m.version, 1);
+    assert.deepEqual(m.providers, ["cpu"]);
+    let scores: Score[] = [];
+    await act(async () => {
+      scores = await m.run(manifest.golden.inputs);
+    });
+    assert.deepEqual(scores.map((x) => x.label), manifest.golden.label);
+    scores.forEach((x, i) => {
+      assert.ok(Math.abs(x.score - manifest.golden.score[i]) <= artifactOf(1).golden_tolerance.score_atol);
+      assert.equal(x.anomaly, x.label === -1);
+    });
+    const one = await m.run(manifest.golden.inputs[0]);
+    assert.equal(one.length, 1, "a single row is one score");
+    await act(async () => {
+      renderer!.unmount();
+    });
   });
 
   it("resumes a download cut halfway with a Range request", async () => {

@@ -9,7 +9,15 @@ export * from "../core";
 export { NetInfoNetwork } from "./network";
 export { ReactNativeOrtRunner, openSession } from "./ortRunner";
 export { ReactNativeStorage } from "./storage";
-export { type AnomalyModel, type Score, type UseAnomalyModelOptions, useAnomalyModel } from "./useAnomalyModel";
+export {
+  type AnomalyModel,
+  type ModelSession,
+  type Score,
+  type SessionOpener,
+  type UseAnomalyModelOptions,
+  useAnomalyModel,
+  useModel,
+} from "./useAnomalyModel";
 
 /** onnxruntime-react-native's version: artifacts written by a newer minor are refused
  * (check 3.7). Keep in step with package.json. */

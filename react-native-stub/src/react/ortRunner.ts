@@ -4,15 +4,10 @@ import { InferenceSession, Tensor } from "onnxruntime-react-native";
 
 import { modelFilePath } from "../core/paths";
 import { type OrtSessionLike, runRows } from "../core/ortSession";
-import type { InferenceRunner, LoadedModel, ModelOutputs } from "../core/ports";
+import type { InferenceRunner, LoadedModel } from "../core/ports";
+import type { ModelSession } from "./useModel";
 
 const tensor = (data: Float32Array, dims: readonly number[]): Tensor => new Tensor("float32", data, dims);
-
-export interface OpenSession {
-  providers: string[];
-  run(rows: readonly (readonly number[])[]): Promise<ModelOutputs>;
-  release(): Promise<void>;
-}
 
 /** Create a session asking for the providers in plan order (e.g. nnapi, then cpu). A
  * device whose driver refuses the accelerated provider still gets the CPU one: that is
@@ -21,7 +16,7 @@ export async function openSession(
   pathOrUri: string,
   providers: readonly string[],
   fixedBatch: number | null,
-): Promise<OpenSession> {
+): Promise<ModelSession> {
   const path = modelFilePath(pathOrUri);
   let used = [...providers];
   let session: InferenceSession;
