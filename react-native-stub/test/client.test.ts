@@ -300,6 +300,16 @@ describe("client flow against forged documents", () => {
     assert.deepEqual(await client.pendingReports(), []);
   });
 
+  it("a torn queue file is dropped instead of blocking every later report", async () => {
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-1"));
+    const { client, storage } = await newClient();
+    await client.reportInferenceStats("m", 1, { count: 1 });
+    await storage.writeAtomic("queue/000000000000001-000000000.json", new Uint8Array([123, 34]));
+    const r = await client.sync();
+    assert.equal(r.reportsSent, 1);
+    assert.deepEqual(await client.pendingReports(), []);
+  });
+
   it("sync() before register() is a clear error", async () => {
     const client = new ModelSyncClient({
       server: svc.url,

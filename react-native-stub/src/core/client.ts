@@ -227,6 +227,8 @@ export class ModelSyncClient {
       }
       result.indexVersion = index.version;
       const pointers = await this.state.installedModels();
+      // check 5.3 after a crash: version directories nothing points at any more go.
+      for (const name of Object.keys(pointers)) await this.state.cleanUp(name);
       const installed: Record<string, number> = {};
       for (const [name, p] of Object.entries(pointers)) installed[name] = p.current.version;
       for (const entry of wantedEntries(index, id.device_id, installed, await this.state.failed())) {

@@ -6,6 +6,7 @@
  */
 import { sha256Hex, utf8ToBytes } from "./bytes";
 import { formatTime } from "./documents";
+import { StoreError } from "./errors";
 import type { State } from "./state";
 import { type Endpoint, failure, request } from "./transfer";
 
@@ -65,9 +66,16 @@ export class ReportQueue {
       const batch = names.slice(i, i + MAX_BATCH);
       const events: ReportEvent[] = [];
       for (const n of batch) {
-        const e = await this.state.readJson<ReportEvent>(`queue/${n}`);
-        if (e !== null) events.push(e);
+        try {
+          const e = await this.state.readJson<ReportEvent>(`queue/${n}`);
+          if (e !== null) events.push(e);
+        } catch (err) {
+          // A queue file torn by a crash must not block every later report.
+          if (!(err instanceof StoreError)) throw err;
+          await this.state.storage.remove(`queue/${n}`);
+        }
       }
+      if (events.length === 0) continue;
       const res = await request(
         ep,
         `v1/devices/${encodeURIComponent(deviceId)}/reports`,
