@@ -106,6 +106,8 @@ def _fleet(args: argparse.Namespace) -> int:
                 return 0
             if not args.name:
                 raise UsageError("fleet create needs a NAME")
+            if not crud.valid_name(args.name):
+                raise UsageError(f"bad fleet name {args.name!r}: lower-case letters, digits, . _ - (max 64)")
             if crud.get_fleet(session=session, name=args.name) is not None:
                 raise UsageError(f"fleet {args.name!r} already exists")
             try:
@@ -140,6 +142,10 @@ def _channel(args: argparse.Namespace) -> int:
                 return 0
             if fleet is None or fleet.id is None or not args.name:
                 raise UsageError("channel create needs --fleet FLEET and a NAME")
+            if not crud.valid_name(args.name):
+                raise UsageError(
+                    f"bad channel name {args.name!r}: lower-case letters, digits, . _ - (max 64)"
+                )
             try:
                 crud.create_channel(session=session, fleet_id=fleet.id, name=args.name)
                 session.commit()

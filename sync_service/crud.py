@@ -222,3 +222,13 @@ def create_model_version(
         )
     session.flush()
     return mv
+
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+def valid_name(name: str) -> bool:
+    """Fleet and channel names: lower-case, digits, ``._-``; at most 64 characters."""
+    import re
+
+    return re.match(NAME_PATTERN, name) is not None

@@ -31,6 +31,7 @@ ROUTE_MODULES = (
     "bundles",
     "blobs",
     "models_api",
+    "admin",
     "releases",
     "channels",
     "devices",

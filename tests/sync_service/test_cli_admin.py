@@ -29,6 +29,8 @@ def admin(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str
 
 
 def test_fleet_and_channel_lifecycle(db_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = admin(capsys, "fleet", "create", "Bad Name", *db_args)
+    assert rc == 2 and "bad fleet name 'Bad Name'" in err
     assert admin(capsys, "fleet", "create", "field", *db_args)[0] == 0
     rc, _, err = admin(capsys, "fleet", "create", "field", *db_args)
     assert rc == 2 and "fleet 'field' already exists" in err

@@ -1,0 +1,178 @@
+"""Fleets, channels and tokens over HTTP (scope ``admin``): what `modelsync admin` does
+beside the service, for operators who only reach it through the network. Token secrets
+appear once, in the answer that creates them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+
+from packager.manifest import format_time
+from sync_service import crud
+from sync_service.api.deps import AdminDep, SessionDep
+from sync_service.auth import SCOPES
+from sync_service.errors import Conflict, NotFound, Unprocessable
+from sync_service.models import ApiToken
+
+router = APIRouter(prefix="/v1/admin", tags=["operators"])
+
+Name = Field(pattern=crud.NAME_PATTERN, description="lower-case letters, digits, . _ -; at most 64")
+
+
+class FleetCreate(BaseModel):
+    name: str = Name
+
+
+class ChannelCreate(BaseModel):
+    name: str = Name
+
+
+class FleetPublic(BaseModel):
+    name: str
+    channels: list[str]
+    created: str
+
+
+class TokenCreate(BaseModel):
+    kind: Literal["publisher", "enrollment"]
+    scopes: list[Literal["publish", "release", "admin"]] = Field(
+        default_factory=list, description="publisher tokens only"
+    )
+    fleet: str | None = Field(None, description="enrollment tokens only")
+    name: str = Field("", max_length=128)
+
+
+class TokenPublic(BaseModel):
+    id: int
+    kind: str
+    scopes: list[str]
+    fleet: str | None
+    name: str
+    created: str
+    revoked: str | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="the secret: shown once, only its hash is stored")
+
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "already exists"}}
+
+
+def _fleet_public(session: SessionDep, fleet_id: int) -> FleetPublic:
+    fleet = crud.get_fleet_by_id(session=session, fleet_id=fleet_id)
+    assert fleet is not None
+    channels = [c.name for c in crud.list_channels(session=session, fleet_id=fleet_id)]
+    return FleetPublic(name=fleet.name, channels=channels, created=format_time(fleet.created_at))
+
+
+def _token_public(session: SessionDep, row: ApiToken) -> TokenPublic:
+    fleet = crud.get_fleet_by_id(session=session, fleet_id=row.fleet_id) if row.fleet_id else None
+    assert row.id is not None
+    return TokenPublic(
+        id=row.id,
+        kind=row.kind,
+        scopes=[s for s in row.scopes.split(",") if s],
+        fleet=fleet.name if fleet else None,
+        name=row.name,
+        created=format_time(row.created_at),
+        revoked=format_time(row.revoked_at) if row.revoked_at else None,
+    )
+
+
+@router.get("/fleets", response_model=list[FleetPublic])
+def list_fleets(_admin: AdminDep, session: SessionDep) -> list[FleetPublic]:
+    return [_fleet_public(session, f.id) for f in crud.list_fleets(session=session) if f.id is not None]
+
+
+@router.post("/fleets", status_code=201, response_model=FleetPublic, responses=_CONFLICT)
+def create_fleet(body: FleetCreate, _admin: AdminDep, session: SessionDep) -> FleetPublic:
+    if crud.get_fleet(session=session, name=body.name) is not None:
+        raise Conflict(f"fleet {body.name!r} already exists", code="fleet_exists")
+    try:
+        fleet = crud.create_fleet(session=session, name=body.name)
+        session.commit()
+    except IntegrityError:
+        raise Conflict(f"fleet {body.name!r} already exists", code="fleet_exists") from None
+    assert fleet.id is not None
+    return _fleet_public(session, fleet.id)
+
+
+@router.post(
+    "/fleets/{fleet}/channels",
+    status_code=201,
+    response_model=FleetPublic,
+    responses={**_CONFLICT, 404: {"description": "no such fleet"}},
+)
+def create_channel(fleet: str, body: ChannelCreate, _admin: AdminDep, session: SessionDep) -> FleetPublic:
+    row = crud.get_fleet(session=session, name=fleet)
+    if row is None or row.id is None:
+        raise NotFound(f"no fleet {fleet!r}", code="fleet_not_found")
+    if crud.get_channel(session=session, fleet_id=row.id, name=body.name) is not None:
+        raise Conflict(f"fleet {fleet!r} already has a channel {body.name!r}", code="channel_exists")
+    try:
+        crud.create_channel(session=session, fleet_id=row.id, name=body.name)
+        session.commit()
+    except IntegrityError:
+        raise Conflict(
+            f"fleet {fleet!r} already has a channel {body.name!r}", code="channel_exists"
+        ) from None
+    return _fleet_public(session, row.id)
+
+
+@router.get("/tokens", response_model=list[TokenPublic])
+def list_tokens(_admin: AdminDep, session: SessionDep, include_revoked: bool = False) -> list[TokenPublic]:
+    return [
+        _token_public(session, t) for t in crud.list_tokens(session=session, include_revoked=include_revoked)
+    ]
+
+
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=TokenCreated,
+    responses={
+        404: {"description": "no such fleet"},
+        422: {"description": "scopes or fleet do not fit the kind"},
+    },
+)
+def create_token(body: TokenCreate, _admin: AdminDep, session: SessionDep) -> TokenCreated:
+    fleet_id = None
+    if body.kind == "publisher":
+        if body.fleet is not None:
+            raise Unprocessable("publisher tokens belong to no fleet", code="bad_token_request")
+        if not body.scopes:
+            raise Unprocessable(
+                f"a publisher token needs scopes from {list(SCOPES)}", code="bad_token_request"
+            )
+    else:
+        if body.scopes:
+            raise Unprocessable("enrollment tokens carry no scopes", code="bad_token_request")
+        if body.fleet is None:
+            raise Unprocessable("an enrollment token needs a fleet", code="bad_token_request")
+        fleet = crud.get_fleet(session=session, name=body.fleet)
+        if fleet is None:
+            raise NotFound(f"no fleet {body.fleet!r}", code="fleet_not_found")
+        fleet_id = fleet.id
+    scopes = sorted(set(body.scopes), key=SCOPES.index)
+    plain, row = crud.create_token(
+        session=session, kind=body.kind, scopes=scopes, fleet_id=fleet_id, name=body.name
+    )
+    session.commit()
+    return TokenCreated(token=plain, **_token_public(session, row).model_dump())
+
+
+@router.post(
+    "/tokens/{token_id}/revoke", response_model=TokenPublic, responses={404: {"description": "no such token"}}
+)
+def revoke_token(token_id: int, _admin: AdminDep, session: SessionDep) -> TokenPublic:
+    # Device tokens are managed by (re-)registration, not here.
+    row = crud.get_token_by_id(session=session, token_id=token_id)
+    if row is None or row.kind == "device":
+        raise NotFound(f"no token with id {token_id}", code="token_not_found")
+    crud.revoke_token(session=session, token_id=token_id)
+    session.commit()
+    return _token_public(session, row)
