@@ -128,7 +128,8 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     },
 )
 async def get_channel_index(
-    channel: Annotated[str, Path(min_length=1, max_length=64)], request: Request
+    channel: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")],
+    request: Request,
 ) -> Response:
     state = request.app.state
     plain = _bearer(request)

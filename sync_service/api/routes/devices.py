@@ -4,16 +4,16 @@ rollout health gate, sync_service/health_gate.py)."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sync_service import crud, crud_devices
 from sync_service.api.deps import DeviceDep, EnrollmentDep, SessionDep, SettingsDep
 from sync_service.api.routes.channels import token_cache_for
-from sync_service.api.routes.releases import SignerDep
+from sync_service.api.routes.releases import TEXT_LINE, SignerDep
 from sync_service.errors import Forbidden, NotFound
 from sync_service.index import cache_for
 from sync_service.models import Device
@@ -30,9 +30,9 @@ class DeviceRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_id: str = Field(pattern=DEVICE_ID, max_length=128)
     platform: Literal["android", "ios", "linux"]
-    app_version: str = Field("", max_length=32)
-    ort_version: str = Field("", max_length=32)
-    providers: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    app_version: str = Field("", max_length=32, pattern=TEXT_LINE)
+    ort_version: str = Field("", max_length=32, pattern=TEXT_LINE)
+    providers: list[Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_LINE)]] = Field(
         default_factory=list, max_length=16
     )
 
@@ -51,10 +51,20 @@ class ReportEvent(BaseModel):
     )
     kind: Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
     at: datetime
-    model: str | None = Field(None, max_length=64)
+    model: str | None = Field(None, max_length=64, pattern=TEXT_LINE)
     version: int | None = Field(None, ge=1, le=2**31 - 1)
-    reason: str | None = Field(None, max_length=256)
+    reason: str | None = Field(None, max_length=256, pattern=TEXT_LINE)
     data: dict[str, Any] | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.utcoffset() is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("timestamp out of range") from None
 
 
 class ReportBatch(BaseModel):

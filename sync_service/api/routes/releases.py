@@ -18,6 +18,9 @@ from sync_service.index import IndexSigner, cache_for
 router = APIRouter(prefix="/v1/releases", tags=["releases"])
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+# One line of printable text: PostgreSQL refuses NUL in text columns (a 500 if it got there).
+TEXT_LINE = r"^[^\x00-\x1f\x7f]*$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ReleaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 
@@ -46,7 +49,7 @@ class PercentUpdate(BaseModel):
 
 class HaltRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: str = Field(min_length=1, max_length=1000, pattern=TEXT_LINE)
 
 
 class ReleasePublic(BaseModel):
@@ -108,8 +111,8 @@ def create_release(
 def list_releases(
     session: SessionDep,
     _user: ReleaseDep,
-    fleet: Annotated[str | None, Query(max_length=64)] = None,
-    channel: Annotated[str | None, Query(max_length=64)] = None,
+    fleet: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
+    channel: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
     state: Literal["active", "halted", "superseded"] | None = None,
 ) -> list[ReleasePublic]:
     views = crud_releases.list_releases(session=session, fleet=fleet, channel=channel, state=state)
