@@ -264,6 +264,24 @@ describe("client flow against forged documents", () => {
     assert.equal(fallback?.version, 3);
   });
 
+  it("4.1: a zstd body that expands past the declared length is cut off (a zstd bomb)", async () => {
+    // One zstd frame, hand-made: a single RLE block of 4,000 × "A" in 11 bytes
+    // (magic, single-segment header with a 2-byte content size, block header, the byte).
+    const bomb = Uint8Array.from([0x28, 0xb5, 0x2f, 0xfd, 0x60, 0xa0, 0x0e, 0x03, 0x7d, 0x00, 0x41]);
+    const declared = new Uint8Array(1000).fill(0x41);
+    const signed = manifestSigned(3, { sha256: sha256Hex(declared), length: declared.length, compressed: null });
+    const env = sign(signed, "publisher-1", "publisher-2");
+    const entry = entryFor(env, "battery-anomaly", 3);
+    svc.routes.set(`/v1/${entry.manifest.path}`, { body: bytesOf(env) });
+    svc.routes.set(`/v1/blobs/${sha256Hex(declared)}`, { body: bomb, headers: { "Content-Encoding": "zstd" } });
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, { "battery-anomaly": [entry] }), "index-1"));
+    const { client, storage } = await newClient();
+    const r = await client.sync();
+    assert.equal(r.models[0]?.error?.name, "LengthMismatchError", r.models[0]?.error?.message);
+    assert.equal(await storage.size(`cache/${sha256Hex(declared)}.part`), null, "nothing kept to resume");
+    assert.equal(svc.requests.find((q) => q.path.startsWith("/v1/blobs/") && q.path !== `/v1/${entry.manifest.path}`)?.headers["accept-encoding"], "zstd");
+  });
+
   it("a server that stops sending cannot hold the device past its deadline (SlowRetrievalError)", async () => {
     const blob = new Uint8Array(2000).map((_, i) => i % 13);
     const signed = manifestSigned(3, { sha256: sha256Hex(blob), length: blob.length, compressed: null });
