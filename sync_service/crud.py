@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import exists, func
+from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
 from sync_service.auth import TokenKind, hash_token, new_token
@@ -192,10 +192,6 @@ def list_model_versions(*, session: Session) -> dict[str, list[int]]:
     for name, version in rows:
         out.setdefault(name, []).append(version)
     return out
-
-
-def latest_version(*, session: Session, name: str) -> int | None:
-    return session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)).one()
 
 
 def create_model_version(

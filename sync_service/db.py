@@ -9,7 +9,6 @@ revision, except that `serve` may migrate a brand-new, empty embedded SQLite fil
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlmodel import Session
 
 from sync_service.errors import DatabaseNotMigrated, ServiceConfigError
 
@@ -58,11 +56,6 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable URL>"
-
-
-def session_scope(engine: Engine) -> Iterator[Session]:
-    with Session(engine) as session:
-        yield session
 
 
 # --------------------------------------------------------------------------- migrations

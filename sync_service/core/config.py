@@ -54,11 +54,3 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
-
-    @property
-    def roots_dir(self) -> Path | None:
-        return self.root_path.parent / "roots" if self.root_path is not None else None
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.resolved_database_url.startswith("sqlite")
