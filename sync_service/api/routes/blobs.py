@@ -70,6 +70,8 @@ async def get_blob(
     settings: SettingsDep,
 ) -> Response:
     length = await run_in_threadpool(_allowed_length, session, principal, sha256)
+    # Done with the database: a download to a slow device must not hold a pooled connection.
+    await run_in_threadpool(session.close)
     key = blob_key(sha256)
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes", "Vary": "Accept-Encoding"}
@@ -134,6 +136,7 @@ async def get_delta(
 ) -> Response:
     await run_in_threadpool(_allowed_length, session, principal, sha256)
     await run_in_threadpool(_allowed_length, session, principal, from_sha)
+    await run_in_threadpool(session.close)  # as in get_blob: no connection held while streaming
     if from_sha == sha256:
         raise NotFound("a blob needs no delta from itself", code="delta_not_useful")
     delta_size = await run_in_threadpool(ensure_delta, storage, from_sha, sha256)
