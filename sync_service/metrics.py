@@ -148,11 +148,15 @@ class MetricsMiddleware:
 
 
 def install(app: Any) -> None:
-    """Called by ``create_app``: the /metrics route, this middleware and the request-id /
-    JSON access-log middleware (outermost, so every log line of a request has its id)."""
+    """Called by ``create_app``: the /metrics route and the service's ASGI layers, outermost
+    first: request id and JSON access log (so every log line of a request has its id), this
+    metrics layer, then the index check's fast path (sync_service/api/routes/channels.py),
+    which is counted and logged like any route."""
+    from sync_service.api.routes.channels import IndexFastPath
     from sync_service.api.routes.metrics import router
     from sync_service.logging import RequestIdMiddleware
 
     app.include_router(router)
+    app.add_middleware(IndexFastPath)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)

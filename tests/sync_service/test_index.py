@@ -305,3 +305,50 @@ def test_stored_versions_match_served(
             select(ChannelIndexDoc).order_by(col(ChannelIndexDoc.version).desc())
         ).first()
     assert newest is not None and newest.body.encode() == body
+
+
+def test_fast_path_answers_exactly_like_the_route(client: TestClient, fleet: str, device_token: str) -> None:
+    """The first request (token not cached yet) goes through FastAPI's route; later ones are
+    answered by IndexFastPath from the caches: same status, headers and bytes."""
+    keep = ("etag", "cache-control", "content-type", "content-length")
+    routed = get_index(client, device_token)
+    fast = get_index(client, device_token)
+    assert fast.status_code == routed.status_code == 200
+    assert fast.content == routed.content
+    assert {k: fast.headers.get(k) for k in keep} == {k: routed.headers.get(k) for k in keep}
+    inm = {**bearer(device_token), "If-None-Match": routed.headers["etag"]}
+    fast_304 = client.get("/v1/channels/stable/index", headers=inm)
+    assert fast_304.status_code == 304 and fast_304.content == b""
+    assert "content-length" not in fast_304.headers and "content-type" not in fast_304.headers
+    assert fast_304.headers["x-request-id"]  # still inside the request-id and metrics layers
+
+
+def test_a_second_replica_serves_a_change_within_its_cache_ttl(
+    app: FastAPI,
+    settings: Any,
+    client: TestClient,
+    fleet: str,
+    auth: dict[str, str],
+    device_token: str,
+    bundle_factory: Callable[..., Path],
+    root: Root,
+) -> None:
+    """Two app instances on one database, like two replicas behind a load balancer."""
+    import time
+
+    from sync_service.index import cache_for
+    from sync_service.main import create_app
+
+    replica = create_app(settings)
+    try:
+        with TestClient(replica) as other:
+            cache_for(replica.state).ttl = 0.3
+            before = verified_index(other, device_token, root)  # now cached on the replica
+            publish(client, auth, bundle_factory(version=1))
+            create_release(client, auth, version=1, percent=100)  # through the first instance
+            assert verified_index(client, device_token, root).version == before.version + 1
+            time.sleep(0.4)
+            after = verified_index(other, device_token, root)
+            assert after.version == before.version + 1 and "demo" in after.models
+    finally:
+        replica.state.engine.dispose()
