@@ -48,7 +48,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) -
     if done.returncode != 0:
         shown = " ".join(a if not a.startswith("ms") else "…" for a in args[:4])
         raise DemoError(
-            f"`modelsync {shown}` failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-500:]}"
+            f"`modelsync {shown}` failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-900:]}"
         )
     return done.stdout
 

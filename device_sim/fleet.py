@@ -48,6 +48,7 @@ from packager.manifest import GoldenVectors, rollout_bucket
 PLATFORMS = {"android": 0.45, "ios": 0.35, "linux": 0.20}
 OLD_RUNTIME = "1.22.0"  # older than any artifact this onnxruntime 1.24 writes
 _SMALL_BODY = 64 * 1024
+POOL_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ class Fleet:
         self._t0 = 0.0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._pool: httpx.AsyncHTTPTransport | None = None
+        self._pools: list[httpx.AsyncHTTPTransport] = []
         self._sync_ms: list[float] = []
         self._failed: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
         self._injected: Counter[str] = Counter()
@@ -274,7 +275,7 @@ class Fleet:
         self.index_versions: list[tuple[float, int, list[_IndexEntryView]]] = []
         self._phase_last: dict[tuple[str, int, float], tuple[float, dict[str, int]]] = {}
         self._golden_failed_by_version: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
-        self._install_time: dict[tuple[str, str, int], float] = {}
+        self._install_index: dict[tuple[str, str, int], int | None] = {}
 
     def _own_state(self) -> str:
         root = str(self.spec.state_root) if self.spec.state_root else None
@@ -288,10 +289,12 @@ class Fleet:
 
     async def start(self) -> None:
         self._t0 = time.monotonic()
-        limits = httpx.Limits(
-            max_connections=self.spec.max_connections, max_keepalive_connections=self.spec.max_connections
-        )
-        self._pool = httpx.AsyncHTTPTransport(limits=limits, retries=0)
+        # Several small pools rather than one big one: httpcore scans its whole pool for
+        # every queued request, which at a few hundred connections costs more than the sync.
+        n_pools = max(1, -(-self.spec.max_connections // POOL_SIZE))
+        per_pool = max(1, self.spec.max_connections // n_pools)
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        self._pools = [httpx.AsyncHTTPTransport(limits=limits, retries=0) for _ in range(n_pools)]
         self._tasks = [asyncio.create_task(self._life(d)) for d in self.devices]
         self._tasks.append(asyncio.create_task(self._sampler()))
         self._tasks.append(asyncio.create_task(self._observer()))
@@ -318,9 +321,9 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        if self._pool is not None:
-            await self._pool.aclose()
-            self._pool = None
+        for pool in self._pools:
+            await pool.aclose()
+        self._pools = []
         self._sample()
         self._finish()
         if self._owned_state is not None:
@@ -330,11 +333,9 @@ class Fleet:
 
     def _client(self, device: SimDevice) -> httpx.AsyncClient:
         """Per device: its own faults and radio over the one shared connection pool."""
-        assert self._pool is not None
+        pool = self._pools[device.index % len(self._pools)]
         profile = PROFILES[device.network]
-        device.faults = FaultyTransport(
-            self._pool, profile.plan, rng=random.Random(device.rng.getrandbits(64))
-        )
+        device.faults = FaultyTransport(pool, profile.plan, rng=random.Random(device.rng.getrandbits(64)))
         transport = _OfflineSwitch(device.faults, device, self.now)
         cfg = SyncConfig()
         # pool: waiting for a free connection of the shared pool is the simulator's queue,
@@ -448,7 +449,7 @@ class Fleet:
                 device.installed[o.model] = o.version
                 self._bytes[o.transfer or "full"] += o.wire_bytes
                 self._requests[o.transfer or "full"] += 1
-                self._install_time[(device.device_id, o.model, o.version)] = self.now()
+                self._install_index[(device.device_id, o.model, o.version)] = result.index_version
             elif o.outcome == "deferred":
                 self._injected[f"deferred ({o.reason})"] += 1
             elif (
@@ -534,7 +535,8 @@ class Fleet:
             r.sync_p50_ms, r.sync_p95_ms = (float(v) for v in np.percentile(self._sync_ms, [50, 95]))
         r.bytes_by_kind = dict(self._bytes)
         r.requests_by_kind = dict(self._requests)
-        r.failures_by_reason = {k: len(v) for k, v in self._failed.items()}
+        # devices, not events: a device refusing v1 and v2 is one device with that reason
+        r.failures_by_reason = {k: len({dev for dev, _, _ in v}) for k, v in self._failed.items()}
         old = sum(d.old_runtime for d in self.devices)
         refused = len(self._failed.get("runtime_too_old", set()))
         self._injected["old onnxruntime devices (must refuse, check 3.7)"] = old
@@ -583,35 +585,20 @@ class Fleet:
             )
 
     def _outside_installs(self, e: _IndexEntryView, in_bucket: set[str]) -> int:
-        """Devices outside the bucket that installed the version while it was at this percent."""
-        start = next(
-            (
-                t
-                for t, _, es in self.index_versions
-                if any((x.model, x.version, x.percent) == (e.model, e.version, e.percent) for x in es)
-            ),
-            None,
+        """Devices outside the bucket that installed the version from an index listing it at
+        this percent (judged by the index version each device actually acted on)."""
+        listed = {
+            version
+            for _, version, es in self.index_versions
+            if any((x.model, x.version, x.percent) == (e.model, e.version, e.percent) for x in es)
+        }
+        return sum(
+            1
+            for (device_id, model, version), index_version in self._install_index.items()
+            if (model, version) == (e.model, e.version)
+            and device_id not in in_bucket
+            and index_version in listed
         )
-        end = next(
-            (
-                t
-                for t, _, es in self.index_versions
-                if start is not None
-                and t > start
-                and not any((x.model, x.version, x.percent) == (e.model, e.version, e.percent) for x in es)
-            ),
-            None,
-        )
-        if start is None:
-            return 0
-        count = 0
-        for d in self.devices:
-            if d.device_id in in_bucket or d.installed.get(e.model) is None:
-                continue
-            times = self._install_time.get((d.device_id, e.model, e.version))
-            if times is not None and times >= start and (end is None or times < end):
-                count += 1
-        return count
 
     def _convergence(self) -> None:
         full = [(t, e) for t, _, es in self.index_versions for e in es if e.percent >= 100]
