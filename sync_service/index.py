@@ -253,7 +253,8 @@ class IndexCache:
     """Newest index per channel, held for ``ttl`` seconds, then re-validated with one small
     indexed query (version only); the body is re-read only when the version moved.
 
-    With several replicas a change made on one replica reaches the others within ``ttl``;
+    With several replicas a change made on one replica reaches the others within ``ttl``
+    (plus one re-validation query);
     on the replica that made it, ``forget`` makes it visible at once. Expiry is checked on
     every hit, so a cached index is never served past its re-sign point.
     """
@@ -264,13 +265,25 @@ class IndexCache:
         self._items: dict[tuple[int, str], tuple[int, StoredIndex, float]] = {}
 
     def get(self, fleet_id: int, channel: str, lifetime: timedelta) -> tuple[int, StoredIndex] | None:
-        """``(channel_id, index)`` when fresh enough to serve without the database."""
-        item = self._items.get((fleet_id, channel))
+        """``(channel_id, index)`` when it may be served without the database.
+
+        Once the TTL has passed, the first caller gets ``None`` and re-validates (through
+        ``serve_index``) while every other caller keeps getting the cached copy: one
+        database query per channel and TTL, not one per request in flight (no stampede).
+        """
+        key = (fleet_id, channel)
+        item = self._items.get(key)
         if item is None:
             return None
         channel_id, stored, checked = item
-        if time.monotonic() - checked > self.ttl or needs_resign(stored.expires_at, lifetime):
+        if needs_resign(stored.expires_at, lifetime):
             return None
+        now = time.monotonic()
+        if now - checked > self.ttl:
+            with self._lock:
+                if self._items.get(key) is item:  # this caller re-validates; the rest wait a TTL
+                    self._items[key] = (channel_id, stored, now)
+                    return None
         return channel_id, stored
 
     def peek(self, fleet_id: int, channel: str) -> tuple[int, StoredIndex] | None:
@@ -280,6 +293,10 @@ class IndexCache:
     def put(self, fleet_id: int, channel: str, channel_id: int, stored: StoredIndex) -> None:
         with self._lock:
             self._items[(fleet_id, channel)] = (channel_id, stored, time.monotonic())
+
+    def forget(self, fleet_id: int, channel: str) -> None:
+        with self._lock:
+            self._items.pop((fleet_id, channel), None)
 
     def forget_channel(self, channel_id: int) -> None:
         with self._lock:
@@ -303,10 +320,8 @@ def serve_index(
     channel: str,
     signer: IndexSigner,
 ) -> StoredIndex | None:
-    """The index to serve for ``fleet_id``/``channel`` (None: no such channel)."""
-    hit = cache.get(fleet_id, channel, signer.lifetime)
-    if hit is not None:
-        return hit[1]
+    """The index to serve for ``fleet_id``/``channel`` (None: no such channel), read from
+    the database and put in ``cache``; callers try ``cache.get`` first."""
     known = cache.peek(fleet_id, channel)
     if known is not None:
         channel_id, stored = known
@@ -316,6 +331,7 @@ def serve_index(
             return stored
     row = lookup_channel(session, fleet_id, channel)
     if row is None or row.id is None:
+        cache.forget(fleet_id, channel)
         return None
     stored = current_index(session, row, signer)
     cache.put(fleet_id, channel, row.id, stored)

@@ -352,3 +352,39 @@ def test_a_second_replica_serves_a_change_within_its_cache_ttl(
             assert after.version == before.version + 1 and "demo" in after.models
     finally:
         replica.state.engine.dispose()
+
+
+def test_cache_revalidation_is_single_flight() -> None:
+    import time
+
+    from sync_service.index import IndexCache, StoredIndex
+
+    cache = IndexCache(ttl=0.05)
+    far = datetime.now(UTC) + timedelta(days=7)
+    stored = StoredIndex(channel_id=1, version=3, body=b"{}", etag='"x"', expires_at=far)
+    cache.put(7, "stable", 1, stored)
+    assert cache.get(7, "stable", timedelta(days=7)) == (1, stored)
+    time.sleep(0.06)
+    assert cache.get(7, "stable", timedelta(days=7)) is None  # the first caller re-validates
+    assert cache.get(7, "stable", timedelta(days=7)) == (1, stored)  # the others keep the copy
+    assert cache.get(7, "stable", timedelta(days=30)) is None  # under half a lifetime left: re-read
+
+
+def test_token_revoked_elsewhere_stops_working_after_the_ttl(
+    app: FastAPI, client: TestClient, fleet: str, device_token: str
+) -> None:
+    import time
+
+    from sync_service.api.routes.channels import token_cache_for
+    from sync_service.auth import hash_token
+
+    token_cache_for(app.state).ttl = 0.2
+    assert get_index(client, device_token).status_code == 200
+    with Session(app.state.engine) as session:  # as `modelsync admin token revoke` would, from outside
+        row = crud.get_token(session=session, plain=device_token)
+        assert row is not None and row.id is not None
+        crud.revoke_token(session=session, token_id=row.id)
+        session.commit()
+    time.sleep(0.3)
+    assert [get_index(client, device_token).status_code for _ in range(3)] == [401, 401, 401]
+    assert token_cache_for(app.state).get(hash_token(device_token)) is None

@@ -40,6 +40,8 @@ router = APIRouter(prefix="/v1/channels", tags=["devices"])
 
 TOKEN_TTL = 1.0
 CACHE_CONTROL = "private, no-cache"
+INDEX_PATH = re.compile(r"^/v1/channels/([A-Za-z0-9][A-Za-z0-9._-]{0,63})/index$")
+MISSED = "modelsync_index_cache_missed"  # request state key: which cache the fast path missed
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,17 @@ class TokenCache:
         self._lock = threading.Lock()
 
     def get(self, digest: str) -> DeviceToken | None:
+        """The cached token; after the TTL the first caller gets ``None`` and re-reads the
+        database while the others keep the cached answer (no stampede)."""
         item = self._items.get(digest)
-        if item is None or time.monotonic() - item[1] > self.ttl:
+        if item is None:
             return None
+        now = time.monotonic()
+        if now - item[1] > self.ttl:
+            with self._lock:
+                if self._items.get(digest) is item:
+                    self._items[digest] = (item[0], now)
+                    return None
         return item[0]
 
     def put(self, digest: str, token: DeviceToken) -> None:
@@ -66,6 +76,10 @@ class TokenCache:
             if len(self._items) > 100_000:  # bound memory under a flood of distinct tokens
                 self._items.clear()
             self._items[digest] = (token, time.monotonic())
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._items.pop(digest, None)
 
     def forget_device(self, device_id: str) -> None:
         with self._lock:
@@ -146,13 +160,15 @@ async def get_channel_index(
     request: Request,
 ) -> Response:
     state = request.app.state
+    missed = request.scope.get("state", {}).get(MISSED)  # set by IndexFastPath
     plain = _bearer(request)
     digest = hash_token(plain)
     tokens = token_cache_for(state)
-    token = tokens.get(digest)
+    token = None if missed == "token" else tokens.get(digest)
     if token is None:
         token = await run_in_threadpool(_load_token, state.engine, plain)
         if token is None:
+            tokens.forget(digest)  # revoked since it was cached: nobody is served from it now
             raise Unauthorized("unknown or revoked token", code="invalid_token")
         tokens.put(digest, token)
     if token.kind != "device" or token.fleet_id is None:
@@ -160,7 +176,7 @@ async def get_channel_index(
 
     cache = cache_for(state)
     signer = IndexSigner(keys=(state.keys.index_key,), lifetime=state.settings.index_lifetime)
-    hit = cache.get(token.fleet_id, channel, signer.lifetime)
+    hit = None if missed is not None else cache.get(token.fleet_id, channel, signer.lifetime)
     stored = hit[1] if hit is not None else None
     if stored is None:
         stored = await run_in_threadpool(_load_index, state.engine, cache, token.fleet_id, channel, signer)
@@ -173,7 +189,6 @@ async def get_channel_index(
     return Response(body, media_type="application/json", headers=headers)
 
 
-INDEX_PATH = re.compile(r"^/v1/channels/([A-Za-z0-9][A-Za-z0-9._-]{0,63})/index$")
 
 
 class IndexFastPath:
@@ -226,9 +241,14 @@ class IndexFastPath:
         if scheme.lower() != "bearer" or not plain.strip():
             return None
         token = token_cache_for(state).get(hash_token(plain.strip()))
-        if token is None or token.kind != "device" or token.fleet_id is None:
+        if token is None:
+            # A cache get may have claimed the re-validation: the route must not ask again.
+            scope.setdefault("state", {})[MISSED] = "token"
+            return None
+        if token.kind != "device" or token.fleet_id is None:
             return None
         hit = cache_for(state).get(token.fleet_id, channel, state.settings.index_lifetime)
         if hit is None:
+            scope.setdefault("state", {})[MISSED] = "index"
             return None
         return answer_parts(hit[1], if_none_match)
