@@ -99,8 +99,12 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, with_id)
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
+            # 304s are the devices' polling, most of the traffic and all alike: DEBUG, so an
+            # INFO log holds the requests that changed or fetched something (metrics count all).
+            level = logging.DEBUG if status == 304 else logging.INFO
+            if access_log.isEnabledFor(level):
+                access_log.log(
+                    level,
                     "%s %s %d",
                     scope.get("method", ""),
                     scope.get("path", ""),

@@ -119,3 +119,21 @@ def test_log_records_inside_a_request_get_its_id(app: FastAPI, json_log: io.Stri
     records = [json.loads(line) for line in json_log.getvalue().splitlines() if line.strip()]
     inside = [r for r in records if r.get("message") == "inside the route"]
     assert [r["request_id"] for r in inside] == ["thread-1"]
+
+
+def test_304_polls_are_logged_at_debug_only(
+    client: TestClient, fleet: str, enrollment_token: str, json_log: io.StringIO
+) -> None:
+    token = register(client, enrollment_token, "dev-1")
+    etag = get_index(client, token).headers["etag"]
+    client.get(
+        "/v1/channels/stable/index", headers={**bearer(token), "If-None-Match": etag, "X-Request-ID": "poll"}
+    )
+    records = [json.loads(line) for line in json_log.getvalue().splitlines() if line.strip()]
+    assert not [r for r in records if r.get("request_id") == "poll"]
+    logging.getLogger().setLevel("DEBUG")
+    client.get(
+        "/v1/channels/stable/index", headers={**bearer(token), "If-None-Match": etag, "X-Request-ID": "poll2"}
+    )
+    records = [json.loads(line) for line in json_log.getvalue().splitlines() if line.strip()]
+    assert [(r["status"], r["level"]) for r in records if r.get("request_id") == "poll2"] == [(304, "DEBUG")]
