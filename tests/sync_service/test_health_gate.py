@@ -121,3 +121,16 @@ def test_resumed_release_is_judged_on_new_reports_only(
     assert (resumed["state"], resumed["halted_by_health_gate"]) == ("active", False)
     report(client, tokens[5], "dev-05", [event("installed", version=2)])
     assert client.get(f"/v1/releases/{rollout['v2']}", headers=auth).json()["state"] == "active"
+
+
+def test_devices_that_cannot_take_the_artifact_do_not_count(
+    client: TestClient, auth: dict[str, str], enrollment_token: str, rollout: dict[str, int]
+) -> None:
+    tokens = [register(client, enrollment_token, f"dev-{i:02d}") for i in range(25)]
+    for i, token in enumerate(tokens):
+        if i < 20:
+            report(client, token, f"dev-{i:02d}", [event("installed", version=2)])
+        else:
+            reason = "runtime_too_old" if i % 2 else "no_artifact_for_target"
+            report(client, token, f"dev-{i:02d}", [event("install_failed", version=2, reason=reason)])
+    assert client.get(f"/v1/releases/{rollout['v2']}", headers=auth).json()["state"] == "active"
