@@ -42,11 +42,18 @@ def make_engine(url: str) -> Engine:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ServiceConfigError(f"cannot create the database directory: {exc}") from None
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            # As many connections as the threadpool has workers (anyio's default 40), so a
+            # burst queues on threads rather than timing out on the pool.
+            pool_size=20,
+            max_overflow=30,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     try:
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
     except Exception as exc:  # bad driver name, bad URL
         raise ServiceConfigError(f"bad database URL {safe_url(url)}: {exc}") from None
 

@@ -47,7 +47,10 @@ def get_index_key(request: Request) -> Ed25519PrivateKey:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session (and its pooled connection) is released when the route
+# function returns, not after the body is sent: a slow download or a long stream must not
+# hold a database connection (100 devices fetching a blob exhausted the pool otherwise).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 KeysDep = Annotated[ServiceKeys, Depends(get_keys)]
 RootDep = Annotated[Root, Depends(get_root)]
