@@ -134,3 +134,17 @@ def test_devices_that_cannot_take_the_artifact_do_not_count(
             reason = "runtime_too_old" if i % 2 else "no_artifact_for_target"
             report(client, token, f"dev-{i:02d}", [event("install_failed", version=2, reason=reason)])
     assert client.get(f"/v1/releases/{rollout['v2']}", headers=auth).json()["state"] == "active"
+
+
+def test_one_device_is_one_vote(
+    client: TestClient, auth: dict[str, str], enrollment_token: str, rollout: dict[str, int]
+) -> None:
+    """A single (possibly malicious) device repeating failures cannot halt a rollout."""
+    tokens = [register(client, enrollment_token, f"dev-{i:02d}") for i in range(21)]
+    for i in range(20):
+        report(client, tokens[i], f"dev-{i:02d}", [event("installed", version=2)])
+    flood = [event("golden_failed", version=2, reason="golden_mismatch") for _ in range(200)]
+    assert report(client, tokens[20], "dev-20", flood)["accepted"] == 200
+    status = client.get(f"/v1/releases/{rollout['v2']}/status", headers=auth).json()
+    assert (status["reporting_devices"], status["failing_devices"]) == (21, 1)
+    assert status["release"]["state"] == "active"
