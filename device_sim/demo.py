@@ -59,6 +59,7 @@ class ServiceHandle:
 
     url: str
     data_dir: Path
+    pid: int
     keys_dir: Path
     publisher_token: str = ""
     enroll_token: str = ""
@@ -138,7 +139,7 @@ def demo_service(
     with running_service(
         data_dir, keys_dir / "root.json", keys_dir / "index.key", log_path=workdir / "server.log", env=env
     ) as svc:
-        yield ServiceHandle(url=svc.url, data_dir=data_dir, keys_dir=keys_dir)
+        yield ServiceHandle(url=svc.url, data_dir=data_dir, pid=svc.pid, keys_dir=keys_dir)
 
 
 @contextlib.contextmanager
@@ -247,7 +248,7 @@ def run_demo(
         console.rule("[bold]5. the sync service")
         with demo_service(workdir, keys_dir) as svc:
             console.print(
-                f"`modelsync serve` on {svc.url} (SQLite + blobs in {svc.data_dir}; "
+                f"`modelsync serve` (pid {svc.pid}) on {svc.url} (SQLite + blobs in {svc.data_dir}; "
                 f"log {workdir / 'server.log'})"
             )
             console.rule("[bold]6. admin and publish")

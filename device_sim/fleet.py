@@ -49,6 +49,7 @@ PLATFORMS = {"android": 0.45, "ios": 0.35, "linux": 0.20}
 OLD_RUNTIME = "1.22.0"  # older than any artifact this onnxruntime 1.24 writes
 _SMALL_BODY = 64 * 1024
 POOL_SIZE = 16
+KEEPALIVE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ class Fleet:
         self._tasks: list[asyncio.Task[None]] = []
         self._pools: list[httpx.AsyncHTTPTransport] = []
         self._sync_ms: list[float] = []
+        self._sync_ms_by_network: dict[str, list[float]] = defaultdict(list)
         self._failed: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
         self._injected: Counter[str] = Counter()
         self._unexpected: Counter[str] = Counter()
@@ -276,6 +278,7 @@ class Fleet:
         self._phase_last: dict[tuple[str, int, float], tuple[float, dict[str, int]]] = {}
         self._golden_failed_by_version: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
         self._install_index: dict[tuple[str, str, int], int | None] = {}
+        self._install_at: dict[tuple[str, str, int], float] = {}
 
     def _own_state(self) -> str:
         root = str(self.spec.state_root) if self.spec.state_root else None
@@ -293,7 +296,11 @@ class Fleet:
         # every queued request, which at a few hundred connections costs more than the sync.
         n_pools = max(1, -(-self.spec.max_connections // POOL_SIZE))
         per_pool = max(1, self.spec.max_connections // n_pools)
-        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        # Expire idle connections before uvicorn's 5 s keep-alive does, or a poll may reuse
+        # a connection the server is closing at that moment (a spurious ReadError).
+        limits = httpx.Limits(
+            max_connections=per_pool, max_keepalive_connections=per_pool, keepalive_expiry=KEEPALIVE_S
+        )
         self._pools = [httpx.AsyncHTTPTransport(limits=limits, retries=0) for _ in range(n_pools)]
         self._tasks = [asyncio.create_task(self._life(d)) for d in self.devices]
         self._tasks.append(asyncio.create_task(self._sampler()))
@@ -420,7 +427,9 @@ class Fleet:
         before = self._fault_count(device)
         started = time.perf_counter()
         result = await device.updater.sync_once()
-        self._sync_ms.append(1000 * (time.perf_counter() - started))
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        self._sync_ms.append(elapsed_ms)
+        self._sync_ms_by_network[device.network].append(elapsed_ms)
         self._account(device, result, before)
         return result.ok or result.status == "stale"
 
@@ -450,6 +459,7 @@ class Fleet:
                 self._bytes[o.transfer or "full"] += o.wire_bytes
                 self._requests[o.transfer or "full"] += 1
                 self._install_index[(device.device_id, o.model, o.version)] = result.index_version
+                self._install_at[(device.device_id, o.model, o.version)] = self.now()
             elif o.outcome == "deferred":
                 self._injected[f"deferred ({o.reason})"] += 1
             elif (
@@ -538,7 +548,10 @@ class Fleet:
         # devices, not events: a device refusing v1 and v2 is one device with that reason
         r.failures_by_reason = {k: len({dev for dev, _, _ in v}) for k, v in self._failed.items()}
         old = sum(d.old_runtime for d in self.devices)
-        refused = len(self._failed.get("runtime_too_old", set()))
+        refused = len({dev for dev, _, _ in self._failed.get("runtime_too_old", set())})
+        for network, times in sorted(self._sync_ms_by_network.items()):
+            p50, p95 = (float(v) for v in np.percentile(times, [50, 95]))
+            r.notes.append(f"{network}: {len(times):,} syncs, p50 {p50:.0f} ms, p95 {p95:.0f} ms")
         self._injected["old onnxruntime devices (must refuse, check 3.7)"] = old
         r.injected = dict(self._injected)
         r.unexpected_errors = dict(self._unexpected)
@@ -622,11 +635,21 @@ class Fleet:
         c["eligible devices (current onnxruntime)"] = len(pool)
         c["on it at the end"] = f"{self.share_on(e.model, e.version):.2%}"
         for k, v in reached.items():
-            c[f"time to {k} of eligible"] = (
-                f"{v:.1f} s ({v / self.spec.poll_interval_s:.1f} poll intervals)"
-                if v is not None
-                else "not reached"
+            c[f"time to {k} of eligible"] = self._in_polls(v)
+        for network in sorted({d.network for d in pool}):
+            group = [d for d in pool if d.network == network]
+            times = [self._install_at.get((d.device_id, e.model, e.version)) for d in group]
+            done = [t - first for t in times if t is not None]
+            c[f"{network}: last device on it"] = (
+                self._in_polls(max(done))
+                if len(done) == len(group)
+                else f"{len(done)} of {len(group)} by the end"
             )
+
+    def _in_polls(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "not reached"
+        return f"{seconds:.1f} s ({seconds / self.spec.poll_interval_s:.1f} poll intervals)"
 
     def _health_gate(self) -> None:
         listed: dict[tuple[str, int], tuple[float, float | None]] = {}
