@@ -91,10 +91,12 @@ def extract(tar_path: Path, dest: Path) -> dict[str, StoredFile]:
                 if member is None:
                     break
                 _check_member_name(member.name)
-                if not member.isreg():
+                # isreg() is true for GNU sparse members too, which expand on extraction.
+                if not member.isreg() or member.issparse():
                     kind = (
                         "link" if member.issym() or member.islnk()
                         else "directory" if member.isdir()
+                        else "sparse file" if member.issparse()
                         else "special file"
                     )
                     raise BundleRejected(

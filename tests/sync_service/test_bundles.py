@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,7 @@ def test_tar_member_outside_bundle_is_400(
 
 @pytest.mark.parametrize(
     ("kind", "code"),
-    [(kind, "bad_member_type") for kind in (b"1", b"2", b"3", b"5")],
+    [(kind, "bad_member_type") for kind in (b"1", b"2", b"3", b"5", b"6", tarfile.GNUTYPE_SPARSE)],
 )
 def test_links_dirs_devices_are_400(client: TestClient, auth: dict[str, str], kind: bytes, code: str) -> None:
     r = post(client, tar_bytes([("evil", b"")], kind=kind), auth)
