@@ -238,3 +238,22 @@ def test_resumed_download_over_real_http(
         tail = http.get(url, headers={"Range": f"bytes={len(head.content)}-"})
     assert head.status_code == tail.status_code == 206
     assert head.content + tail.content == data
+
+
+def test_reference_is_stored_but_never_served_to_devices(
+    app: FastAPI,
+    client: TestClient,
+    auth: dict[str, str],
+    make_token: Callable[..., str],
+    fleet: str,
+    bundle_factory: Callable[..., Path],
+) -> None:
+    reference = b"joblib bytes stand-in" * 10
+    body = publish(client, auth, bundle_factory(reference=reference))
+    ref_sha = hashlib.sha256(reference).hexdigest()
+    assert client.get(f"/v1/blobs/{ref_sha}", headers=auth).content == reference
+    release(app, fleet, body["name"], body["version"])
+    device = {"Authorization": f"Bearer {make_token('device', fleet=fleet, device_id='d1')}"}
+    assert client.get(f"/v1/blobs/{body['artifacts'][0]['sha256']}", headers=device).status_code == 200
+    # Devices never unpickle a reference from the network: it is not theirs to fetch.
+    assert client.get(f"/v1/blobs/{ref_sha}", headers=device).status_code == 404
