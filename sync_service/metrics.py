@@ -63,7 +63,7 @@ HALTS = Counter(
 )
 INDEX_SIGNED = Counter(
     "modelsync_index_versions_signed_total",
-    "Channel-index versions signed, by cause (change or freshness).",
+    "Channel-index versions signed, by cause (change, first, freshness: re-signed near expiry).",
     ["cause"],
     registry=REGISTRY,
 )

@@ -29,6 +29,7 @@ from sync_service.index import (
     needs_resign,
     write_new_version,
 )
+from sync_service.metrics import INDEX_SIGNED
 from sync_service.models import Channel, ChannelIndexDoc, ModelVersion, Release
 from tests.sync_service.fleet_helpers import (
     bearer,
@@ -152,7 +153,9 @@ def test_near_expiry_is_resigned_with_same_entries(
         first = current_index(session, channel, signer)
         assert current_index(session, channel, signer).version == first.version  # fresh: kept
         later = datetime.now(UTC) + timedelta(days=4)  # 3 days left of 7: under half
+        freshness = INDEX_SIGNED.labels("freshness")._value.get()
         resigned = current_index(session, channel, signer, now=later)
+        assert INDEX_SIGNED.labels("freshness")._value.get() == freshness + 1
     assert resigned.version == first.version + 1
     assert resigned.expires_at > first.expires_at
     old, new = json.loads(first.body)["signed"], json.loads(resigned.body)["signed"]
