@@ -280,3 +280,49 @@ def test_onnx_engine_does_not_import_sklearn(model_dir: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_engine_for_bundle_follows_the_ep_plan_and_falls_back(
+    small_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from device_sim.engine import engine_for_bundle, select_artifact
+    from packager.telemetry import generate_telemetry
+    from packager.verify import load_manifest_unverified
+
+    manifest = load_manifest_unverified(small_bundle)
+    rows = generate_telemetry(50, seed=99).frame
+    engine = engine_for_bundle(manifest, small_bundle, "android-nnapi", config=_config())
+    assert engine.active_name.startswith("new v1 android-nnapi")
+    assert len(engine.predict(rows)) == 50
+
+    # the new artifact missing on disk: the previous version (here the same bundle) serves
+    broken = tmp_path / "broken"
+    shutil.copytree(small_bundle, broken)
+    (broken / select_artifact(manifest, "cpu").path).write_bytes(b"truncated")
+    engine = engine_for_bundle(
+        manifest, broken, "cpu", previous=(manifest, small_bundle), config=_config()
+    )
+    assert engine.active_name.startswith("previous v1 cpu") and engine.failures
+    # no ONNX at all: the reference, verified by its sha256 first
+    engine = engine_for_bundle(manifest, small_bundle, "cpu", config=_config(enabled=False))
+    assert engine.engine_type is EngineType.SKLEARN
+    onnx = engine_for_bundle(manifest, small_bundle, "cpu", config=_config())
+    assert np.array_equal(engine.predict(rows).labels, onnx.predict(rows).labels)
+
+
+def test_onnx_quantize_picks_int8_where_the_manifest_has_one(small_bundle: Path) -> None:
+    from device_sim.engine import select_artifact
+    from packager.verify import load_manifest_unverified
+
+    manifest = load_manifest_unverified(small_bundle)
+    cpu = select_artifact(manifest, "cpu")
+    assert cpu.precision == "fp32"
+    assert select_artifact(manifest, "cpu", quantize=True) is cpu  # trees: no int8 exists
+    int8 = cpu.model_copy(update={"precision": "int8", "sha256": "1" * 64})
+    with_int8 = manifest.model_copy(update={"artifacts": [*manifest.artifacts, int8]})
+    assert select_artifact(with_int8, "cpu", quantize=True).precision == "int8"
+    assert select_artifact(with_int8, "cpu", quantize=False).precision == "fp32"
+    only_cpu = manifest.model_copy(update={"artifacts": [cpu]})
+    assert select_artifact(only_cpu, "ios-coreml") is cpu  # no artifact for the target: cpu
