@@ -230,10 +230,10 @@ class IndexFastPath:
         if state is None:
             return None
         authorization = if_none_match = None
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
+        for name, value in scope.get("headers", []):  # the first of each, like Request.headers
+            if name == b"authorization" and authorization is None:
                 authorization = value.decode("latin-1")
-            elif name == b"if-none-match":
+            elif name == b"if-none-match" and if_none_match is None:
                 if_none_match = value.decode("latin-1")
         if authorization is None:
             return None
