@@ -318,7 +318,8 @@ def write_reports(out: Path, result: dict[str, Any]) -> None:
         f"Client: {result['client']}, {result['connections']} connections, "
         f"{result['duration_s']:g} s per run, median of {result['rounds']} alternating rounds; "
         f"service log level {result['log_level']}; "
-        f"{result['cpus']} CPUs shared by client and servers.",
+        f"{result['cpus']} CPUs shared by client and servers (and by other work: load average "
+        f"{result['load_average_at_end'][0]:.1f} at the end).",
         "",
         "| endpoint | checks/s | p50 ms | p95 ms | p99 ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
