@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from packager.compression import ZSTD_LEVEL, zstd_copy
 from packager.errors import BundleError, KeyLoadError, UsageError, VerificationError
 from packager.golden import golden_deviation, select_golden_rows, tolerance_for
 from packager.manifest import (
@@ -49,10 +49,6 @@ if TYPE_CHECKING:
 
     from packager.pipeline import BuildResult
 
-# The compressed copy the manifest describes is the one the sync service serves for
-# ``Accept-Encoding: zstd`` (sync_service/transfer.py): same level, same frame options,
-# same streaming call, so its size and sha256 match byte for byte.
-ZSTD_LEVEL = 10
 
 
 def check_publisher_keys(keys: Sequence[Ed25519PrivateKey], root: Root) -> None:
@@ -180,10 +176,9 @@ def write_bundle(
 def zstd_compress_file(path: Path) -> bytes:
     """zstd frame of ``path`` with its content size and checksum (simple decoders, such as
     the TypeScript client's, need the size in the frame)."""
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, write_content_size=True)
     out = io.BytesIO()
     with path.open("rb") as src:
-        cctx.copy_stream(src, out, size=path.stat().st_size)
+        zstd_copy(src, out, path.stat().st_size)
     return out.getvalue()
 
 

@@ -17,13 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bsdiff4
-import zstandard
 
+from packager.compression import zstd_copy
 from sync_service.storage import BlobNotFound, Storage, blob_key, delta_key
 
-# Level 6: on float-heavy model files within ~1% of level 10's size in half the time
-# (64 MiB took 8.8 s at level 10 on this 2-core machine: benchmarks/bench_transfer.py).
-ZSTD_LEVEL = 6
 # bsdiff holds both files and a suffix array (8 bytes per input byte) in memory: beyond
 # this no delta is offered, and a process computes one delta at a time.
 DELTA_MAX_BYTES = 32 * 1024 * 1024
@@ -104,13 +101,11 @@ def _ensure_zstd(storage: Storage, sha256: str, key: str) -> int:
         return storage.size(key)
     except BlobNotFound:
         pass
-    # The frame records the content size: simple decoders (the TypeScript client's) need it.
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, write_content_size=True)
     length = storage.size(blob_key(sha256))
     with tempfile.TemporaryDirectory(prefix="modelsync-zstd-") as tmp:
         out_path = Path(tmp) / "z"
         with storage.open(blob_key(sha256)) as src, out_path.open("wb") as out:
-            cctx.copy_stream(src, out, size=length)
+            zstd_copy(src, out, length)
         storage.put(key, out_path)
         return out_path.stat().st_size
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from packager.bundle import ZSTD_LEVEL
+from packager.compression import ZSTD_LEVEL
 from packager.keys import load_root
 from packager.manifest import TARGETS, ModelManifest, sha256_hex, verify_manifest
 from packager.pipeline import run_artifact
