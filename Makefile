@@ -35,7 +35,9 @@ test-stub: $(STAMP) $(STUB)/node_modules/.installed-stamp
 	cd $(STUB) && npm run --silent typecheck && npm test
 
 bench: $(STAMP)
-	$(BIN)/modelsync bench
+	$(BIN)/python benchmarks/bench_inference.py --out benchmarks/results
+	$(BIN)/python benchmarks/bench_index.py --out benchmarks/results
+	$(BIN)/python benchmarks/bench_transfer.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) $(STUB)/node_modules demo-out
