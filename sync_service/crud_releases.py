@@ -27,7 +27,7 @@ from packager.manifest import rollout_bucket
 from sync_service import metrics
 from sync_service.errors import Conflict, NotFound
 from sync_service.health_gate import FAILURE_KINDS, device_counts
-from sync_service.index import IndexSigner, StoredIndex, write_new_version
+from sync_service.index import IndexSigner, StoredIndex, lock_channel, write_new_version
 from sync_service.models import Channel, Device, DeviceEvent, Fleet, ModelVersion, Release, now
 
 STATES = ("active", "halted", "superseded")
@@ -89,10 +89,13 @@ def list_releases(
     return [ReleaseView(*row) for row in session.exec(query).all()]
 
 
-def _require(*, session: Session, release_id: int) -> ReleaseView:
+def _require(*, session: Session, release_id: int, lock: bool = False) -> ReleaseView:
     view = get_release(session=session, release_id=release_id)
     if view is None:
         raise NotFound(f"no release {release_id}", code="unknown_release")
+    if lock and view.channel.id is not None:
+        lock_channel(session, view.channel.id)
+        session.refresh(view.release)  # as it is now that concurrent changes are behind us
     return view
 
 
@@ -135,6 +138,8 @@ def create_release(
     ).first()
     if mv is None or mv.id is None:
         raise NotFound(f"model {model} v{version} was never published", code="unknown_model_version")
+    # Concurrent changes to one channel (other replicas too) run one after the other from here.
+    lock_channel(session, channel_row.id)
     existing = _model_releases(session, channel_row.id, model)
     highest = max((m.version for _, m in existing), default=0)
     if version <= highest:
@@ -170,7 +175,7 @@ def create_release(
 
 
 def set_percent(*, session: Session, signer: IndexSigner, release_id: int, percent: float) -> ReleaseView:
-    view = _require(session=session, release_id=release_id)
+    view = _require(session=session, release_id=release_id, lock=True)
     if view.release.state == "superseded":
         raise Conflict(f"release {release_id} is superseded: create a new release", code="release_superseded")
     view.release.percent = percent
@@ -190,7 +195,7 @@ def halt_release(
     by_health_gate: bool = False,
 ) -> tuple[ReleaseView, bool]:
     """``(view, halted_now)``; halting a halted release changes nothing (``False``)."""
-    view = _require(session=session, release_id=release_id)
+    view = _require(session=session, release_id=release_id, lock=True)
     if view.release.state == "superseded":
         raise Conflict(f"release {release_id} is superseded: nothing to halt", code="release_superseded")
     result = session.execute(
@@ -207,7 +212,7 @@ def halt_release(
 
 
 def resume_release(*, session: Session, signer: IndexSigner, release_id: int) -> ReleaseView:
-    view = _require(session=session, release_id=release_id)
+    view = _require(session=session, release_id=release_id, lock=True)
     r = view.release
     if r.state == "superseded":
         raise Conflict(f"release {release_id} is superseded: create a new release", code="release_superseded")

@@ -92,4 +92,6 @@ def releases_touched(
             .order_by(col(Release.id))
         )
         found.extend((r, c, mv) for r, c, mv in session.exec(stmt).all())
-    return found
+    # One global order (release id): halts lock their channel, so concurrent batches must
+    # take those locks in the same order or they could deadlock.
+    return sorted(found, key=lambda t: t[0].id or 0)

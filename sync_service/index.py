@@ -172,6 +172,13 @@ def _stored(doc: ChannelIndexDoc) -> StoredIndex:
     )
 
 
+def lock_channel(session: Session, channel_id: int) -> None:
+    """Take the channel's write lock for the rest of the transaction, before reading: a row
+    lock on PostgreSQL (writers of one channel queue up), the database write lock on SQLite
+    (a read snapshot taken before it could not be upgraded to a write later)."""
+    session.execute(update(Channel).where(col(Channel.id) == channel_id).values(name=Channel.name))
+
+
 def write_new_version(
     session: Session,
     channel: Channel,
@@ -194,12 +201,7 @@ def write_new_version(
     for _ in range(WRITE_ATTEMPTS):
         try:
             with session.begin_nested():
-                # Take the channel's write lock before reading anything: a row lock on
-                # PostgreSQL (index writers of one channel queue up), the database write lock
-                # on SQLite (a read snapshot taken before it could not be upgraded later).
-                session.execute(
-                    update(Channel).where(col(Channel.id) == channel.id).values(name=Channel.name)
-                )
+                lock_channel(session, channel.id)
                 # Version first, entries second: should a writer still slip in between, our
                 # insert collides and the retry sees its change.
                 head = newest_head(session, channel.id)

@@ -386,3 +386,46 @@ def test_cli_rollback_refuses_a_version_not_above_the_bundle(
     assert code == 2 and "above the old bundle's v2" in err
     code, _, err = _cli(capsys, *base, "--model", "other", "--version", "9")
     assert code == 2 and "holds model 'demo'" in err
+
+
+def test_concurrent_creates_leave_one_consistent_rollout(
+    live_server: str, auth: dict[str, str], published: dict[int, Path], device: str, root: Root
+) -> None:
+    """Four release engineers (or replicas) create releases of one model at once: the channel
+    lock runs them one after another, so exactly one stays active and the index agrees."""
+    import threading
+
+    import httpx
+
+    barrier = threading.Barrier(4)
+    codes: dict[int, int] = {}
+
+    def create(version: int) -> None:
+        with httpx.Client(base_url=live_server, timeout=30) as http:
+            barrier.wait()
+            r = http.post(
+                "/v1/releases",
+                json={
+                    "fleet": "field",
+                    "channel": "stable",
+                    "model": "demo",
+                    "version": version,
+                    "percent": 50,
+                },
+                headers=auth,
+            )
+            codes[version] = r.status_code
+
+    threads = [threading.Thread(target=create, args=(v,)) for v in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(codes.values()) <= {201, 409} and 201 in codes.values()
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        releases = http.get("/v1/releases", headers=auth).json()
+        active = [r["version"] for r in releases if r["state"] == "active"]
+        assert len(active) == 1
+        assert active[0] == max(v for v, c in codes.items() if c == 201)
+        index = verify_index(http.get("/v1/channels/stable/index", headers=bearer(device)).json(), root)
+    assert [e.version for e in index.models["demo"]] == active
