@@ -137,3 +137,17 @@ def test_304_polls_are_logged_at_debug_only(
     )
     records = [json.loads(line) for line in json_log.getvalue().splitlines() if line.strip()]
     assert [(r["status"], r["level"]) for r in records if r.get("request_id") == "poll2"] == [(304, "DEBUG")]
+
+
+def test_openapi_docs_list_the_release_device_and_index_routes(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/releases",
+        "/v1/releases/{release_id}/status",
+        "/v1/devices/register",
+        "/v1/devices/{device_id}/reports",
+        "/v1/channels/{channel}/index",
+        "/metrics",
+    ):
+        assert path in paths, path
