@@ -212,3 +212,27 @@ def test_reports_update_last_seen(
         stored = session.exec(select(DeviceEvent)).one()
     assert (stored.kind, stored.model_name, stored.device_id) == ("stale_index", None, "dev-1")
     assert uuid.UUID(stored.event_id)
+
+
+def test_concurrent_registrations_of_one_device_leave_one_live_token(
+    live_server: str, app: FastAPI, fleet: str, enrollment_token: str
+) -> None:
+    barrier = threading.Barrier(5)
+    tokens: list[str] = []
+
+    def enroll() -> None:
+        with httpx.Client(base_url=live_server, timeout=30) as http:
+            barrier.wait()
+            tokens.append(register(http, enrollment_token, "dev-1"))
+
+    threads = [threading.Thread(target=enroll) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(tokens) == 5
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        live = [t for t in tokens if get_index(http, t).status_code == 200]
+    assert len(live) == 1
+    with Session(app.state.engine) as session:
+        assert session.exec(select(func.count()).select_from(Device)).one() == 1
