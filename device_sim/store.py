@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from packager.errors import ModelSyncError, UsageError
+from packager.fsutil import fsync_dir
 
 Hook = Callable[[str], None]
 TMP_MARK = ".tmp-"
@@ -72,14 +73,6 @@ class Slot(BaseModel):
 
     current: Installed
     previous: Installed | None = None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Store:
@@ -142,7 +135,7 @@ class Store:
                 os.fsync(fh.fileno())
             self.hook(f"write:{path.name}")
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {path}: {exc.strerror}") from None
@@ -192,7 +185,7 @@ class Store:
     def forget_index(self, channel: str) -> None:
         """After the index keys rotate (check 1.5): the old index proves nothing any more."""
         (self.root / "index" / f"{channel}.json").unlink(missing_ok=True)
-        _fsync_dir(self.root / "index")
+        fsync_dir(self.root / "index")
 
     def stale_reported(self, channel: str) -> int | None:
         raw = self.read_json(self.root / "index" / f"{channel}.stale.json")
@@ -263,7 +256,7 @@ class Store:
             if vdir.exists():  # a leftover of a crash after the rename, before the pointer swap
                 shutil.rmtree(vdir)
             os.replace(tmp, vdir)
-            _fsync_dir(vdir.parent)
+            fsync_dir(vdir.parent)
             self.hook("install:dir")
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -340,4 +333,4 @@ class Store:
         for p in paths:
             p.unlink(missing_ok=True)
         if paths:
-            _fsync_dir(self.root / "queue")
+            fsync_dir(self.root / "queue")

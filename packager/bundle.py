@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from packager.compression import ZSTD_LEVEL, zstd_copy
 from packager.errors import BundleError, KeyLoadError, UsageError, VerificationError
+from packager.fsutil import fsync_dir
 from packager.golden import golden_deviation, select_golden_rows, tolerance_for
 from packager.manifest import (
     SPEC_VERSION,
@@ -167,7 +168,7 @@ def write_bundle(
                 raise KeyLoadError(f"signed manifest does not verify against root: {exc}") from None
         _write_file(tmp / MANIFEST, (json.dumps(envelope, indent=2) + "\n").encode())
         advance()
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _install(tmp, out_dir)
         advance()
     return out_dir
@@ -245,7 +246,7 @@ def _install(tmp: Path, out_dir: Path) -> None:
         else:
             # rename(2) replaces an empty directory atomically.
             os.replace(tmp, out_dir)
-        _fsync_dir(out_dir.absolute().parent)
+        fsync_dir(out_dir.absolute().parent)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -256,9 +257,3 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

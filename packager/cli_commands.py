@@ -37,11 +37,9 @@ def register(sub: Any) -> None:
     show.add_argument("directory", type=Path)
     show.set_defaults(handler=_keys_show)
 
-    try:
-        from packager import cli_bundle
-    except ImportError:  # the bundle commands land with the packaging pipeline
-        return
-    cli_bundle.register(sub)
+    from packager.cli_bundle import register as register_bundle
+
+    register_bundle(sub)
 
 
 def _keys_init(args: argparse.Namespace) -> int:

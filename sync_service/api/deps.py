@@ -77,7 +77,7 @@ class Principal:
         return self.kind == "device"
 
 
-def _bearer(request: Request) -> str:
+def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("missing Authorization: Bearer token", code="missing_token")
@@ -88,7 +88,7 @@ def _bearer(request: Request) -> str:
 
 
 def get_principal(request: Request, session: SessionDep) -> Principal:
-    row = crud.get_token(session=session, plain=_bearer(request))
+    row = crud.get_token(session=session, plain=bearer_token(request))
     if row is None or row.id is None:
         raise Unauthorized("unknown or revoked token", code="invalid_token")
     principal = Principal(

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync_service import crud
+from sync_service.api.deps import bearer_token
 from sync_service.auth import hash_token
 from sync_service.errors import Forbidden, NotFound, Unauthorized
 from sync_service.index import IndexCache, IndexSigner, StoredIndex, cache_for, serve_index
@@ -101,16 +102,6 @@ def token_cache_for(state: Any) -> TokenCache:
     return cache
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization")
-    if not header:
-        raise Unauthorized("missing Authorization: Bearer token", code="missing_token")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Authorization header must be 'Bearer <token>'", code="bad_auth_header")
-    return token.strip()
-
-
 def _load_token(engine: Any, plain: str) -> DeviceToken | None:
     with Session(engine) as session:
         row = crud.get_token(session=session, plain=plain)
@@ -161,7 +152,7 @@ async def get_channel_index(
 ) -> Response:
     state = request.app.state
     missed = request.scope.get("state", {}).get(MISSED)  # set by IndexFastPath
-    plain = _bearer(request)
+    plain = bearer_token(request)
     digest = hash_token(plain)
     tokens = token_cache_for(state)
     token = None if missed == "token" else tokens.get(digest)
