@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from device_sim.demo import MODEL, ServiceHandle, demo_service
+from device_sim.demo import MODEL, ServiceHandle, demo_service, sigterm_as_interrupt
 from device_sim.fleet import Fleet, FleetSpec, default_state_root
 from device_sim.fleet_report import write_report
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=30.0)
     parser.add_argument("--phase-polls", type=float, default=5.0, help="give each phase this many polls")
     parser.add_argument("--settle", type=float, default=0.95, help="share of eligible devices on v1 first")
-    parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument("--max-connections", type=int, default=128, help="per network profile")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fleet"))
     args = parser.parse_args(argv)
     console = Console()
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
         init_keys(work / "keys")
         bundles = make_bundles(work, work / "keys")
-        with demo_service(work, work / "keys") as svc:
+        with sigterm_as_interrupt(), demo_service(work, work / "keys") as svc:
             svc.setup_fleet()
             for b in bundles:
                 svc.publish(b)

@@ -60,7 +60,7 @@ def register_top(sub: Any) -> None:
         metavar="F",
         help="share of devices that go offline for a few poll intervals",
     )
-    fleet.add_argument("--max-connections", type=int, default=200, help="shared connection pool size")
+    fleet.add_argument("--max-connections", type=int, default=128, help="connections per network profile")
     fleet.add_argument("--state-dir", type=Path, help="keep the devices' state here (default: temporary)")
     fleet.set_defaults(handler=_fleet)
 
@@ -119,7 +119,10 @@ def _fleet(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         state_root=None if args.state_dir else default_state_root(),
     )
-    result = asyncio.run(run_with_progress(spec, args.duration))
+    from device_sim.demo import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        result = asyncio.run(run_with_progress(spec, args.duration))
     paths = write_report(result, args.out)
     from rich.console import Console
     from rich.markdown import Markdown

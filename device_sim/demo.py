@@ -143,7 +143,7 @@ def demo_service(
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -244,7 +244,7 @@ def run_demo(
     keys_dir = ensure_keys(workdir / "keys")
     bundles = [run_packaging_demo(workdir, console, version=v) for v in (1, 2)]
 
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         console.rule("[bold]5. the sync service")
         with demo_service(workdir, keys_dir) as svc:
             console.print(

@@ -89,7 +89,7 @@ class FleetSpec:
     metered_max_bytes: int = 4096
     wifi_within_polls: float = 2.0
     enroll_over_s: float | None = None  # default: one poll interval
-    max_connections: int = 200
+    max_connections: int = 128  # per network profile
     sample_every_s: float = 0.5
     state_dir: Path | None = None  # kept after the run; default: a temporary directory
     state_root: Path | None = None  # where that temporary directory goes
@@ -264,7 +264,8 @@ class Fleet:
         self._t0 = 0.0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._pools: list[httpx.AsyncHTTPTransport] = []
+        self._pools: dict[tuple[str, int], httpx.AsyncHTTPTransport] = {}
+        self._n_pools = 1
         self._sync_ms: list[float] = []
         self._sync_ms_by_network: dict[str, list[float]] = defaultdict(list)
         self._failed: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
@@ -301,7 +302,14 @@ class Fleet:
         limits = httpx.Limits(
             max_connections=per_pool, max_keepalive_connections=per_pool, keepalive_expiry=KEEPALIVE_S
         )
-        self._pools = [httpx.AsyncHTTPTransport(limits=limits, retries=0) for _ in range(n_pools)]
+        # Pools per network profile too: a bandwidth-capped download holds its connection
+        # for seconds, and wifi devices must not queue behind lossy ones in the simulator.
+        self._pools = {
+            (network, i): httpx.AsyncHTTPTransport(limits=limits, retries=0)
+            for network in PROFILES
+            for i in range(n_pools)
+        }
+        self._n_pools = n_pools
         self._tasks = [asyncio.create_task(self._life(d)) for d in self.devices]
         self._tasks.append(asyncio.create_task(self._sampler()))
         self._tasks.append(asyncio.create_task(self._observer()))
@@ -328,9 +336,9 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for pool in self._pools:
+        for pool in self._pools.values():
             await pool.aclose()
-        self._pools = []
+        self._pools = {}
         self._sample()
         self._finish()
         if self._owned_state is not None:
@@ -340,7 +348,7 @@ class Fleet:
 
     def _client(self, device: SimDevice) -> httpx.AsyncClient:
         """Per device: its own faults and radio over the one shared connection pool."""
-        pool = self._pools[device.index % len(self._pools)]
+        pool = self._pools[(device.network, device.index % self._n_pools)]
         profile = PROFILES[device.network]
         device.faults = FaultyTransport(pool, profile.plan, rng=random.Random(device.rng.getrandbits(64)))
         transport = _OfflineSwitch(device.faults, device, self.now)
@@ -381,7 +389,12 @@ class Fleet:
                         )
                     )
                     continue
-            ok = await self._sync(device)
+            try:
+                ok = await self._sync(device)
+            except Exception as exc:  # a bug in device code must show in the report, not end the device
+                self._unexpected[f"crash ({type(exc).__name__})"] += 1
+                self._unexpected_examples.setdefault(f"crash ({type(exc).__name__})", str(exc)[:300])
+                ok = False
             failures = 0 if ok else failures + 1
             await self._sleep(
                 next_delay(self.spec.poll_interval_s, failures, device.rng, 4 * self.spec.poll_interval_s)
@@ -443,7 +456,9 @@ class Fleet:
     def _classify_failure(self, device: SimDevice, before: int, code: str, detail: str) -> None:
         if device.offline_at(self.now()) or "simulated window" in detail:
             self._injected["offline (window)"] += 1
-        elif self._fault_count(device) != before:
+        elif self._fault_count(device) != before or (
+            code == "slow_retrieval" and PROFILES[device.network].plan.bandwidth is not None
+        ):
             self._injected[f"{device.network} link fault ({code})"] += 1
         else:
             self._unexpected[code] += 1

@@ -183,3 +183,27 @@ def test_health_gate_halts_a_bad_build(
     assert status["halted_by_health_gate"] is True
     # the service lists every reason; only golden_vector counted towards the halt
     assert status["failures_by_reason"]["golden_vector"] == gate["golden_failed devices by platform"]["ios"]
+
+
+def test_fleet_cli_writes_its_report(
+    service: ServiceHandle, make_bundle: MakeBundle, keys_dir: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from packager.cli import main
+
+    monkeypatch.delenv("MODELSYNC_ENROLL_TOKEN", raising=False)
+    svc = _fleet_in(service, "cli")
+    svc.publish(make_bundle(1))
+    svc.release(MODEL, 1, 100)
+    out = tmp_path / "out"
+    code = main(["fleet", "--devices", "12", "--server", svc.url, "--enroll-token", svc.enroll_token,
+                 "--root", str(keys_dir / "root.json"), "--duration", "6", "--poll-interval", "1",
+                 "--networks", "wifi=1", "--old-runtime-share", "0", "--offline-share", "0",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr()
+    figures = json.loads((out / "fleet.json").read_text())
+    assert figures["devices"] == 12 and figures["unexpected_errors"] == {}
+    assert figures["converged"]["on it at the end"] == "100.00%"
+    assert (out / "convergence.png").exists() and (out / "summary.md").exists()
+    assert main(["fleet", "--server", svc.url, "--devices", "3"]) == 2  # no enrollment token
+    assert "--enroll-token" in capsys.readouterr().err
