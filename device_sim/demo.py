@@ -165,17 +165,32 @@ class DemoResult:
     workdir: Path
     fleet_out: Path
     bundles: list[Path]
-    converged_v1: bool
+    v1_share: float
     bucket_expected: float
     bucket_observed: float
     converged_v2: bool
+    v2_share: float
+    outside_bucket: int
+    unexpected_errors: dict[str, int]
     parity_passed: bool
     seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """What `modelsync demo` exits 0 on. Lossy links may leave a device or two behind
+        when the demo stops; everything else must hold exactly."""
+        return (
+            self.v1_share >= 0.95
+            and self.v2_share >= 0.95
+            and self.outside_bucket == 0
+            and not self.unexpected_errors
+            and self.parity_passed
+        )
 
 
 async def _fleet_phase(
     svc: ServiceHandle, bundles: list[Path], devices: int, out: Path, console: Any, poll: float
-) -> tuple[bool, float, float, bool, Any]:
+) -> tuple[float, float, float, int, float, Any]:
     from device_sim.fleet import Fleet, FleetSpec, default_state_root
     from device_sim.fleet_report import write_report
 
@@ -196,8 +211,9 @@ async def _fleet_phase(
     console.print(f"released {MODEL} v1 to 100% of fleet {svc.fleet}/{svc.channel}")
     await fleet.start()
     try:
-        v1 = await fleet.wait(lambda: fleet.share_on(MODEL, 1) >= 1.0, 20 * poll)
-        console.print(f"v1 on {fleet.share_on(MODEL, 1):.0%} of eligible devices after {fleet.now():.1f} s")
+        await fleet.wait(lambda: fleet.share_on(MODEL, 1) >= 1.0, 20 * poll)
+        v1 = fleet.share_on(MODEL, 1)
+        console.print(f"v1 on {v1:.0%} of eligible devices after {fleet.now():.1f} s")
 
         console.rule("[bold]8. staged rollout of v2: 50%, then 100%")
         await asyncio.to_thread(svc.publish, bundles[1])
@@ -206,20 +222,26 @@ async def _fleet_phase(
         await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= expected - 1e-9, 20 * poll)
         await asyncio.sleep(2 * poll)  # let a couple of polls pass: nobody outside the bucket moves
         observed = fleet.share_on(MODEL, 2)
+        from packager.manifest import rollout_bucket
+
+        outside = sum(
+            1
+            for d in fleet.eligible()
+            if d.installed.get(MODEL) == 2 and rollout_bucket(rel["salt"], d.device_id) >= 5000
+        )
         console.print(
             f"at 50%: v2 on {observed:.1%} of eligible devices; the signed salt puts "
-            f"{expected:.1%} in the bucket"
+            f"{expected:.1%} in the bucket; devices outside it that moved: {outside}"
         )
         await asyncio.to_thread(svc.set_percent, MODEL, 2, 100)
-        v2 = await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= 1.0, 20 * poll)
-        console.print(
-            f"at 100%: v2 on {fleet.share_on(MODEL, 2):.0%} of eligible devices after {fleet.now():.1f} s"
-        )
+        await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= 1.0, 20 * poll)
+        v2_share = fleet.share_on(MODEL, 2)
+        console.print(f"at 100%: v2 on {v2_share:.0%} of eligible devices after {fleet.now():.1f} s")
         await asyncio.sleep(poll)
     finally:
         result = await fleet.stop()
     paths = write_report(result, out)
-    return v1, expected, observed, v2, (result, paths)
+    return v1, expected, observed, outside, v2_share, (result, paths)
 
 
 def run_demo(
@@ -260,7 +282,7 @@ def run_demo(
             console.print(svc.publish(bundles[0]).strip())
             if on_ready is not None:
                 on_ready(svc)
-            v1, expected, observed, v2, (result, paths) = asyncio.run(
+            v1, expected, observed, outside, v2_share, (result, paths) = asyncio.run(
                 _fleet_phase(svc, bundles, devices, workdir / "fleet", console, poll_interval)
             )
             with contextlib.suppress(DemoError):
@@ -287,10 +309,13 @@ def run_demo(
         workdir=workdir,
         fleet_out=paths["plot"].parent,
         bundles=bundles,
-        converged_v1=v1,
+        v1_share=v1,
         bucket_expected=expected,
         bucket_observed=observed,
-        converged_v2=v2,
+        converged_v2=v2_share >= 1.0,
+        v2_share=v2_share,
+        outside_bucket=outside,
+        unexpected_errors=dict(result.unexpected_errors),
         parity_passed=report.passed,
         seconds=seconds,
     )

@@ -45,8 +45,11 @@ def test_demo_runs_end_to_end_and_stops_its_server(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=280)
     flat = " ".join(out.split())
     assert proc.returncode == 0, out[-3000:]
-    assert "v1 on 100% of eligible devices" in flat
-    assert "at 100%: v2 on 100% of eligible devices" in flat
+    v1 = re.search(r"v1 on (\d+)% of eligible devices", flat)
+    assert v1 is not None and int(v1.group(1)) >= 95
+    assert "devices outside it that moved: 0" in flat
+    share = re.search(r"at 100%: v2 on (\d+)% of eligible devices", flat)
+    assert share is not None and int(share.group(1)) >= 95
     assert "honest stand-in for NNAPI and CoreML" in flat
     assert "demo finished" in flat
     plot = tmp_path / "demo" / "fleet" / "convergence.png"
