@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -23,9 +25,32 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine) as session:
-        yield session
+# Requests holding a database session at once. FastAPI closes a function-scoped session only
+# after the response is validated, and for a sync route that validation waits for a worker
+# thread (anyio's default 40). Unbounded, 100+ concurrent registrations deadlocked: every
+# thread waited on the pool while the pool's connections sat with finished requests queued
+# for a thread. Below both the thread count and the pool size (40 on PostgreSQL, 50 on
+# SQLite) a holder always finds a thread and a connection; the rest wait here holding nothing.
+DB_SLOTS = 32
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _db_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()  # one per loop: test clients each run their own
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(DB_SLOTS)
+    return slots
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # Async on purpose: entering and leaving (returning the connection) run on the event
+    # loop, never queued behind busy worker threads.
+    async with _db_slots():
+        with Session(request.app.state.engine) as session:
+            yield session
 
 
 def get_storage(request: Request) -> Storage:
@@ -100,6 +125,9 @@ def get_principal(request: Request, session: SessionDep) -> Principal:
         name=row.name,
     )
     request.state.principal = principal
+    # End the read now so the pooled connection goes back before the route function waits
+    # for a worker thread: a connection is then held only while a thread is using it.
+    session.rollback()
     return principal
 
 
