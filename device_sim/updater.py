@@ -605,10 +605,16 @@ class Updater:
 
     async def _get(self, url: str, *, auth: bool = True, headers: dict[str, str] | None = None,
                    params: dict[str, str] | None = None) -> httpx.Response:
+        req = self.client.build_request("GET", url, headers=headers if headers is not None
+                                        else (self._auth if auth else {}), params=params)
         try:
-            req = self.client.build_request("GET", url, headers=headers if headers is not None
-                                            else (self._auth if auth else {}), params=params)
-            return await self.client.send(req, stream=True)
+            try:
+                return await self.client.send(req, stream=True)
+            except httpx.RemoteProtocolError:
+                # A pooled keep-alive connection the server closed just as we reused it
+                # ("Server disconnected without sending a response"): a GET is idempotent, so
+                # one retry on a fresh connection, as browsers do, rather than a failed sync.
+                return await self.client.send(req, stream=True)
         except httpx.HTTPError as exc:
             raise DownloadError(f"GET {url}: {type(exc).__name__}: {exc}") from None
 

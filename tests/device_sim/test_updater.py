@@ -295,3 +295,27 @@ def test_the_device_does_not_load_a_trainer() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "[]"
+
+
+class _StaleKeepAlive(httpx.AsyncBaseTransport):
+    """The first GET of the index dies as on a keep-alive connection the server just closed."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.dropped = inner, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/index") and not self.dropped:
+            self.dropped += 1
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_stale_keep_alive_connection_is_retried_once(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    stale = _StaleKeepAlive(repo.transport())
+    device = Device.register(tmp_path / "d", server="http://repo.test", enroll_token="mse_good",
+                             platform="linux", root_envelope=json.loads(repo.roots[1]),
+                             device_id="dev-1", transport=stale, config=FAST)
+    result = device.sync()
+    assert result.status == "ok" and [o.outcome for o in result.outcomes] == ["installed"]
+    assert stale.dropped == 1
