@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from packager.errors import UsageError
 
+KEEP_ALIVE_S = 75
+
 if TYPE_CHECKING:
     from sync_service.core.config import Settings
 
@@ -103,7 +105,11 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("modelsync.service").info(
         "serving on http://%s:%s (data %s)", settings.host, settings.port, settings.data_dir
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    # Idle keep-alive connections stay open longer than clients and load balancers keep theirs
+    # (AWS ALB: 60 s), so the server is never the side that closes a connection a client is
+    # about to reuse; uvicorn's 5 s default cost devices "Server disconnected" errors at scale.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_S)
     return 0
 
 
