@@ -133,7 +133,8 @@ def _bad_build(good: Path, other: Path, target: str, keys_dir: Path, out: Path) 
     art = next(a for a in signed["artifacts"] if a["target"] == target)
     wrong = next(a for a in other_signed["artifacts"] if a["target"] == target)
     data = (other / wrong["path"]).read_bytes()
-    (out / art["path"]).unlink()
+    if not any(a is not art and a["path"] == art["path"] for a in signed["artifacts"]):
+        (out / art["path"]).unlink()  # identical artifacts of two targets share one file
     packed = zstandard.ZstdCompressor(level=art["compressed"]["level"]).compress(data)
     art.update(path=wrong["path"], sha256=sha256_hex(data), length=len(data))
     art["compressed"].update(length=len(packed), sha256=sha256_hex(packed))
