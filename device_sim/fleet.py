@@ -47,7 +47,6 @@ from packager.manifest import GoldenVectors, rollout_bucket
 
 PLATFORMS = {"android": 0.45, "ios": 0.35, "linux": 0.20}
 OLD_RUNTIME = "1.22.0"  # older than any artifact this onnxruntime 1.24 writes
-_SMALL_BODY = 64 * 1024
 POOL_SIZE = 16
 KEEPALIVE_S = 3.0
 
@@ -190,12 +189,7 @@ class SharedGolden:
 
 
 class _OfflineSwitch(httpx.AsyncBaseTransport):
-    """The radio: while the device is in an offline window nothing leaves it.
-
-    It also reads and closes every answer other than 200/206 (a 304, a 404 ending the root
-    walk, an error) before the updater sees it. The updater streams each GET and leaves
-    those bodies unclosed; with one short-lived client per sync that costs nothing, but a
-    fleet's long-lived shared pool would lose a connection per poll until it starved."""
+    """The radio: while the device is in an offline window nothing leaves it."""
 
     def __init__(
         self, inner: httpx.AsyncBaseTransport, device: SimDevice, clock: Callable[[], float]
@@ -205,25 +199,7 @@ class _OfflineSwitch(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.device.offline_at(self.clock()):
             raise httpx.ConnectError("offline (simulated window)", request=request)
-        response = await self.inner.handle_async_request(request)
-        if response.status_code in (200, 206):
-            return response
-        body = bytearray()
-        try:
-            async for chunk in response.stream:  # type: ignore[union-attr]
-                body += chunk
-                if len(body) > _SMALL_BODY:
-                    break
-        finally:
-            await response.aclose()
-        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-length"]
-        return httpx.Response(
-            response.status_code,
-            headers=headers,
-            content=bytes(body[:_SMALL_BODY]),
-            extensions=response.extensions,
-            request=request,
-        )
+        return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:  # the shared pool is closed by the fleet, not per device
         return None

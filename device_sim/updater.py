@@ -43,6 +43,7 @@ from packager.manifest import (
 
 MAX_ROOT_BYTES = 1 << 20
 MAX_INDEX_BYTES = 8 << 20
+DISCARD_BYTES = 64 << 10  # an error or 304 body read to its end so the connection is reused
 REPORT_BATCH = 500
 # A zstd frame can expand a few bytes into 128 KiB: feed the decompressor small slices so
 # the length cap (check 4.1) is applied before a bomb can fill memory.
@@ -319,7 +320,7 @@ class Updater:
         for step in range(1, trust.MAX_ROOT_STEPS + 2):
             resp = await self._get(f"/v1/root/{root.version + 1}.json", auth=False)
             if resp.status_code == 404:
-                await resp.aclose()
+                await self._discard(resp)
                 break
             if resp.status_code != 200:
                 await self._refuse(resp, f"root v{root.version + 1}")
@@ -347,7 +348,7 @@ class Updater:
                 headers["If-None-Match"] = etag
         resp = await self._get(f"/v1/channels/{ident.channel}/index", headers=headers)  # check 2.1
         if resp.status_code == 304 and saved is not None:
-            await resp.aclose()
+            await self._discard(resp)
             raw, etag, fresh = saved[0], saved[1], False
             result.status = "not_modified"
         elif resp.status_code == 200:
@@ -458,7 +459,7 @@ class Updater:
                                    params={"from": current.artifact_sha256},
                                    headers={**self._auth, "Accept-Encoding": "identity"})
             if resp.status_code != 200 or resp.headers.get("x-delta-from") != current.artifact_sha256:
-                await resp.aclose()
+                await self._discard(resp)
                 return None
             # A patch larger than the artifact is no delta worth taking (check 4.1 cap).
             patch = await self._read(resp, artifact.length + 1, "delta", strict=False)
@@ -626,6 +627,11 @@ class Updater:
         except (ValueError, AttributeError):
             detail = None
         raise DownloadError(f"{what}: HTTP {resp.status_code}" + (f": {detail}" if detail else ""))
+
+    async def _discard(self, resp: httpx.Response) -> None:
+        """Read a small answer to its end before closing: closing an unread streamed response
+        drops its keep-alive connection, so every 304 poll would open a new one."""
+        await self._read(resp, DISCARD_BYTES, "response", strict=False)
 
     async def _read(self, resp: httpx.Response, cap: int, what: str, strict: bool = True) -> bytes:
         """The body, at most ``cap`` bytes (``strict``: more is an error; else truncated at cap)."""

@@ -319,3 +319,42 @@ def test_a_stale_keep_alive_connection_is_retried_once(repo: Repo, tmp_path: Pat
     result = device.sync()
     assert result.status == "ok" and [o.outcome for o in result.outcomes] == ["installed"]
     assert stale.dropped == 1
+
+
+class _TrackedStream(httpx.AsyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self.data, self.read_to_end = data, False
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        yield self.data
+        self.read_to_end = True
+
+
+class _Tracking(httpx.AsyncBaseTransport):
+    """Records whether each small answer was read to its end: httpx drops the keep-alive
+    connection of a streamed response closed unread."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.streams = inner, []  # type: list[tuple[int, _TrackedStream]]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if response.status_code in (200, 206):
+            return response
+        stream = _TrackedStream(await response.aread())
+        self.streams.append((response.status_code, stream))
+        return httpx.Response(response.status_code, headers=response.headers, stream=stream,
+                              request=request)
+
+
+def test_304_and_404_answers_are_read_to_the_end(repo: Repo, tmp_path: Path) -> None:
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    tracking = _Tracking(repo.transport())
+    device = Device.register(tmp_path / "d", server="http://repo.test", enroll_token="mse_good",
+                             platform="linux", root_envelope=json.loads(repo.roots[1]),
+                             device_id="dev-1", transport=tracking, config=FAST)
+    device.sync()
+    assert device.sync().status == "not_modified"
+    statuses = {status for status, _ in tracking.streams}
+    assert {304, 404} <= statuses
+    assert all(s.read_to_end for _, s in tracking.streams)
