@@ -10,11 +10,18 @@ import onnx
 import pytest
 
 from packager.convert import to_onnx
+from packager.detectors import AutoencoderDetector
 from packager.errors import PackagingError, ParityError
-from packager.parity import Thresholds
-from packager.pipeline import build
+from packager.parity import DEFAULT_THRESHOLDS, Thresholds, check_parity, compare, reference_outputs
+from packager.pipeline import DEFAULT_PARITY_ROWS, build, rows_from_ranges
 from packager.quantize import TREE_REASON, check_calibration, quantizable
 from tests.packager import trained
+from tests.packager.saturating import exact_scores, saturating_scores
+
+# A reduced-precision artifact in these tests must use at most this share of its gate's
+# score-error budget: far enough from the edge that last-bit differences between CPUs and
+# library versions cannot move it across.
+MARGIN = 0.6
 
 ALL = ["android-nnapi", "ios-coreml", "cpu"]
 EXPECTED = {
@@ -29,9 +36,17 @@ def test_each_target_gets_its_gated_reduced_precision(which: str, tmp_path: Path
     model: Any = getattr(trained, which)()
     calib = trained.telemetry().to_numpy()
     result = build(model, targets=ALL, workdir=tmp_path, calibration=calib)
+    rows = _parity_rows(calib)
+    _, ref_score = reference_outputs(model, rows)
     for art in result.artifacts:
         precision, method, ops = EXPECTED[art.target]
-        assert art.precision == precision
+        assert art.precision == precision, f"{art.target}: {art.quantization.reason}"
+        allowed = DEFAULT_THRESHOLDS[precision].allowed_score_diff(ref_score)
+        used = art.parity.max_abs_score_diff / allowed
+        assert used <= MARGIN, (
+            f"{which} {art.target} {precision}: max |score error| {art.parity.max_abs_score_diff:.3g} "
+            f"uses {used:.0%} of the gate's {allowed:.3g} (test models keep under {MARGIN:.0%})"
+        )
         assert art.quantization.applied and art.quantization.method == method
         variant = onnx.load(tmp_path / f"model.{art.target}.{precision}.onnx")
         assert ops <= {n.op_type for n in variant.graph.node}
@@ -46,6 +61,59 @@ def test_each_target_gets_its_gated_reduced_precision(which: str, tmp_path: Path
         onnx.TensorProto.INT64,
         onnx.TensorProto.FLOAT,
     ]
+
+
+def _parity_rows(calib: np.ndarray) -> np.ndarray:
+    """The rows build() measures parity on when given only calibration rows."""
+    c = np.asarray(calib, dtype=np.float32)
+    return rows_from_ranges(c.min(axis=0), c.max(axis=0), c, DEFAULT_PARITY_ROWS)
+
+
+@pytest.mark.parametrize("which", ["autoencoder", "pca"])
+def test_cpu_int8_scores_alike_on_saturating_and_exact_kernels(which: str, tmp_path: Path) -> None:
+    """The cpu INT8 file must not depend on whether the CPU has VNNI (packager.quantize):
+    onnxruntime here and a saturating u8s8 evaluation give the same scores, and those
+    pass the same gate with the same margin."""
+    model: Any = getattr(trained, which)()
+    calib = trained.telemetry().to_numpy()
+    result = build(model, targets=["cpu"], workdir=tmp_path, calibration=calib)
+    (art,) = result.artifacts
+    assert art.precision == "int8", art.quantization.reason
+    rows = _parity_rows(calib)
+    ref_label, ref_score = reference_outputs(model, rows)
+    saturated = saturating_scores(tmp_path / "model.cpu.int8.onnx", rows)
+    here = compare(ref_label, ref_score, ref_label, saturated, DEFAULT_THRESHOLDS["int8"])
+    scale = float(np.max(np.abs(ref_score)))
+    assert here.parity.max_abs_score_diff == pytest.approx(art.parity.max_abs_score_diff, abs=1e-4 * scale)
+    check_parity(here, DEFAULT_THRESHOLDS["int8"], f"{which} cpu int8 on a saturating kernel")
+    assert here.parity.max_abs_score_diff <= MARGIN * here.allowed_score_diff
+
+
+def test_saturating_kernels_broke_8_bit_weights_and_not_ours(tmp_path: Path) -> None:
+    """The net that turned main red on a CPU without VNNI: onnxruntime's default dynamic
+    INT8 (8-bit weights per tensor) scores it 5x worse on a saturating kernel; the
+    packager's own variant scores the same on both."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from packager.quantize import quantize_dynamic_int8
+
+    model = AutoencoderDetector(hidden_layer_sizes=(12, 4, 12), max_iter=150).fit(trained.telemetry())
+    src, default, ours = tmp_path / "fp32.onnx", tmp_path / "default.onnx", tmp_path / "ours.onnx"
+    onnx.save(to_onnx(model).onnx, src)
+    quantize_dynamic(src, default, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    quantize_dynamic_int8(src, ours)
+    rows = _parity_rows(trained.telemetry().to_numpy())
+    _, ref_score = reference_outputs(model, rows)
+    allowed = DEFAULT_THRESHOLDS["int8"].allowed_score_diff(ref_score)
+
+    def error(scores: np.ndarray) -> float:
+        return float(np.max(np.abs(scores - ref_score)))
+
+    assert error(exact_scores(default, rows)) < allowed < error(saturating_scores(default, rows))
+    assert error(saturating_scores(default, rows)) > 3 * error(exact_scores(default, rows))
+    np.testing.assert_allclose(
+        saturating_scores(ours, rows), exact_scores(ours, rows), rtol=0, atol=1e-5 * allowed
+    )
 
 
 def test_trees_record_not_applicable_and_write_no_variant(tmp_path: Path) -> None:

@@ -33,7 +33,11 @@ def iforest(n_estimators: int = 30) -> IsolationForestDetector:
 
 @cache
 def autoencoder() -> AutoencoderDetector:
-    return AutoencoderDetector(hidden_layer_sizes=(12, 4, 12), max_iter=150).fit(telemetry())
+    # Trained to convergence (279 of 300 iterations): its INT8 error sits well inside the
+    # gate on every target (about 45% of the allowed score error), so a CPU's or a
+    # library's last-bit differences cannot flip the reduced-precision tests. The (12, 4,
+    # 12) net stopped at 150 iterations sat at 97% of the gate on android-nnapi.
+    return AutoencoderDetector(hidden_layer_sizes=(16, 6, 16), max_iter=300).fit(telemetry())
 
 
 @cache
