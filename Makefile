@@ -1,17 +1,34 @@
-# Two commands for a newcomer: `make demo` and `make test`. Each creates .venv when missing.
+# Two commands for a newcomer: `make demo` and `make test`. Each creates .venv when missing,
+# installing exactly the versions in constraints.txt (the lock; `make lock` renews it).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUB   := react-native-stub
+LOCK   := constraints.txt
 
-.PHONY: demo test test-python test-stub lint typecheck bench clean
+.PHONY: demo test test-python test-stub lint typecheck bench clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) pip
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[dev]'
 	touch $(STAMP)
+
+# Renew the lock on purpose: resolve pyproject.toml's ranges afresh in a throw-away venv,
+# write what was installed to constraints.txt, then reinstall .venv from it and run every
+# test. Commit constraints.txt only when that run is green.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# The Python lock: every version the suite was last green with (make lock renews it)."; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable \
+	    | grep -v -i -E '^(modelsync|setuptools|wheel)[= ]'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
+	$(MAKE) test
 
 $(STUB)/node_modules/.installed-stamp: $(STUB)/package.json $(STUB)/package-lock.json
 	cd $(STUB) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund

@@ -68,6 +68,13 @@ def register_top(sub: Any) -> None:
     demo.add_argument("--workdir", type=Path, default=Path("demo-out"))
     demo.add_argument("--devices", type=int, default=50, metavar="N")
     demo.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
+    demo.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds each rollout stage may take to converge before it is judged (default 180)",
+    )
     demo.set_defaults(handler=_demo)
 
 
@@ -133,9 +140,14 @@ def _fleet(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from device_sim.demo import run_demo
+    from device_sim.demo import DEFAULT_DEADLINE_S, run_demo
 
-    result = run_demo(args.workdir, devices=args.devices, poll_interval=args.poll_interval)
+    result = run_demo(
+        args.workdir,
+        devices=args.devices,
+        poll_interval=args.poll_interval,
+        deadline=DEFAULT_DEADLINE_S if args.deadline is None else args.deadline,
+    )
     return 0 if result.ok else 1
 
 

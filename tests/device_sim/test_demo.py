@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# Generous: each of the demo's three rollout stages waits for convergence up to its
+# --deadline, so a busy machine makes the test slower, not red.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _alive(pid: int) -> bool:
@@ -41,8 +43,8 @@ def _server_pid(text: str) -> int:
 
 
 def test_demo_runs_end_to_end_and_stops_its_server(tmp_path: Path) -> None:
-    proc = _demo(tmp_path / "demo", "--devices", "12", "--poll-interval", "0.5")
-    out, _ = proc.communicate(timeout=280)
+    proc = _demo(tmp_path / "demo", "--devices", "12", "--poll-interval", "0.5", "--deadline", "200")
+    out, _ = proc.communicate(timeout=850)
     flat = " ".join(out.split())
     assert proc.returncode == 0, out[-3000:]
     v1 = re.search(r"v1 on (\d+)% of eligible devices", flat)
@@ -51,7 +53,8 @@ def test_demo_runs_end_to_end_and_stops_its_server(tmp_path: Path) -> None:
     share = re.search(r"at 100%: v2 on (\d+)% of eligible devices", flat)
     assert share is not None and int(share.group(1)) >= 95
     assert "honest stand-in for NNAPI and CoreML" in flat
-    assert "demo finished" in flat
+    assert "demo passed" in flat and "✗" not in flat
+    assert flat.count("✓") == 5
     plot = tmp_path / "demo" / "fleet" / "convergence.png"
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "Rollout buckets" in (tmp_path / "demo" / "fleet" / "summary.md").read_text()
