@@ -43,6 +43,7 @@ from packager.manifest import (
     utcnow,
     verify_manifest,
 )
+from packager.runtime import run_artifact
 from packager.verify import MANIFEST
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ def write_bundle(
     ``golden_rows`` is the pool the golden vectors are picked from (calibration or
     held-out data). With ``root``, the keys must meet its publisher threshold.
     """
-    from packager.pipeline import run_artifact
-
     out_dir = Path(out_dir)
     if not keys:
         raise KeyLoadError("no publisher key given")
