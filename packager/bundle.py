@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from packager.compression import ZSTD_LEVEL, zstd_copy
 from packager.errors import BundleError, KeyLoadError, UsageError, VerificationError
-from packager.fsutil import fsync_dir
+from packager.fsutil import fsync_dir, write_new
 from packager.golden import golden_deviation, select_golden_rows, tolerance_for
 from packager.manifest import (
     SPEC_VERSION,
@@ -43,6 +43,7 @@ from packager.manifest import (
     utcnow,
     verify_manifest,
 )
+from packager.runtime import run_artifact
 from packager.verify import MANIFEST
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ def write_bundle(
     ``golden_rows`` is the pool the golden vectors are picked from (calibration or
     held-out data). With ``root``, the keys must meet its publisher threshold.
     """
-    from packager.pipeline import run_artifact
-
     out_dir = Path(out_dir)
     if not keys:
         raise KeyLoadError("no publisher key given")
@@ -115,7 +114,7 @@ def write_bundle(
             data = source.read_bytes()
             digest = sha256_hex(data)
             if not (tmp / f"{digest}.ort").exists():  # two targets may share identical bytes
-                _write_file(tmp / f"{digest}.ort", data)
+                write_new(tmp / f"{digest}.ort", data)
             compressed = zstd_compress_file(source)
             measured = golden_deviation(golden, run_artifact(source, inputs))
             tolerance = tolerance_for(golden, built.precision, measured, card.threshold)
@@ -166,7 +165,7 @@ def write_bundle(
                 verify_manifest(envelope, root)
             except VerificationError as exc:
                 raise KeyLoadError(f"signed manifest does not verify against root: {exc}") from None
-        _write_file(tmp / MANIFEST, (json.dumps(envelope, indent=2) + "\n").encode())
+        write_new(tmp / MANIFEST, (json.dumps(envelope, indent=2) + "\n").encode())
         advance()
         fsync_dir(tmp)
         _install(tmp, out_dir)
@@ -191,7 +190,7 @@ def _write_reference(tmp: Path, reference: object) -> Reference:
     data = scratch.read_bytes()
     scratch.unlink()
     digest = sha256_hex(data)
-    _write_file(tmp / f"{digest}.joblib", data)
+    write_new(tmp / f"{digest}.joblib", data)
     return Reference(path=f"{digest}.joblib", sha256=digest, length=len(data))
 
 
@@ -247,13 +246,3 @@ def _install(tmp: Path, out_dir: Path) -> None:
             # rename(2) replaces an empty directory atomically.
             os.replace(tmp, out_dir)
         fsync_dir(out_dir.absolute().parent)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-

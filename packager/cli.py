@@ -1,32 +1,25 @@
 """`modelsync` console script: a thin shell over the library.
 
-Each package owns its subcommands through a ``register(subparsers)`` function in its own
-``cli.py``; each handler is ``fn(args) -> int`` and imports heavy modules lazily so
-``modelsync --help`` stays fast. Errors from modelsync's tree are printed in one line here,
-never as tracebacks.
+Each package owns its subcommands through a ``register(subparsers)`` function; they are
+listed here, in the order ``--help`` shows them, and an import that fails stops the
+program at start-up rather than dropping a command. Each handler is ``fn(args) -> int``
+and imports heavy modules lazily so ``modelsync --help`` stays fast. Errors from
+modelsync's tree are printed in one line here, never as tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from packager.errors import ModelSyncError, UsageError
+from device_sim.cli import register as register_device
+from packager import cli_bundle, cli_keys
+from packager.cli_common import Handler, passphrase_from
+from packager.errors import ModelSyncError
+from sync_service.cli import register as register_service
 
-Handler = Callable[[argparse.Namespace], int]
-GROUPS = ("packager.cli_commands", "sync_service.cli", "device_sim.cli")
-
-
-def passphrase_from(args: argparse.Namespace) -> bytes | None:
-    var = getattr(args, "passphrase_env", None) or "MODELSYNC_KEY_PASSPHRASE"
-    value = os.environ.get(var)
-    if getattr(args, "passphrase_env", None) and value is None:
-        raise UsageError(f"environment variable {var} is not set")
-    return value.encode() if value else None
+# passphrase_from is re-exported: sync_service.cli_release still imports it from here.
+__all__ = ["build_parser", "main", "passphrase_from"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in GROUPS:
-        module = importlib.import_module(name)
-        module.register(sub)
+    cli_keys.register(sub)  # keys
+    cli_bundle.register(sub)  # package, verify, inspect
+    register_service(sub)  # serve, admin, publish, release
+    register_device(sub)  # device, fleet, demo
     return parser
 
 
@@ -65,13 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-def existing_dir(value: str) -> Path:
-    p = Path(value)
-    if not p.is_dir():
-        raise argparse.ArgumentTypeError(f"not a directory: {value}")
-    return p
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from packager.cli_common import passphrase_from
 from packager.manifest import TARGETS
 
 
@@ -74,7 +75,6 @@ def progress_bar(console: Any = None) -> Any:
 def _package(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from packager.cli import passphrase_from
     from packager.package import package_model
 
     features = [f.strip() for f in args.features.split(",")] if args.features else None

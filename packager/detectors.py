@@ -30,10 +30,8 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
-import joblib
 import numpy as np
 import pandas as pd
 import sklearn
@@ -71,7 +69,7 @@ def as_matrix(X: Any, feature_names: Sequence[str] | None = None) -> tuple[np.nd
 
 
 class Detector:
-    """Shared plumbing: feature bookkeeping, sklearn-style predict, save_model."""
+    """Shared plumbing: feature bookkeeping and sklearn-style predict (files: packager.export)."""
 
     family: ClassVar[str] = "sklearn"
     feature_names_: list[str]
@@ -105,33 +103,6 @@ class Detector:
     @property
     def framework(self) -> tuple[str, str]:
         return "scikit-learn", sklearn.__version__
-
-    def save_model(self, path: str | Path, export_onnx: bool = True) -> dict[str, Path]:
-        """Write ``<path>.joblib``, ``<path>.onnx`` and, for detectors with weights to
-        quantize (autoencoder, PCA), ``<path>.int8.onnx`` (INT8 dynamic; the parity gate
-        runs when ``packager.pipeline.build`` packages it); return the paths written."""
-        from packager.convert import to_onnx
-        from packager.quantize import quantizable, quantize_dynamic_int8
-
-        base = Path(path)
-        base = base.with_suffix("") if base.suffix in {".joblib", ".onnx", ".pkl"} else base
-        base.parent.mkdir(parents=True, exist_ok=True)
-
-        def beside(suffix: str) -> Path:  # "model.v2" + ".onnx", not "model.onnx"
-            return base.parent / f"{base.name}{suffix}"
-
-        written: dict[str, Path] = {"sklearn": beside(".joblib")}
-        joblib.dump(self, written["sklearn"])
-        if export_onnx:
-            import onnx
-
-            model = to_onnx(self).onnx
-            written["onnx"] = beside(".onnx")
-            onnx.save(model, written["onnx"])
-            if quantizable(model):
-                written["onnx_quantized"] = beside(".int8.onnx")
-                quantize_dynamic_int8(written["onnx"], written["onnx_quantized"])
-        return written
 
 
 class IsolationForestDetector(Detector):

@@ -1,24 +1,34 @@
-"""The project's error tree, drawn in one place.
+"""The packager's error tree, drawn in one place, with each class's ``code``.
 
-    ModelSyncError                  anything modelsync raises on purpose; the CLI prints it
-    ├── UsageError                  bad arguments, missing or unreadable input files
-    ├── KeyLoadError                a key file that is missing, malformed, encrypted without
-    │                               a passphrase, or decrypted with the wrong one
-    ├── PackagingError              the model cannot be packaged
-    │   ├── UnsupportedModelError   no converter for this estimator
-    │   └── ParityError             a converted model missed its parity gate (says by how much)
-    ├── BundleError                 a bundle on disk is malformed or does not match its manifest
-    └── VerificationError           a signed document or artifact failed a trust check
-        ├── FormatError             not a well-formed envelope / document
-        ├── WrongTypeError          `_type` is not the one expected
-        ├── UnknownKeyError         only keys outside the role signed it
-        ├── BadSignatureError       a role key's signature does not verify
-        ├── ThresholdError          fewer valid role signatures than the threshold
-        ├── ExpiredError            `expires` is in the past
-        └── RollbackError           a version lower than the trusted one
+    ModelSyncError                  error              anything modelsync raises on purpose;
+    │                                                  the CLI prints it in one line
+    ├── UsageError                  usage              bad arguments, missing or unreadable
+    │                                                  input files
+    ├── KeyLoadError                key_load           a key file that is missing, malformed,
+    │                                                  encrypted without a passphrase, or
+    │                                                  decrypted with the wrong one
+    ├── PackagingError              packaging          the model cannot be packaged
+    │   ├── UnsupportedModelError   unsupported_model  no converter for this estimator
+    │   └── ParityError             parity             a converted model missed its parity gate
+    │                                                  (says by how much)
+    ├── BundleError                 bundle             a bundle on disk is malformed or does not
+    │                                                  match its manifest
+    └── VerificationError           verification       a signed document or artifact failed a
+        │                                              trust check
+        ├── FormatError             format             not a well-formed envelope / document
+        ├── WrongTypeError          wrong_type         `_type` is not the one expected
+        ├── UnknownKeyError         unknown_key        only keys outside the role signed it
+        ├── BadSignatureError       bad_signature      a role key's signature does not verify
+        ├── ThresholdError          threshold          fewer valid role signatures than the
+        │                                              threshold
+        ├── ExpiredError            expired            `expires` is in the past
+        └── RollbackError           rollback           a version lower than the trusted one
 
-Device-side checks (device_sim/trust.py) extend VerificationError with their own leaves;
-the TypeScript client uses the same class names.
+``code`` is the snake_case reason a device report carries (docs/device.md, Error classes);
+the verification codes are the ones devices have always reported, and ``error`` and
+``verification`` are the TypeScript client's (react-native-stub/src/core/errors.ts). Device
+checks (device_sim/trust.py) extend VerificationError with their own leaves and codes; the
+sync service maps these classes to HTTP answers in sync_service/errors.py, not by ``code``.
 """
 
 from __future__ import annotations
@@ -27,58 +37,60 @@ from __future__ import annotations
 class ModelSyncError(Exception):
     """Base of every error modelsync raises deliberately."""
 
+    code: str = "error"
+
 
 class UsageError(ModelSyncError):
-    pass
+    code = "usage"
 
 
 class KeyLoadError(ModelSyncError):
-    pass
+    code = "key_load"
 
 
 class PackagingError(ModelSyncError):
-    pass
+    code = "packaging"
 
 
 class UnsupportedModelError(PackagingError):
-    pass
+    code = "unsupported_model"
 
 
 class ParityError(PackagingError):
-    pass
+    code = "parity"
 
 
 class BundleError(ModelSyncError):
-    pass
+    code = "bundle"
 
 
 class VerificationError(ModelSyncError):
-    pass
+    code = "verification"
 
 
 class FormatError(VerificationError):
-    pass
+    code = "format"
 
 
 class WrongTypeError(VerificationError):
-    pass
+    code = "wrong_type"
 
 
 class UnknownKeyError(VerificationError):
-    pass
+    code = "unknown_key"
 
 
 class BadSignatureError(VerificationError):
-    pass
+    code = "bad_signature"
 
 
 class ThresholdError(VerificationError):
-    pass
+    code = "threshold"
 
 
 class ExpiredError(VerificationError):
-    pass
+    code = "expired"
 
 
 class RollbackError(VerificationError):
-    pass
+    code = "rollback"

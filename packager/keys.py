@@ -12,7 +12,6 @@ Layout of a keys directory::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from packager.errors import KeyLoadError, UsageError
+from packager.fsutil import write_atomic
 from packager.manifest import (
     ROLES,
     SPEC_VERSION,
@@ -37,26 +37,6 @@ from packager.manifest import (
 ROOT_LIFETIME = timedelta(days=365)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def private_pem(key: Ed25519PrivateKey, passphrase: bytes | None = None) -> bytes:
     enc: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
@@ -68,8 +48,8 @@ def private_pem(key: Ed25519PrivateKey, passphrase: bytes | None = None) -> byte
 
 def save_keypair(path: Path, key: Ed25519PrivateKey, passphrase: bytes | None = None) -> str:
     """Write ``path`` (PKCS#8 PEM, 0600) and ``path.with_suffix('.pub')`` (raw hex)."""
-    _write_private(path, private_pem(key, passphrase))
-    write_text_atomic(path.with_suffix(".pub"), public_raw(key.public_key()).hex() + "\n")
+    write_atomic(path, private_pem(key, passphrase), mode=0o600)
+    write_atomic(path.with_suffix(".pub"), (public_raw(key.public_key()).hex() + "\n").encode())
     return keyid_of(key.public_key())
 
 
@@ -164,8 +144,8 @@ def _save_root(directory: Path, envelope: dict[str, Any]) -> Path:
     text = json.dumps(envelope, indent=2, sort_keys=True) + "\n"
     (directory / "roots").mkdir(exist_ok=True)
     version = envelope["signed"]["version"]
-    write_text_atomic(directory / "roots" / f"{version}.root.json", text)
-    write_text_atomic(directory / "root.json", text)
+    write_atomic(directory / "roots" / f"{version}.root.json", text.encode())
+    write_atomic(directory / "root.json", text.encode())
     return directory / "root.json"
 
 

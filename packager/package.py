@@ -186,9 +186,9 @@ def build_and_write(
 def _model_rows(reference: Any) -> NDArray[np.float32]:
     """Without calibration data, the golden pool is drawn as the pipeline drew its parity
     rows: from the feature ranges the model itself reveals."""
-    from packager.pipeline import DEFAULT_PARITY_ROWS, _model_ranges, rows_from_ranges
+    from packager.pipeline import DEFAULT_PARITY_ROWS, model_ranges, rows_from_ranges
 
-    low, high = _model_ranges(reference)
+    low, high = model_ranges(reference)
     rows: NDArray[np.float32] = rows_from_ranges(low, high, None, DEFAULT_PARITY_ROWS)
     return rows
 

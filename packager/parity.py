@@ -30,6 +30,7 @@ from scipy.stats import spearmanr
 
 from packager.errors import ParityError
 from packager.manifest import Parity
+from packager.runtime import run_artifact
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,6 @@ def compare(
 
 
 def measure(path: Path, reference: Any, X: np.ndarray, thresholds: Thresholds) -> ParityResult:
-    from packager.pipeline import run_artifact
-
     X = np.asarray(X, dtype=np.float32)
     ref_label, ref_score = reference_outputs(reference, X)
     label, score = run_artifact(path, X)

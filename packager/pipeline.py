@@ -28,6 +28,7 @@ import numpy as np
 
 from packager.errors import PackagingError, ParityError, UnsupportedModelError, UsageError
 from packager.manifest import TARGETS, EpPlan, Feature, ModelCard, Parity, Quantization, TensorSpec
+from packager.runtime import run_artifact
 
 if TYPE_CHECKING:
     from packager.parity import Thresholds
@@ -87,35 +88,6 @@ def load_model(path: Path) -> Any:
     return model
 
 
-def run_artifact(path: Path, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(label, score) from an ONNX/ORT file on onnxruntime's CPU provider.
-
-    A file whose batch is fixed (NNAPI artifacts: [1, n]) is fed one row at a time.
-    """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    batch = session.get_inputs()[0].shape[0]
-    if isinstance(batch, int) and batch > 0:
-        labels, scores = [], []
-        for i in range(0, X.shape[0], batch):
-            chunk = X[i : i + batch]
-            if chunk.shape[0] < batch:  # pad the last chunk, keep only the real rows
-                chunk = np.vstack([chunk, np.repeat(chunk[-1:], batch - chunk.shape[0], axis=0)])
-            lab, sco = session.run(["label", "score"], {"input": chunk})
-            n = min(batch, X.shape[0] - i)
-            labels.append(lab[:n])
-            scores.append(sco[:n])
-        if not labels:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        return np.concatenate(labels).astype(np.int64), np.concatenate(scores)
-    label, score = session.run(["label", "score"], {"input": X})
-    return np.asarray(label, dtype=np.int64), np.asarray(score)
-
-
 def _rows(name: str, rows: np.ndarray, n_features: int) -> np.ndarray:
     matrix = np.asarray(rows, dtype=np.float32)
     if matrix.ndim != 2:
@@ -169,8 +141,6 @@ def model_ranges(reference: Any) -> tuple[np.ndarray, np.ndarray]:
         f"{type(reference).__name__}: pass calibration rows or parity rows to check parity against"
     )
 
-
-_model_ranges = model_ranges  # the name packager.package imported first
 
 
 def _card(conv: Any) -> ModelCard:

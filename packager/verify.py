@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 from packager.errors import BundleError, FormatError, ModelSyncError
 from packager.golden import Deviation, as_inputs, check_golden
 from packager.manifest import ModelManifest, Root, verify_manifest
+from packager.runtime import run_artifact
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -87,8 +88,6 @@ def verify_bundle(
 def check_artifacts(
     bundle: Path, manifest: ModelManifest, progress: Progress | None = None
 ) -> list[ArtifactCheck]:
-    from packager.pipeline import run_artifact
-
     inputs = as_inputs(manifest.golden.inputs)
     n = len(manifest.golden.inputs)
     if len(manifest.golden.label) != n or len(manifest.golden.score) != n:

@@ -12,7 +12,7 @@ import zstandard
 from packager.compression import ZSTD_LEVEL
 from packager.keys import load_root
 from packager.manifest import TARGETS, ModelManifest, sha256_hex, verify_manifest
-from packager.pipeline import run_artifact
+from packager.runtime import run_artifact
 from packager.verify import verify_bundle
 
 

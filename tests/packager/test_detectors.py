@@ -13,6 +13,7 @@ import pytest
 
 from packager.detectors import IsolationForestDetector, PCADetector, training_data_sha256
 from packager.errors import UsageError
+from packager.export import save_model
 from packager.telemetry import FEATURES, generate_telemetry
 from tests.packager import trained
 
@@ -34,7 +35,7 @@ def test_isolation_forest_follows_sklearn() -> None:
 
 def test_isolation_forest_save_model(tmp_path: Path) -> None:
     det = trained.iforest()
-    paths = det.save_model(tmp_path / "out" / "detector")
+    paths = save_model(det, tmp_path / "out" / "detector")
     assert set(paths) == {"sklearn", "onnx"}  # trees: nothing to quantize, no fake file
     assert paths["sklearn"].suffix == ".joblib" and paths["onnx"].suffix == ".onnx"
     meta = _meta(paths["onnx"])
@@ -60,7 +61,7 @@ def test_reconstruction_detectors(which: str, tmp_path: Path) -> None:
     assert 0.03 <= flagged <= 0.07  # threshold from the 5% contamination quantile
     X = trained.holdout()
     np.testing.assert_allclose(det.decision_function(X), det.threshold_ - det.reconstruction_error(X))
-    paths = det.save_model(tmp_path / f"{which}.v2")
+    paths = save_model(det, tmp_path / f"{which}.v2")
     assert set(paths) == {"sklearn", "onnx", "onnx_quantized"}
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f"{which}.v2.int8.onnx",

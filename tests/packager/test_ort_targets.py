@@ -11,7 +11,7 @@ import pytest
 
 from packager.convert import to_onnx
 from packager.ort_targets import to_ort
-from packager.pipeline import run_artifact
+from packager.runtime import run_artifact
 from tests.packager import trained
 
 

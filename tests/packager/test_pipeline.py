@@ -13,7 +13,8 @@ from sklearn.tree import DecisionTreeClassifier
 
 from packager.errors import UnsupportedModelError, UsageError
 from packager.manifest import TARGETS
-from packager.pipeline import build, load_model, rows_from_ranges, run_artifact
+from packager.pipeline import build, load_model, rows_from_ranges
+from packager.runtime import run_artifact
 from packager.telemetry import FEATURES
 from tests.packager import trained
 

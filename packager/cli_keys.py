@@ -1,4 +1,4 @@
-"""The release engineer's subcommands: keys, package, inspect, verify."""
+"""`modelsync keys init | rotate | show`: the release engineer's signing keys and root.json."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from packager.cli_common import passphrase_from
 from packager.errors import UsageError
 
 
@@ -37,13 +38,8 @@ def register(sub: Any) -> None:
     show.add_argument("directory", type=Path)
     show.set_defaults(handler=_keys_show)
 
-    from packager.cli_bundle import register as register_bundle
-
-    register_bundle(sub)
-
 
 def _keys_init(args: argparse.Namespace) -> int:
-    from packager.cli import passphrase_from
     from packager.keys import RoleSpec, init_keys
 
     specs = {
@@ -57,7 +53,6 @@ def _keys_init(args: argparse.Namespace) -> int:
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
-    from packager.cli import passphrase_from
     from packager.keys import rotate
 
     if args.add < 0:
