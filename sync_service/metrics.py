@@ -146,17 +146,3 @@ class MetricsMiddleware:
             if route == INDEX_ROUTE and status in (200, 304):
                 INDEX_RESPONSES.labels(str(status)).inc()
 
-
-def install(app: Any) -> None:
-    """Called by ``create_app``: the /metrics route and the service's ASGI layers, outermost
-    first: request id and JSON access log (so every log line of a request has its id), this
-    metrics layer, then the index check's fast path (sync_service/api/routes/channels.py),
-    which is counted and logged like any route."""
-    from sync_service.api.routes.channels import IndexFastPath
-    from sync_service.api.routes.metrics import router
-    from sync_service.logging import RequestIdMiddleware
-
-    app.include_router(router)
-    app.add_middleware(IndexFastPath)
-    app.add_middleware(MetricsMiddleware)
-    app.add_middleware(RequestIdMiddleware)

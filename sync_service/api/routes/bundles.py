@@ -17,20 +17,13 @@ from starlette.requests import ClientDisconnect
 from sync_service.api.deps import PublishDep, SettingsDep
 from sync_service.bundles import IngestResult, ingest
 from sync_service.errors import BadRequest, PayloadTooLarge, ServiceError
+from sync_service.metrics import PUBLISHES
 from sync_service.storage import Storage
 from sync_service.transfer import ensure_zstd
 
 log = logging.getLogger("modelsync.bundles")
 
 router = APIRouter(prefix="/v1", tags=["release engineers"])
-
-
-def _count_publish(outcome: str) -> None:
-    try:
-        from sync_service.metrics import PUBLISHES
-    except ImportError:  # metrics are optional to this module
-        return
-    PUBLISHES.labels(outcome).inc()
 
 
 async def _receive(request: Request, dest: Path, cap: int) -> int:
@@ -120,17 +113,17 @@ async def upload_bundle(request: Request, _user: PublishDep, settings: SettingsD
             root=app.state.keys.root,
         )
     except ServiceError:
-        _count_publish("rejected")
+        PUBLISHES.labels("rejected").inc()
         raise
     except Exception as exc:
         from packager.errors import VerificationError
 
         if isinstance(exc, VerificationError):
-            _count_publish("rejected")
+            PUBLISHES.labels("rejected").inc()
         raise
     finally:
         await run_in_threadpool(shutil.rmtree, workdir, True)
-    _count_publish("created" if result.created else "unchanged")
+    PUBLISHES.labels("created" if result.created else "unchanged").inc()
     # Warm the zstd cache after answering, so the first devices of a rollout do not wait
     # for the compression (ensure_zstd is single-flight: early requests join it).
     warm = BackgroundTasks()
