@@ -20,7 +20,7 @@ from sync_service.api.routes import (
     releases,
     root,
 )
-from sync_service.api.routes.channels import IndexFastPath
+from sync_service.index_fast_path import IndexFastPath
 from sync_service.logging import RequestIdMiddleware
 from sync_service.metrics import MetricsMiddleware
 
@@ -42,6 +42,6 @@ def add_middleware(app: FastAPI) -> None:
     the previous): request id and JSON access log outermost, so every log line of a request
     carries its id; then metrics; then the index check's fast path, which is therefore
     counted and logged like any route."""
-    app.add_middleware(IndexFastPath)
+    app.add_middleware(IndexFastPath, route=channels.index_route())
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)

@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sync_service import crud, crud_devices
 from sync_service.api.deps import DeviceDep, EnrollmentDep, SessionDep, SettingsDep
-from sync_service.api.routes.channels import token_cache_for
 from sync_service.api.routes.releases import TEXT_LINE, SignerDep
 from sync_service.errors import Forbidden, NotFound
 from sync_service.index import cache_for
+from sync_service.index_fast_path import token_cache_for
 from sync_service.models import Device
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
