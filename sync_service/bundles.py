@@ -33,7 +33,14 @@ from sqlmodel import Session
 
 from packager.manifest import ModelManifest, Root, verify_manifest
 from sync_service import crud
-from sync_service.errors import BadRequest, BundleRejected, Conflict, PayloadTooLarge, Unprocessable
+from sync_service.errors import (
+    BadRequest,
+    BundleRejected,
+    ConcurrentUpload,
+    PayloadTooLarge,
+    Unprocessable,
+    VersionExists,
+)
 from sync_service.storage import Storage, blob_key
 
 MANIFEST = "manifest.json"
@@ -205,10 +212,9 @@ def _existing(session: Session, manifest: ModelManifest, manifest_sha: str) -> I
     if mv is None:
         return None
     if mv.manifest_sha256 != manifest_sha:
-        raise Conflict(
+        raise VersionExists(
             f"{manifest.name} v{manifest.version} is already stored with a different manifest "
-            f"({mv.manifest_sha256[:12]}…): publish a new version number",
-            code="version_exists",
+            f"({mv.manifest_sha256[:12]}…): publish a new version number"
         )
     return _result(manifest, manifest_sha, created=False)
 
@@ -257,4 +263,4 @@ def ingest(tar_path: Path, workdir: Path, *, engine: Engine, storage: Storage, r
                 found = _existing(session, manifest, manifest_sha)
                 if found is not None:
                     return found
-    raise Conflict("concurrent uploads kept colliding: retry", code="concurrent_upload")
+    raise ConcurrentUpload("concurrent uploads kept colliding: retry")

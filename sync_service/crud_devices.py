@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from sync_service import crud, metrics
 from sync_service.crud_releases import ReleaseView, halt_release
-from sync_service.errors import Conflict
+from sync_service.errors import DeviceInOtherFleet
 from sync_service.health_gate import OUTCOME_KINDS, device_counts, judge, releases_touched
 from sync_service.index import IndexSigner
 from sync_service.models import ApiToken, Device, DeviceEvent, Fleet, now
@@ -78,7 +78,7 @@ def register_device(
     )
     device = session.exec(select(Device).where(Device.id == device_id).with_for_update()).one()
     if device.fleet_id != fleet.id:
-        raise Conflict(f"device {device_id!r} is enrolled in another fleet", code="device_in_other_fleet")
+        raise DeviceInOtherFleet(f"device {device_id!r} is enrolled in another fleet")
     device.platform = platform
     device.app_version = app_version
     device.ort_version = ort_version

@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from sync_service.api.errors import install_error_handlers
 from sync_service.api.main import add_middleware, api_router
 from sync_service.api.routes.bundles import clean_stale_uploads
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
 from sync_service.db import ensure_migrated, make_engine
-from sync_service.errors import ServiceConfigError, install_error_handlers
+from sync_service.errors import ServiceConfigError
 from sync_service.storage import make_storage
 
 log = logging.getLogger("modelsync.service")

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 from sync_service import crud
 from sync_service.api.deps import bearer_token
 from sync_service.auth import hash_token
-from sync_service.errors import Forbidden, NotFound, Unauthorized
+from sync_service.errors import Forbidden, Unauthorized, UnknownChannel
 from sync_service.index import IndexCache, IndexSigner, StoredIndex, cache_for, serve_index
 from sync_service.index_fast_path import MISSED, DeviceToken, answer_parts, token_cache_for
 
@@ -76,7 +76,7 @@ async def get_channel_index(
     if stored is None:
         stored = await run_in_threadpool(_load_index, state.engine, cache, token.fleet_id, channel, signer)
     if stored is None:
-        raise NotFound(f"no channel {channel!r} in this device's fleet", code="unknown_channel")
+        raise UnknownChannel(f"no channel {channel!r} in this device's fleet")
 
     status, headers, body = answer_parts(stored, request.headers.get("if-none-match"))
     if status == 304:

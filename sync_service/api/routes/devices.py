@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sync_service import crud, crud_devices
 from sync_service.api.deps import DeviceDep, EnrollmentDep, SessionDep, SettingsDep
 from sync_service.api.routes.releases import TEXT_LINE, SignerDep
-from sync_service.errors import Forbidden, NotFound
+from sync_service.errors import Forbidden, UnknownFleet
 from sync_service.index import cache_for
 from sync_service.index_fast_path import token_cache_for
 from sync_service.models import Device
@@ -88,7 +88,7 @@ def register_device(
     assert enrollment.fleet_id is not None
     fleet = crud.get_fleet_by_id(session=session, fleet_id=enrollment.fleet_id)
     if fleet is None:
-        raise NotFound("the enrollment token's fleet no longer exists", code="unknown_fleet")
+        raise UnknownFleet("the enrollment token's fleet no longer exists")
     token, _device = crud_devices.register_device(
         session=session,
         fleet=fleet,

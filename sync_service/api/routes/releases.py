@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sync_service import crud_releases
 from sync_service.api.deps import KeysDep, ReleaseDep, SessionDep, SettingsDep
 from sync_service.crud_releases import ReleaseView
-from sync_service.errors import NotFound
+from sync_service.errors import UnknownRelease
 from sync_service.index import IndexSigner, cache_for
 
 router = APIRouter(prefix="/v1/releases", tags=["releases"])
@@ -123,7 +123,7 @@ def list_releases(
 def get_release(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleasePublic:
     view = crud_releases.get_release(session=session, release_id=release_id)
     if view is None:
-        raise NotFound(f"no release {release_id}", code="unknown_release")
+        raise UnknownRelease(f"no release {release_id}")
     return _public(view)
 
 
