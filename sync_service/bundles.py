@@ -41,6 +41,7 @@ from sync_service.errors import (
     Unprocessable,
     VersionExists,
 )
+from sync_service.models import BlobKind
 from sync_service.storage import Storage, blob_key
 
 MANIFEST = "manifest.json"
@@ -232,10 +233,10 @@ def ingest(tar_path: Path, workdir: Path, *, engine: Engine, storage: Storage, r
             return found
 
     # Step 6: blobs first (idempotent, content-addressed), rows last in one transaction.
-    blobs: dict[str, tuple[StoredFile, str]] = {manifest_sha: (manifest_file, "manifest")}
+    blobs: dict[str, tuple[StoredFile, BlobKind]] = {manifest_sha: (manifest_file, "manifest")}
     for path, (sha, _length) in wanted.items():
         is_reference = manifest.reference is not None and path == manifest.reference.path
-        kind = "reference" if is_reference else "artifact"
+        kind: BlobKind = "reference" if is_reference else "artifact"
         blobs.setdefault(sha, (files[path], kind))
     for sha, (stored, _kind) in blobs.items():
         if not storage.exists(blob_key(sha)):

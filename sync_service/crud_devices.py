@@ -24,13 +24,13 @@ from sync_service.crud_releases import ReleaseView, halt_release
 from sync_service.errors import DeviceInOtherFleet
 from sync_service.health_gate import OUTCOME_KINDS, device_counts, judge, releases_touched
 from sync_service.index import IndexSigner
-from sync_service.models import ApiToken, Device, DeviceEvent, Fleet, now
+from sync_service.models import ApiToken, Device, DeviceEvent, Fleet, Platform, ReportKind, now
 
 
 @dataclass(frozen=True)
 class Event:
     event_id: str
-    kind: str
+    kind: ReportKind
     at: datetime
     model: str | None = None
     version: int | None = None
@@ -52,7 +52,7 @@ def register_device(
     session: Session,
     fleet: Fleet,
     device_id: str,
-    platform: str,
+    platform: Platform,
     app_version: str,
     ort_version: str,
     providers: Sequence[str],

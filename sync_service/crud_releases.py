@@ -36,9 +36,16 @@ from sync_service.errors import (
 )
 from sync_service.health_gate import FAILURE_KINDS, device_counts
 from sync_service.index import IndexSigner, StoredIndex, lock_channel, write_new_version
-from sync_service.models import Channel, Device, DeviceEvent, Fleet, ModelVersion, Release, now
-
-STATES = ("active", "halted", "superseded")
+from sync_service.models import (
+    Channel,
+    Device,
+    DeviceEvent,
+    Fleet,
+    ModelVersion,
+    Release,
+    ReleaseState,
+    now,
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,11 @@ def get_release(*, session: Session, release_id: int) -> ReleaseView | None:
 
 
 def list_releases(
-    *, session: Session, fleet: str | None = None, channel: str | None = None, state: str | None = None
+    *,
+    session: Session,
+    fleet: str | None = None,
+    channel: str | None = None,
+    state: ReleaseState | None = None,
 ) -> list[ReleaseView]:
     query = _views_query()
     if fleet is not None:

@@ -27,7 +27,7 @@ from typing import Any
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sync_service.auth import hash_token
+from sync_service.auth import TokenKind, hash_token
 from sync_service.index import StoredIndex, cache_for
 
 TOKEN_TTL = 1.0
@@ -38,7 +38,7 @@ MISSED = "modelsync_index_cache_missed"  # request state key: which cache the fa
 
 @dataclass(frozen=True)
 class DeviceToken:
-    kind: str
+    kind: TokenKind
     fleet_id: int | None
     device_id: str | None
 

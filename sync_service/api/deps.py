@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from packager.manifest import Root
 from sync_service import crud
+from sync_service.auth import TokenKind
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
 from sync_service.errors import Forbidden, Unauthorized
@@ -87,7 +88,7 @@ class Principal:
     """Who is calling: a publisher (with scopes), an enrollment token or a device."""
 
     token_id: int
-    kind: str
+    kind: TokenKind
     scopes: frozenset[str]
     fleet_id: int | None
     device_id: str | None

@@ -4,7 +4,7 @@ channel's next signed index (sync_service/crud_releases.py)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +14,7 @@ from sync_service.api.deps import KeysDep, ReleaseDep, SessionDep, SettingsDep
 from sync_service.crud_releases import ReleaseView
 from sync_service.errors import UnknownRelease
 from sync_service.index import IndexSigner, cache_for
+from sync_service.models import ReleaseState
 
 router = APIRouter(prefix="/v1/releases", tags=["releases"])
 
@@ -61,7 +62,7 @@ class ReleasePublic(BaseModel):
     percent: float
     salt: str
     urgent: bool
-    state: Literal["active", "halted", "superseded"]
+    state: ReleaseState
     halt_reason: str | None
     halted_by_health_gate: bool
     created: datetime
@@ -113,7 +114,7 @@ def list_releases(
     _user: ReleaseDep,
     fleet: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
     channel: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
-    state: Literal["active", "halted", "superseded"] | None = None,
+    state: ReleaseState | None = None,
 ) -> list[ReleasePublic]:
     views = crud_releases.list_releases(session=session, fleet=fleet, channel=channel, state=state)
     return [_public(v) for v in views]
