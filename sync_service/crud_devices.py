@@ -136,10 +136,7 @@ def store_events(*, session: Session, device_id: str, events: Sequence[Event]) -
         accepted = len(inserted)
     session.execute(update(Device).where(col(Device.id) == device_id).values(last_seen_at=stamp))
     duplicates = len(events) - accepted
-    for e in events:
-        metrics.REPORT_EVENTS.labels(e.kind, "received").inc()
-    if duplicates:
-        metrics.REPORT_EVENTS.labels("any", "duplicate").inc(duplicates)
+    metrics.count_reports([e.kind for e in events], duplicates)
     return accepted, duplicates
 
 

@@ -129,7 +129,7 @@ def _model_releases(session: Session, channel_id: int, model: str) -> list[tuple
 
 def _reindex(session: Session, channel: Channel, signer: IndexSigner) -> StoredIndex:
     stored = write_new_version(session, channel, signer)
-    metrics.INDEX_SIGNED.labels("change").inc()
+    metrics.count_index_signed("change")
     return stored
 
 
@@ -225,7 +225,7 @@ def halt_release(
     session.refresh(view.release)
     if halted_now:
         _reindex(session, view.channel, signer)
-        metrics.HALTS.labels("health_gate" if by_health_gate else "operator").inc()
+        metrics.count_halt("health_gate" if by_health_gate else "operator")
     return view, halted_now
 
 

@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from sync_service.api.deps import PublishDep, SettingsDep
 from sync_service.bundles import IngestResult, ingest
 from sync_service.errors import BadRequest, PayloadTooLarge, ServiceError
-from sync_service.metrics import PUBLISHES
+from sync_service.metrics import count_publish
 from sync_service.storage import Storage
 from sync_service.transfer import ensure_zstd
 
@@ -113,17 +113,17 @@ async def upload_bundle(request: Request, _user: PublishDep, settings: SettingsD
             root=app.state.keys.root,
         )
     except ServiceError:
-        PUBLISHES.labels("rejected").inc()
+        count_publish("rejected")
         raise
     except Exception as exc:
         from packager.errors import VerificationError
 
         if isinstance(exc, VerificationError):
-            PUBLISHES.labels("rejected").inc()
+            count_publish("rejected")
         raise
     finally:
         await run_in_threadpool(shutil.rmtree, workdir, True)
-    PUBLISHES.labels("created" if result.created else "unchanged").inc()
+    count_publish("created" if result.created else "unchanged")
     # Warm the zstd cache after answering, so the first devices of a rollout do not wait
     # for the compression (ensure_zstd is single-flight: early requests join it).
     warm = BackgroundTasks()
