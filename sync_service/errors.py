@@ -27,10 +27,11 @@ that maps these classes to status codes and error bodies.
         ├── RangeNotSatisfiable     range_not_satisfiable   a byte range beyond the blob's end
         └── Unprocessable           unprocessable           well-formed but unusable input
 
-``code`` is the snake_case word the API answers with. The classes above ``Unknown…`` and
-``Conflict``'s children are raised where the request is read (the API layer, bundle
-checks), often with a narrower code given at the raise site (``Unauthorized(…,
-code="invalid_token")``); docs/protocol.md lists the codes clients see.
+``code`` is the snake_case word the API answers with. The data layer (crud_*.py, the
+bundle checks) raises the named leaves, or returns ``None`` for "not there". Where a
+request is read (deps, routes) the general classes are raised, often with a narrower code
+given at the raise site (``Unauthorized(…, code="invalid_token")``); docs/protocol.md
+lists the codes clients see.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Database tables (SQLModel). Tables are not the wire format: routes convert at the edge
-into the `*Public` / `*Create` pydantic classes in `sync_service/schemas.py`."""
+into the `*Public` / `*Create` pydantic classes each route module declares
+(sync_service/api/routes/)."""
 
 from __future__ import annotations
 

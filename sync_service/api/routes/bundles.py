@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from packager.errors import VerificationError
 from sync_service.api.deps import PublishDep, SettingsDep
 from sync_service.bundles import IngestResult, ingest
 from sync_service.errors import BadRequest, PayloadTooLarge, ServiceError
@@ -112,14 +113,8 @@ async def upload_bundle(request: Request, _user: PublishDep, settings: SettingsD
             storage=app.state.storage,
             root=app.state.keys.root,
         )
-    except ServiceError:
+    except (ServiceError, VerificationError):
         count_publish("rejected")
-        raise
-    except Exception as exc:
-        from packager.errors import VerificationError
-
-        if isinstance(exc, VerificationError):
-            count_publish("rejected")
         raise
     finally:
         await run_in_threadpool(shutil.rmtree, workdir, True)
