@@ -11,8 +11,7 @@ from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sync_service import crud, crud_devices
-from sync_service.api.deps import DeviceDep, EnrollmentDep, SessionDep, SettingsDep
-from sync_service.api.routes.releases import TEXT_LINE, SignerDep
+from sync_service.api.deps import TEXT_LINE, DeviceDep, EnrollmentDep, SessionDep, SettingsDep, SignerDep
 from sync_service.errors import Forbidden, UnknownFleet
 from sync_service.index import cache_for
 from sync_service.index_fast_path import token_cache_for

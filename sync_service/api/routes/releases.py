@@ -6,31 +6,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from sync_service import crud_releases
-from sync_service.api.deps import KeysDep, ReleaseDep, SessionDep, SettingsDep
+from sync_service.api.deps import TEXT_LINE, ReleaseDep, SessionDep, SignerDep
 from sync_service.crud_releases import ReleaseView
 from sync_service.errors import UnknownRelease
-from sync_service.index import IndexSigner, cache_for
+from sync_service.index import cache_for
 from sync_service.models import ReleaseState
 
 router = APIRouter(prefix="/v1/releases", tags=["releases"])
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-# One line of printable text: PostgreSQL refuses NUL in text columns (a 500 if it got there).
-TEXT_LINE = r"^[^\x00-\x1f\x7f]*$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ReleaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-
-
-def get_signer(keys: KeysDep, settings: SettingsDep) -> IndexSigner:
-    return IndexSigner(keys=(keys.index_key,), lifetime=settings.index_lifetime)
-
-
-SignerDep = Annotated[IndexSigner, Depends(get_signer)]
 
 
 class ReleaseCreate(BaseModel):
