@@ -89,3 +89,15 @@ def test_the_scan_sees_function_level_imports() -> None:
 def test_no_import_cycle_in_sync_service() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_no_optional_imports() -> None:
+    """An import that fails must stop the service at start-up, not drop a feature."""
+    optional = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ExceptHandler) and node.type is not None:
+                caught = ast.unparse(node.type)
+                if "ImportError" in caught or "ModuleNotFoundError" in caught:
+                    optional.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not optional
