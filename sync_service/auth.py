@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Literal
+from typing import Literal, get_args
 
 TokenKind = Literal["publisher", "enrollment", "device"]
+Scope = Literal["publish", "release", "admin"]
 PREFIX: dict[TokenKind, str] = {"publisher": "msp_", "enrollment": "mse_", "device": "msd_"}
-SCOPES = ("publish", "release", "admin")
+SCOPES: tuple[Scope, ...] = get_args(Scope)
 
 
 def hash_token(token: str) -> str:

@@ -33,7 +33,15 @@ from sqlmodel import Session
 
 from packager.manifest import ModelManifest, Root, verify_manifest
 from sync_service import crud
-from sync_service.errors import BadRequest, BundleRejected, Conflict, PayloadTooLarge, Unprocessable
+from sync_service.errors import (
+    BadRequest,
+    BundleRejected,
+    ConcurrentUpload,
+    PayloadTooLarge,
+    Unprocessable,
+    VersionExists,
+)
+from sync_service.models import BlobKind
 from sync_service.storage import Storage, blob_key
 
 MANIFEST = "manifest.json"
@@ -205,10 +213,9 @@ def _existing(session: Session, manifest: ModelManifest, manifest_sha: str) -> I
     if mv is None:
         return None
     if mv.manifest_sha256 != manifest_sha:
-        raise Conflict(
+        raise VersionExists(
             f"{manifest.name} v{manifest.version} is already stored with a different manifest "
-            f"({mv.manifest_sha256[:12]}…): publish a new version number",
-            code="version_exists",
+            f"({mv.manifest_sha256[:12]}…): publish a new version number"
         )
     return _result(manifest, manifest_sha, created=False)
 
@@ -226,10 +233,10 @@ def ingest(tar_path: Path, workdir: Path, *, engine: Engine, storage: Storage, r
             return found
 
     # Step 6: blobs first (idempotent, content-addressed), rows last in one transaction.
-    blobs: dict[str, tuple[StoredFile, str]] = {manifest_sha: (manifest_file, "manifest")}
+    blobs: dict[str, tuple[StoredFile, BlobKind]] = {manifest_sha: (manifest_file, "manifest")}
     for path, (sha, _length) in wanted.items():
         is_reference = manifest.reference is not None and path == manifest.reference.path
-        kind = "reference" if is_reference else "artifact"
+        kind: BlobKind = "reference" if is_reference else "artifact"
         blobs.setdefault(sha, (files[path], kind))
     for sha, (stored, _kind) in blobs.items():
         if not storage.exists(blob_key(sha)):
@@ -257,4 +264,4 @@ def ingest(tar_path: Path, workdir: Path, *, engine: Engine, storage: Storage, r
                 found = _existing(session, manifest, manifest_sha)
                 if found is not None:
                     return found
-    raise Conflict("concurrent uploads kept colliding: retry", code="concurrent_upload")
+    raise ConcurrentUpload("concurrent uploads kept colliding: retry")

@@ -1,5 +1,5 @@
-"""The service's subcommands: ``serve``, ``admin`` (cli_admin.py), ``publish``, and
-``release`` when sync_service/cli_release.py is present. Handlers are small and import
+"""The service's subcommands: ``serve``, ``admin`` (cli_admin.py), ``publish`` and
+``release`` (cli_release.py). Handlers are small and import
 their heavy modules lazily (``modelsync --help`` must stay fast)."""
 
 from __future__ import annotations
@@ -8,43 +8,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from packager.errors import UsageError
+from sync_service.cli_admin import register_admin
+from sync_service.cli_common import add_database_args, add_server_args, settings_from
+from sync_service.cli_release import register_release
 
 KEEP_ALIVE_S = 75
-
-if TYPE_CHECKING:
-    from sync_service.core.config import Settings
-
-
-def add_database_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir", type=Path, help="SQLite database and local blobs (env MODELSYNC_DATA_DIR)"
-    )
-    parser.add_argument(
-        "--database-url",
-        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (env MODELSYNC_DATABASE_URL)",
-    )
-
-
-def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
-    """Environment (MODELSYNC_*) first, then the flags actually given on top."""
-    from pydantic import ValidationError
-
-    from sync_service.core.config import Settings
-
-    given = {
-        "data_dir": getattr(args, "data_dir", None),
-        "database_url": getattr(args, "database_url", None),
-        **extra,
-    }
-    try:
-        return Settings(**{k: v for k, v in given.items() if v is not None})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise UsageError(f"bad setting {where} (MODELSYNC_{where.upper()}): {err['msg']}") from None
 
 
 def register(sub: Any) -> None:
@@ -60,36 +30,20 @@ def register(sub: Any) -> None:
     serve.add_argument("--log-level", default="INFO", help="INFO, DEBUG, WARNING …")
     serve.set_defaults(handler=_serve)
 
-    from sync_service.cli_admin import register_admin
-
     register_admin(sub)
 
     publish = sub.add_parser("publish", help="upload a signed bundle to the sync service")
     publish.add_argument("bundle", type=Path, help="bundle directory written by `modelsync package`")
-    publish.add_argument("--server", help="service URL (env MODELSYNC_SERVER or config file)")
-    publish.add_argument("--token-file", type=Path, help="file holding a publisher token")
-    publish.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+    add_server_args(publish, token_help="file holding a publisher token")
     publish.set_defaults(handler=_publish)
 
-    try:
-        from sync_service.cli_release import register_release
-    except ImportError:
-        return
     register_release(sub)
-
-
-def _configure_logging(level: str) -> None:
-    try:
-        from sync_service.logging import configure_logging
-    except ImportError:
-        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        return
-    configure_logging(level.upper())
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from sync_service.logging import configure_logging
     from sync_service.main import create_app
 
     settings = settings_from(
@@ -100,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         storage_backend=args.storage,
     )
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level.upper())
     app = create_app(settings)
     logging.getLogger("modelsync.service").info(
         "serving on http://%s:%s (data %s)", settings.host, settings.port, settings.data_dir

@@ -8,7 +8,7 @@ import argparse
 from typing import Any
 
 from packager.errors import UsageError
-from sync_service.cli import add_database_args, settings_from
+from sync_service.cli_common import add_database_args, settings_from
 
 
 def register_admin(sub: Any) -> None:

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import UsageError
+from sync_service.cli_common import add_server_args
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help="service URL (env MODELSYNC_SERVER or config file)")
-    parser.add_argument("--token-file", type=Path, help="file holding a publisher token (scope release)")
-    parser.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+    add_server_args(parser, token_help="file holding a publisher token (scope release)")
 
 
 def _percent(value: str) -> float:

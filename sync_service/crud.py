@@ -17,6 +17,7 @@ from sync_service.auth import TokenKind, hash_token, new_token
 from sync_service.models import (
     ApiToken,
     Blob,
+    BlobKind,
     Channel,
     Fleet,
     ModelArtifact,
@@ -138,7 +139,7 @@ def get_blob(*, session: Session, sha256: str) -> Blob | None:
     return session.get(Blob, sha256)
 
 
-def ensure_blob(*, session: Session, sha256: str, length: int, kind: str) -> Blob:
+def ensure_blob(*, session: Session, sha256: str, length: int, kind: BlobKind) -> Blob:
     blob = session.get(Blob, sha256)
     if blob is None:
         blob = Blob(sha256=sha256, length=length, kind=kind)

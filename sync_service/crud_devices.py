@@ -21,16 +21,16 @@ from sqlmodel import Session, col, select
 
 from sync_service import crud, metrics
 from sync_service.crud_releases import ReleaseView, halt_release
-from sync_service.errors import Conflict
+from sync_service.errors import DeviceInOtherFleet
 from sync_service.health_gate import OUTCOME_KINDS, device_counts, judge, releases_touched
 from sync_service.index import IndexSigner
-from sync_service.models import ApiToken, Device, DeviceEvent, Fleet, now
+from sync_service.models import ApiToken, Device, DeviceEvent, Fleet, Platform, ReportKind, now
 
 
 @dataclass(frozen=True)
 class Event:
     event_id: str
-    kind: str
+    kind: ReportKind
     at: datetime
     model: str | None = None
     version: int | None = None
@@ -52,7 +52,7 @@ def register_device(
     session: Session,
     fleet: Fleet,
     device_id: str,
-    platform: str,
+    platform: Platform,
     app_version: str,
     ort_version: str,
     providers: Sequence[str],
@@ -78,7 +78,7 @@ def register_device(
     )
     device = session.exec(select(Device).where(Device.id == device_id).with_for_update()).one()
     if device.fleet_id != fleet.id:
-        raise Conflict(f"device {device_id!r} is enrolled in another fleet", code="device_in_other_fleet")
+        raise DeviceInOtherFleet(f"device {device_id!r} is enrolled in another fleet")
     device.platform = platform
     device.app_version = app_version
     device.ort_version = ort_version
@@ -136,10 +136,7 @@ def store_events(*, session: Session, device_id: str, events: Sequence[Event]) -
         accepted = len(inserted)
     session.execute(update(Device).where(col(Device.id) == device_id).values(last_seen_at=stamp))
     duplicates = len(events) - accepted
-    for e in events:
-        metrics.REPORT_EVENTS.labels(e.kind, "received").inc()
-    if duplicates:
-        metrics.REPORT_EVENTS.labels("any", "duplicate").inc(duplicates)
+    metrics.count_reports([e.kind for e in events], duplicates)
     return accepted, duplicates
 
 

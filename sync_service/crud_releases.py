@@ -25,12 +25,27 @@ from sqlmodel import Session, col, select
 
 from packager.manifest import rollout_bucket
 from sync_service import metrics
-from sync_service.errors import Conflict, NotFound
+from sync_service.errors import (
+    NewerReleaseActive,
+    ReleaseSuperseded,
+    UnknownChannel,
+    UnknownFleet,
+    UnknownModelVersion,
+    UnknownRelease,
+    VersionNotNewer,
+)
 from sync_service.health_gate import FAILURE_KINDS, device_counts
 from sync_service.index import IndexSigner, StoredIndex, lock_channel, write_new_version
-from sync_service.models import Channel, Device, DeviceEvent, Fleet, ModelVersion, Release, now
-
-STATES = ("active", "halted", "superseded")
+from sync_service.models import (
+    Channel,
+    Device,
+    DeviceEvent,
+    Fleet,
+    ModelVersion,
+    Release,
+    ReleaseState,
+    now,
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,11 @@ def get_release(*, session: Session, release_id: int) -> ReleaseView | None:
 
 
 def list_releases(
-    *, session: Session, fleet: str | None = None, channel: str | None = None, state: str | None = None
+    *,
+    session: Session,
+    fleet: str | None = None,
+    channel: str | None = None,
+    state: ReleaseState | None = None,
 ) -> list[ReleaseView]:
     query = _views_query()
     if fleet is not None:
@@ -92,7 +111,7 @@ def list_releases(
 def _require(*, session: Session, release_id: int, lock: bool = False) -> ReleaseView:
     view = get_release(session=session, release_id=release_id)
     if view is None:
-        raise NotFound(f"no release {release_id}", code="unknown_release")
+        raise UnknownRelease(f"no release {release_id}")
     if lock and view.channel.id is not None:
         lock_channel(session, view.channel.id)
         session.refresh(view.release)  # as it is now that concurrent changes are behind us
@@ -110,7 +129,7 @@ def _model_releases(session: Session, channel_id: int, model: str) -> list[tuple
 
 def _reindex(session: Session, channel: Channel, signer: IndexSigner) -> StoredIndex:
     stored = write_new_version(session, channel, signer)
-    metrics.INDEX_SIGNED.labels("change").inc()
+    metrics.count_index_signed("change")
     return stored
 
 
@@ -127,26 +146,25 @@ def create_release(
 ) -> ReleaseView:
     fleet_row = session.exec(select(Fleet).where(Fleet.name == fleet)).first()
     if fleet_row is None or fleet_row.id is None:
-        raise NotFound(f"no fleet {fleet!r}", code="unknown_fleet")
+        raise UnknownFleet(f"no fleet {fleet!r}")
     channel_row = session.exec(
         select(Channel).where(Channel.fleet_id == fleet_row.id, Channel.name == channel)
     ).first()
     if channel_row is None or channel_row.id is None:
-        raise NotFound(f"fleet {fleet!r} has no channel {channel!r}", code="unknown_channel")
+        raise UnknownChannel(f"fleet {fleet!r} has no channel {channel!r}")
     mv = session.exec(
         select(ModelVersion).where(ModelVersion.name == model, ModelVersion.version == version)
     ).first()
     if mv is None or mv.id is None:
-        raise NotFound(f"model {model} v{version} was never published", code="unknown_model_version")
+        raise UnknownModelVersion(f"model {model} v{version} was never published")
     # Concurrent changes to one channel (other replicas too) run one after the other from here.
     lock_channel(session, channel_row.id)
     existing = _model_releases(session, channel_row.id, model)
     highest = max((m.version for _, m in existing), default=0)
     if version <= highest:
-        raise Conflict(
+        raise VersionNotNewer(
             f"{model} v{highest} was already released on {fleet}/{channel}: release versions only go up "
-            "(to roll back, publish the old artifacts as a new version: modelsync release rollback)",
-            code="version_not_newer",
+            "(to roll back, publish the old artifacts as a new version: modelsync release rollback)"
         )
     full = [(r, m) for r, m in existing if r.state == "active" and r.percent >= 100]
     fallback = max(full, key=lambda p: p[1].version)[0] if full else None
@@ -177,7 +195,7 @@ def create_release(
 def set_percent(*, session: Session, signer: IndexSigner, release_id: int, percent: float) -> ReleaseView:
     view = _require(session=session, release_id=release_id, lock=True)
     if view.release.state == "superseded":
-        raise Conflict(f"release {release_id} is superseded: create a new release", code="release_superseded")
+        raise ReleaseSuperseded(f"release {release_id} is superseded: create a new release")
     view.release.percent = percent
     view.release.updated_at = now()
     session.add(view.release)
@@ -197,7 +215,7 @@ def halt_release(
     """``(view, halted_now)``; halting a halted release changes nothing (``False``)."""
     view = _require(session=session, release_id=release_id, lock=True)
     if view.release.state == "superseded":
-        raise Conflict(f"release {release_id} is superseded: nothing to halt", code="release_superseded")
+        raise ReleaseSuperseded(f"release {release_id} is superseded: nothing to halt")
     result = session.execute(
         update(Release)
         .where(col(Release.id) == release_id, col(Release.state) == "active")
@@ -207,7 +225,7 @@ def halt_release(
     session.refresh(view.release)
     if halted_now:
         _reindex(session, view.channel, signer)
-        metrics.HALTS.labels("health_gate" if by_health_gate else "operator").inc()
+        metrics.count_halt("health_gate" if by_health_gate else "operator")
     return view, halted_now
 
 
@@ -215,7 +233,7 @@ def resume_release(*, session: Session, signer: IndexSigner, release_id: int) ->
     view = _require(session=session, release_id=release_id, lock=True)
     r = view.release
     if r.state == "superseded":
-        raise Conflict(f"release {release_id} is superseded: create a new release", code="release_superseded")
+        raise ReleaseSuperseded(f"release {release_id} is superseded: create a new release")
     if r.state == "active":
         return view
     newer = [
@@ -224,10 +242,9 @@ def resume_release(*, session: Session, signer: IndexSigner, release_id: int) ->
         if other.state == "active" and m.version > view.model_version.version
     ]
     if newer:
-        raise Conflict(
+        raise NewerReleaseActive(
             f"release {newer[0]} of a newer {view.model_version.name} version is active on "
-            f"{view.fleet.name}/{view.channel.name}: halt it first",
-            code="newer_release_active",
+            f"{view.fleet.name}/{view.channel.name}: halt it first"
         )
     stamp = now()
     r.state = "active"

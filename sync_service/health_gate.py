@@ -16,10 +16,10 @@ from datetime import datetime
 from sqlalchemy import distinct, func, or_
 from sqlmodel import Session, col, select
 
-from sync_service.models import Channel, Device, DeviceEvent, ModelVersion, Release
+from sync_service.models import Channel, Device, DeviceEvent, ModelVersion, Release, ReportKind
 
-FAILURE_KINDS = ("install_failed", "golden_failed")
-OUTCOME_KINDS = ("installed", *FAILURE_KINDS)
+FAILURE_KINDS: tuple[ReportKind, ...] = ("install_failed", "golden_failed")
+OUTCOME_KINDS: tuple[ReportKind, ...] = ("installed", *FAILURE_KINDS)
 # A device that cannot take the artifact at all (onnxruntime older than the one that wrote
 # it, no artifact for its platform) says nothing about the model's health: not counted.
 INCOMPATIBLE_REASONS = ("runtime_too_old", "no_artifact_for_target")

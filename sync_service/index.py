@@ -33,7 +33,7 @@ from packager.manifest import (
     sign,
     utcnow,
 )
-from sync_service.metrics import INDEX_SIGNED
+from sync_service.metrics import count_index_signed
 from sync_service.models import Channel, ChannelIndexDoc, Fleet, ModelVersion, Release
 
 # Concurrent writers of one channel are a handful of replicas; a few rounds always settle it.
@@ -247,7 +247,7 @@ def current_index(
     stored = write_new_version(session, channel, signer, replaces=doc.version if doc else 0, now=now)
     session.commit()
     if doc is None or stored.version > doc.version:
-        INDEX_SIGNED.labels("first" if doc is None else "freshness").inc()
+        count_index_signed("first" if doc is None else "freshness")
     return stored
 
 

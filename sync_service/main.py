@@ -1,64 +1,33 @@
 """The app factory. ``create_app`` checks everything the service needs before it answers
-a request — keys, database schema, storage — and fails with one clear ModelSyncError.
-
-Routers: every module named in ``ROUTE_MODULES`` that exists under
-``sync_service/api/routes/`` and defines ``router``. Extensions (metrics, logging,
-background re-signing): every module in ``EXTENSIONS`` that exists and defines
-``install(app)``; it may append async callables to ``app.state.on_startup`` /
-``app.state.on_shutdown``.
+a request — keys, database schema, storage — and fails with one clear ModelSyncError;
+what the app then serves (routers, ASGI layers) is listed in sync_service/api/main.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from sync_service.api.errors import install_error_handlers
+from sync_service.api.main import add_middleware, api_router
+from sync_service.api.routes.bundles import clean_stale_uploads
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
 from sync_service.db import ensure_migrated, make_engine
-from sync_service.errors import ServiceConfigError, install_error_handlers
+from sync_service.errors import ServiceConfigError
 from sync_service.storage import make_storage
 
 log = logging.getLogger("modelsync.service")
 
-ROUTE_MODULES = (
-    "health",
-    "root",
-    "bundles",
-    "blobs",
-    "models_api",
-    "admin",
-    "releases",
-    "channels",
-    "devices",
-)
-EXTENSIONS = ("sync_service.metrics", "sync_service.observability")
-
-Hook = Callable[[FastAPI], Awaitable[None]]
-
-
-def _optional_module(name: str) -> object | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:  # the module itself is absent; a broken import inside it is not hidden
-            return None
-        raise
-
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    for hook in app.state.on_startup:
-        await hook(app)
     try:
         yield
     finally:
-        for hook in reversed(app.state.on_shutdown):
-            await hook(app)
         app.state.engine.dispose()
 
 
@@ -100,19 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.storage = storage
     app.state.keys = keys
-    app.state.on_startup = []
-    app.state.on_shutdown = []
     install_error_handlers(app)
-    from sync_service.api.routes.bundles import clean_stale_uploads
-
     clean_stale_uploads(settings.data_dir / "uploads")
-
-    for name in ROUTE_MODULES:
-        module = _optional_module(f"sync_service.api.routes.{name}")
-        if module is not None:
-            app.include_router(module.router)  # type: ignore[attr-defined]
-    for name in EXTENSIONS:
-        module = _optional_module(name)
-        if module is not None and hasattr(module, "install"):
-            module.install(app)
+    app.include_router(api_router)
+    add_middleware(app)
     return app

@@ -2,7 +2,9 @@
 every request by route template (never by raw path: bounded label sets) and the bytes
 each response carried, by kind (``blob``, ``zstd``, ``delta``, ``index``).
 
-Counters the routes bump themselves: publishes, report events, halts. The 304 ratio is
+Counters the service bumps itself, through the typed ``count_*`` functions below (label
+words as Literal types, so a misspelt label is a type error, not a new time series):
+publishes, report events, halts, index versions signed. The 304 ratio is
 exported ready-made (``modelsync_index_not_modified_ratio``) and can also be computed in
 PromQL from ``modelsync_index_responses_total``.
 """
@@ -10,11 +12,17 @@ PromQL from ``modelsync_index_responses_total``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sync_service.models import ReportKind
+
+PublishOutcome = Literal["created", "unchanged", "rejected"]
+HaltedBy = Literal["operator", "health_gate"]
+SignCause = Literal["change", "first", "freshness"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -67,6 +75,25 @@ INDEX_SIGNED = Counter(
     ["cause"],
     registry=REGISTRY,
 )
+
+
+def count_publish(outcome: PublishOutcome) -> None:
+    PUBLISHES.labels(outcome).inc()
+
+
+def count_reports(kinds: list[ReportKind], duplicates: int) -> None:
+    for kind in kinds:
+        REPORT_EVENTS.labels(kind, "received").inc()
+    if duplicates:
+        REPORT_EVENTS.labels("any", "duplicate").inc(duplicates)
+
+
+def count_halt(by: HaltedBy) -> None:
+    HALTS.labels(by).inc()
+
+
+def count_index_signed(cause: SignCause) -> None:
+    INDEX_SIGNED.labels(cause).inc()
 
 
 def _not_modified_ratio() -> float:
@@ -146,17 +173,3 @@ class MetricsMiddleware:
             if route == INDEX_ROUTE and status in (200, 304):
                 INDEX_RESPONSES.labels(str(status)).inc()
 
-
-def install(app: Any) -> None:
-    """Called by ``create_app``: the /metrics route and the service's ASGI layers, outermost
-    first: request id and JSON access log (so every log line of a request has its id), this
-    metrics layer, then the index check's fast path (sync_service/api/routes/channels.py),
-    which is counted and logged like any route."""
-    from sync_service.api.routes.channels import IndexFastPath
-    from sync_service.api.routes.metrics import router
-    from sync_service.logging import RequestIdMiddleware
-
-    app.include_router(router)
-    app.add_middleware(IndexFastPath)
-    app.add_middleware(MetricsMiddleware)
-    app.add_middleware(RequestIdMiddleware)

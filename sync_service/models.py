@@ -1,18 +1,34 @@
 """Database tables (SQLModel). Tables are not the wire format: routes convert at the edge
-into the `*Public` / `*Create` pydantic classes in `sync_service/schemas.py`."""
+into the `*Public` / `*Create` pydantic classes each route module declares
+(sync_service/api/routes/)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 from sqlalchemy import Column, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
+
+from sync_service.auth import TokenKind
+
+# The words stored in (and answered from) the status columns, as on the wire.
+ReleaseState = Literal["active", "halted", "superseded"]
+BlobKind = Literal["manifest", "artifact", "reference"]
+ReportKind = Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
+Platform = Literal["android", "ios", "linux"]
 
 
 def now() -> datetime:
     # Aware UTC: sqlmodel's UTCDateTime refuses naive values; SQLite stores it without offset
     # and hands it back as UTC, PostgreSQL as timestamptz.
     return datetime.now(UTC)
+
+
+def one_of(max_length: int, **kwargs: Any) -> Any:
+    """A string column typed with one of the Literal types above: SQLModel finds no column
+    type for a Literal by itself, so it is named (the same VARCHAR as a plain ``str``)."""
+    return Field(max_length=max_length, sa_type=AutoString(length=max_length), **kwargs)
 
 
 class Fleet(SQLModel, table=True):
@@ -32,7 +48,7 @@ class Channel(SQLModel, table=True):
 class ApiToken(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     token_hash: str = Field(unique=True, index=True, max_length=64)
-    kind: str = Field(max_length=16)  # publisher | enrollment | device
+    kind: TokenKind = one_of(16)
     scopes: str = Field(default="", max_length=64)  # comma-separated: publish,release,admin
     name: str = Field(default="", max_length=128)
     fleet_id: int | None = Field(default=None, foreign_key="fleet.id")
@@ -44,7 +60,7 @@ class ApiToken(SQLModel, table=True):
 class Blob(SQLModel, table=True):
     sha256: str = Field(primary_key=True, max_length=64)
     length: int
-    kind: str = Field(max_length=16)  # manifest | artifact | reference
+    kind: BlobKind = one_of(16)
     created_at: datetime = Field(default_factory=now)
 
 
@@ -76,7 +92,7 @@ class Release(SQLModel, table=True):
     percent: float = 0.0
     salt: str = Field(max_length=64)
     urgent: bool = False
-    state: str = Field(default="active", max_length=16)  # active | halted | superseded
+    state: ReleaseState = one_of(16, default="active")
     halt_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     halted_by_health_gate: bool = False
     health_since: datetime | None = None  # health-gate window start: creation or last resume
@@ -100,7 +116,7 @@ class ChannelIndexDoc(SQLModel, table=True):
 class Device(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=128)
     fleet_id: int = Field(foreign_key="fleet.id", index=True)
-    platform: str = Field(max_length=16)
+    platform: Platform = one_of(16)
     app_version: str = Field(default="", max_length=32)
     ort_version: str = Field(default="", max_length=32)
     providers: str = Field(default="", max_length=512)  # comma-separated
@@ -111,7 +127,7 @@ class Device(SQLModel, table=True):
 class DeviceEvent(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=64)
     device_id: str = Field(foreign_key="device.id", index=True, max_length=128)
-    kind: str = Field(max_length=32, index=True)
+    kind: ReportKind = one_of(32, index=True)
     model_name: str | None = Field(default=None, max_length=64, index=True)
     model_version: int | None = None
     reason: str | None = Field(default=None, max_length=256)

@@ -14,9 +14,11 @@ from sqlmodel import Session
 
 from packager.manifest import Root
 from sync_service import crud
+from sync_service.auth import TokenKind
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
 from sync_service.errors import Forbidden, Unauthorized
+from sync_service.index import IndexSigner
 from sync_service.storage import Storage
 
 
@@ -82,12 +84,23 @@ RootDep = Annotated[Root, Depends(get_root)]
 IndexKeyDep = Annotated[Ed25519PrivateKey, Depends(get_index_key)]
 
 
+def get_signer(keys: KeysDep, settings: SettingsDep) -> IndexSigner:
+    return IndexSigner(keys=(keys.index_key,), lifetime=settings.index_lifetime)
+
+
+SignerDep = Annotated[IndexSigner, Depends(get_signer)]
+
+# One line of printable text, for free-text fields: PostgreSQL refuses NUL in text columns
+# (a 500 if it got there).
+TEXT_LINE = r"^[^\x00-\x1f\x7f]*$"
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: a publisher (with scopes), an enrollment token or a device."""
 
     token_id: int
-    kind: str
+    kind: TokenKind
     scopes: frozenset[str]
     fleet_id: int | None
     device_id: str | None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sync_service.storage.base import BlobNotFound, Storage, StorageError, blob_key, delta_key
+from sync_service.errors import BlobNotFound, ServiceConfigError, StorageError
+from sync_service.storage.base import Storage, blob_key, delta_key
 
 if TYPE_CHECKING:
     from sync_service.core.config import Settings
@@ -14,7 +15,6 @@ __all__ = ["BlobNotFound", "Storage", "StorageError", "blob_key", "delta_key", "
 
 def make_storage(settings: Settings) -> Storage:
     if settings.storage_backend == "s3":
-        from sync_service.errors import ServiceConfigError
         from sync_service.storage.s3 import S3Storage
 
         if not settings.s3_bucket:

@@ -2,7 +2,8 @@
 
 Keys are slash-separated relative names (``blobs/<sha256>``, ``deltas/<from>-<to>``).
 Backends turn their own failures into ``StorageError``; a missing key is
-``BlobNotFound`` (a StorageError too), so callers can answer 404 for it and 503 otherwise.
+``BlobNotFound`` (a StorageError too; both in sync_service/errors.py), so callers can
+answer 404 for it and 503 otherwise.
 """
 
 from __future__ import annotations
@@ -14,17 +15,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
-from packager.errors import ModelSyncError
+from sync_service.errors import StorageError
 
 _KEY = re.compile(r"^[a-z0-9]+(/[A-Za-z0-9._-]+)+$")
-
-
-class StorageError(ModelSyncError):
-    pass
-
-
-class BlobNotFound(StorageError):
-    pass
 
 
 def check_key(key: str) -> str:

@@ -12,7 +12,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
-from sync_service.storage.base import BlobNotFound, Storage, StorageError, check_key
+from sync_service.errors import BlobNotFound, StorageError
+from sync_service.storage.base import Storage, check_key
 
 
 class LocalStorage(Storage):

@@ -10,7 +10,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from sync_service.storage.base import BlobNotFound, Storage, StorageError, check_key
+from sync_service.errors import BlobNotFound, StorageError
+from sync_service.storage.base import Storage, check_key
 
 
 def _is_missing(exc: Exception) -> bool:

@@ -21,7 +21,6 @@ from packager.errors import BadSignatureError, ExpiredError
 from packager.keys import load_private_key
 from packager.manifest import Root, parse_time, verify_index
 from sync_service import crud
-from sync_service.api.routes.channels import etag_matches
 from sync_service.index import (
     IndexSigner,
     current_index,
@@ -29,6 +28,7 @@ from sync_service.index import (
     needs_resign,
     write_new_version,
 )
+from sync_service.index_fast_path import etag_matches
 from sync_service.metrics import INDEX_SIGNED
 from sync_service.models import Channel, ChannelIndexDoc, ModelVersion, Release
 from tests.sync_service.fleet_helpers import (
@@ -378,8 +378,8 @@ def test_token_revoked_elsewhere_stops_working_after_the_ttl(
 ) -> None:
     import time
 
-    from sync_service.api.routes.channels import token_cache_for
     from sync_service.auth import hash_token
+    from sync_service.index_fast_path import token_cache_for
 
     token_cache_for(app.state).ttl = 0.2
     assert get_index(client, device_token).status_code == 200

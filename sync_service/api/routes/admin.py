@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from packager.manifest import format_time
 from sync_service import crud
 from sync_service.api.deps import AdminDep, SessionDep
-from sync_service.auth import SCOPES
+from sync_service.auth import SCOPES, Scope, TokenKind
 from sync_service.errors import Conflict, NotFound, Unprocessable
 from sync_service.models import ApiToken
 
@@ -38,7 +38,7 @@ class FleetPublic(BaseModel):
 
 class TokenCreate(BaseModel):
     kind: Literal["publisher", "enrollment"]
-    scopes: list[Literal["publish", "release", "admin"]] = Field(
+    scopes: list[Scope] = Field(
         default_factory=list, description="publisher tokens only"
     )
     fleet: str | None = Field(None, description="enrollment tokens only")
@@ -47,7 +47,7 @@ class TokenCreate(BaseModel):
 
 class TokenPublic(BaseModel):
     id: int
-    kind: str
+    kind: TokenKind
     scopes: list[str]
     fleet: str | None
     name: str

@@ -90,7 +90,7 @@ async def get_blob(
     except UnsatisfiableRange:
         raise RangeNotSatisfiable(
             f"range {range_header} is beyond the blob's {length} bytes",
-            headers={"Content-Range": f"bytes */{length}"},
+            length=length,
         ) from None
     if byte_range is not None:
         response = _stream(storage, key, byte_range.start, byte_range.end)

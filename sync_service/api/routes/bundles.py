@@ -14,23 +14,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from packager.errors import VerificationError
 from sync_service.api.deps import PublishDep, SettingsDep
 from sync_service.bundles import IngestResult, ingest
 from sync_service.errors import BadRequest, PayloadTooLarge, ServiceError
+from sync_service.metrics import count_publish
 from sync_service.storage import Storage
 from sync_service.transfer import ensure_zstd
 
 log = logging.getLogger("modelsync.bundles")
 
 router = APIRouter(prefix="/v1", tags=["release engineers"])
-
-
-def _count_publish(outcome: str) -> None:
-    try:
-        from sync_service.metrics import PUBLISHES
-    except ImportError:  # metrics are optional to this module
-        return
-    PUBLISHES.labels(outcome).inc()
 
 
 async def _receive(request: Request, dest: Path, cap: int) -> int:
@@ -119,18 +113,12 @@ async def upload_bundle(request: Request, _user: PublishDep, settings: SettingsD
             storage=app.state.storage,
             root=app.state.keys.root,
         )
-    except ServiceError:
-        _count_publish("rejected")
-        raise
-    except Exception as exc:
-        from packager.errors import VerificationError
-
-        if isinstance(exc, VerificationError):
-            _count_publish("rejected")
+    except (ServiceError, VerificationError):
+        count_publish("rejected")
         raise
     finally:
         await run_in_threadpool(shutil.rmtree, workdir, True)
-    _count_publish("created" if result.created else "unchanged")
+    count_publish("created" if result.created else "unchanged")
     # Warm the zstd cache after answering, so the first devices of a rollout do not wait
     # for the compression (ensure_zstd is single-flight: early requests join it).
     warm = BackgroundTasks()

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sync_service import crud, crud_devices
-from sync_service.api.deps import DeviceDep, EnrollmentDep, SessionDep, SettingsDep
-from sync_service.api.routes.channels import token_cache_for
-from sync_service.api.routes.releases import TEXT_LINE, SignerDep
-from sync_service.errors import Forbidden, NotFound
+from sync_service.api.deps import TEXT_LINE, DeviceDep, EnrollmentDep, SessionDep, SettingsDep, SignerDep
+from sync_service.errors import Forbidden, UnknownFleet
 from sync_service.index import cache_for
-from sync_service.models import Device
+from sync_service.index_fast_path import token_cache_for
+from sync_service.models import Device, Platform, ReportKind
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 log = logging.getLogger("modelsync.devices")
@@ -29,7 +28,7 @@ DeviceId = Annotated[str, Path(pattern=DEVICE_ID, max_length=128)]
 class DeviceRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device_id: str = Field(pattern=DEVICE_ID, max_length=128)
-    platform: Literal["android", "ios", "linux"]
+    platform: Platform
     app_version: str = Field("", max_length=32, pattern=TEXT_LINE)
     ort_version: str = Field("", max_length=32, pattern=TEXT_LINE)
     providers: list[Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_LINE)]] = Field(
@@ -49,7 +48,7 @@ class ReportEvent(BaseModel):
         pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$",
         description="a UUID, unique per event: the idempotency key",
     )
-    kind: Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
+    kind: ReportKind
     at: datetime
     model: str | None = Field(None, max_length=64, pattern=TEXT_LINE)
     version: int | None = Field(None, ge=1, le=2**31 - 1)
@@ -88,7 +87,7 @@ def register_device(
     assert enrollment.fleet_id is not None
     fleet = crud.get_fleet_by_id(session=session, fleet_id=enrollment.fleet_id)
     if fleet is None:
-        raise NotFound("the enrollment token's fleet no longer exists", code="unknown_fleet")
+        raise UnknownFleet("the enrollment token's fleet no longer exists")
     token, _device = crud_devices.register_device(
         session=session,
         fleet=fleet,

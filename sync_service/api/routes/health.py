@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from sync_service.api.deps import SessionDep, StorageDep
-from sync_service.errors import error_response
-from sync_service.storage import StorageError
+from sync_service.api.errors import error_response
+from sync_service.errors import StorageError
 
 router = APIRouter(tags=["operations"])
 

@@ -4,32 +4,24 @@ channel's next signed index (sync_service/crud_releases.py)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from sync_service import crud_releases
-from sync_service.api.deps import KeysDep, ReleaseDep, SessionDep, SettingsDep
+from sync_service.api.deps import TEXT_LINE, ReleaseDep, SessionDep, SignerDep
 from sync_service.crud_releases import ReleaseView
-from sync_service.errors import NotFound
-from sync_service.index import IndexSigner, cache_for
+from sync_service.errors import UnknownRelease
+from sync_service.index import cache_for
+from sync_service.models import ReleaseState
 
 router = APIRouter(prefix="/v1/releases", tags=["releases"])
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-# One line of printable text: PostgreSQL refuses NUL in text columns (a 500 if it got there).
-TEXT_LINE = r"^[^\x00-\x1f\x7f]*$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ReleaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-
-
-def get_signer(keys: KeysDep, settings: SettingsDep) -> IndexSigner:
-    return IndexSigner(keys=(keys.index_key,), lifetime=settings.index_lifetime)
-
-
-SignerDep = Annotated[IndexSigner, Depends(get_signer)]
 
 
 class ReleaseCreate(BaseModel):
@@ -61,7 +53,7 @@ class ReleasePublic(BaseModel):
     percent: float
     salt: str
     urgent: bool
-    state: Literal["active", "halted", "superseded"]
+    state: ReleaseState
     halt_reason: str | None
     halted_by_health_gate: bool
     created: datetime
@@ -113,7 +105,7 @@ def list_releases(
     _user: ReleaseDep,
     fleet: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
     channel: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
-    state: Literal["active", "halted", "superseded"] | None = None,
+    state: ReleaseState | None = None,
 ) -> list[ReleasePublic]:
     views = crud_releases.list_releases(session=session, fleet=fleet, channel=channel, state=state)
     return [_public(v) for v in views]
@@ -123,7 +115,7 @@ def list_releases(
 def get_release(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleasePublic:
     view = crud_releases.get_release(session=session, release_id=release_id)
     if view is None:
-        raise NotFound(f"no release {release_id}", code="unknown_release")
+        raise UnknownRelease(f"no release {release_id}")
     return _public(view)
 
 

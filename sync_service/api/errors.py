@@ -1,0 +1,130 @@
+"""The ONE place errors become HTTP answers: a status per class of the service's tree
+(sync_service/errors.py) and of the trust failures an upload can raise (packager.errors),
+and the handlers that write every error body as ``{"detail": "<one line>", "code":
+"<snake_case>"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from packager.errors import (
+    BadSignatureError,
+    ExpiredError,
+    FormatError,
+    ModelSyncError,
+    RollbackError,
+    ThresholdError,
+    UnknownKeyError,
+    VerificationError,
+    WrongTypeError,
+)
+from sync_service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    ServiceError,
+    StorageError,
+    Unauthorized,
+    Unprocessable,
+)
+
+log = logging.getLogger("modelsync.errors")
+
+# Status by class, the nearest class in an error's MRO deciding.
+STATUS: Mapping[type[Exception], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    RangeNotSatisfiable: 416,
+    Unprocessable: 422,
+    ServiceError: 500,
+    StorageError: 503,
+}
+
+# Trust failures of uploaded documents carry no code of their own: (status, code).
+VERIFICATION: Mapping[type[VerificationError], tuple[int, str]] = {
+    ThresholdError: (403, "untrusted_signature"),
+    BadSignatureError: (403, "bad_signature"),
+    UnknownKeyError: (403, "unknown_key"),
+    WrongTypeError: (422, "wrong_type"),
+    FormatError: (422, "malformed_document"),
+    ExpiredError: (422, "expired"),
+    RollbackError: (409, "rollback"),
+    VerificationError: (422, "verification_failed"),
+}
+
+
+def status_and_code(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, StorageError):
+        # A blob the database names but the store lacks is the store's failure too.
+        return 503, StorageError.code
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls], getattr(exc, "code", "internal_error")
+        if cls in VERIFICATION:
+            return VERIFICATION[cls]
+    return 500, "internal_error"
+
+
+def headers_for(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RangeNotSatisfiable):
+        return {"Content-Range": f"bytes */{exc.length}"}
+    return {}
+
+
+def error_response(
+    status: int, detail: str, code: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=dict(headers or {}))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+async def _modelsync_handler(request: Request, exc: Exception) -> JSONResponse:
+    status, code = status_and_code(exc)
+    if status >= 500:
+        log.error("%s failed on %s: %s", type(exc).__name__, request.url.path, exc)
+    return error_response(status, _one_line(str(exc)), code, headers_for(exc))
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code, "http_error"
+    )
+    return error_response(exc.status_code, _one_line(str(exc.detail)), code, exc.headers)
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if errors:
+        first = errors[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "(request)"
+        detail = f"{loc}: {first.get('msg', 'invalid')}"
+    else:
+        detail = "invalid request"
+    return error_response(422, _one_line(detail), "validation_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ModelSyncError, _modelsync_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
