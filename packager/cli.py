@@ -14,12 +14,11 @@ import sys
 
 from device_sim.cli import register as register_device
 from packager import cli_bundle, cli_keys
-from packager.cli_common import Handler, passphrase_from
+from packager.cli_common import Handler
 from packager.errors import ModelSyncError
 from sync_service.cli import register as register_service
 
-# passphrase_from is re-exported: sync_service.cli_release still imports it from here.
-__all__ = ["build_parser", "main", "passphrase_from"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

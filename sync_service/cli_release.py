@@ -260,7 +260,7 @@ def resign_bundle(
 def _rollback(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from packager.cli import passphrase_from
+    from packager.cli_common import passphrase_from
     from packager.keys import load_private_key
 
     passphrase = passphrase_from(args)
