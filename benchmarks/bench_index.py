@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +41,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+
+from device_sim.service_process import free_port, running_service
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -88,12 +90,6 @@ def serve_bare(port: int) -> None:
         return Response(b"{}", media_type="application/json", headers={"ETag": BARE_ETAG})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -420,34 +416,24 @@ def main(argv: list[str] | None = None) -> int:
     if client_kind == "auto":
         client_kind = "wrk" if shutil.which("wrk") else "httpx"
     procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp, Progress() as progress:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-index-") as tmp,
+        Progress() as progress,
+        contextlib.ExitStack() as stack,
+    ):
         work = Path(tmp)
         setup = prepare(work)
         bundles = build_bundles(work, setup["keys"], args.trees, args.rows, progress)
-        port, bare_port = free_port(), free_port()
+        bare_port = free_port()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        log = (work / "service.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "packager.cli",
-                    "serve",
-                    "--data-dir",
-                    str(setup["data"]),
-                    "--root",
-                    str(setup["server_keys"] / "root.json"),
-                    "--index-key",
-                    str(setup["server_keys"] / "index.key"),
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    args.log_level,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        service = stack.enter_context(
+            running_service(
+                setup["data"],
+                setup["server_keys"] / "root.json",
+                setup["server_keys"] / "index.key",
+                extra_args=("--log-level", args.log_level),
                 env=env,
+                log_path=work / "service.log",
             )
         )
         procs.append(
@@ -459,10 +445,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         try:
-            base = f"http://127.0.0.1:{port}"
+            base = service.url
             bare_url = f"http://127.0.0.1:{bare_port}/bare"
-            wait_up(f"{base}/healthz", procs[0])
-            wait_up(bare_url, procs[1])
+            wait_up(bare_url, procs[0])
             publisher = {"Authorization": f"Bearer {setup['publisher']}"}
             with httpx.Client(base_url=base, timeout=60) as http:
                 for label in ("base", "republished", "grown"):

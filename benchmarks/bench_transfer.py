@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from device_sim.service_process import running_service
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,12 +34,6 @@ def _peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _artifact(mib: int) -> bytes:
@@ -95,37 +87,21 @@ def run(mib: int) -> dict[str, Any]:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        port = _free_port()
-        serve = [
-            sys.executable,
-            "-m",
-            "packager.cli",
-            "serve",
-            "--data-dir",
-            str(t / "data"),
-            "--root",
-            str(t / "keys" / "root.json"),
-            "--index-key",
-            str(t / "keys" / "index.key"),
-            "--port",
-            str(port),
-            "--log-level",
-            "WARNING",
-        ]
-        proc = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    httpx.get(f"{base}/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            rss_before = _peak_rss_mib(proc.pid)
+        service_cm = running_service(
+            t / "data",
+            t / "keys" / "root.json",
+            t / "keys" / "index.key",
+            extra_args=("--log-level", "WARNING"),
+            env=env,
+            log_path=t / "serve.log",
+        )
+        with service_cm as service:
+            base = service.url
+            rss_before = _peak_rss_mib(service.pid)
             with ServiceClient(base, token, timeout=600) as client:
                 upload_s, (status, _) = _timed(lambda: client.publish(bundle))
                 assert status == 201
-                rss_after = _peak_rss_mib(proc.pid)
+                rss_after = _peak_rss_mib(service.pid)
                 url = f"/v1/blobs/{sha}"
                 ident = {"Accept-Encoding": "identity"}
                 full_s, full = _timed(lambda: client.request("GET", url, headers=ident))
@@ -140,9 +116,6 @@ def run(mib: int) -> dict[str, Any]:
                 zcached_s, _ = _timed(lambda: client.request("GET", url, headers=z))
                 zstd_bytes = int(zr.headers["content-length"])
                 assert zr.content == data  # httpx decodes zstd
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
     size = len(data)
     return {
         "artifact_bytes": size,
