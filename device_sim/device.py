@@ -1,4 +1,4 @@
-"""One field device: its state directory, its updater, and inference on what it installed.
+"""One field device: enrollment, its state directory, its updater, and inference on what it installed.
 
     device = Device.register(state, server=URL, enroll_token=T, platform="linux", root_envelope=root)
     result = device.sync()                 # root walk, index, verified installs, reports
@@ -14,14 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from device_sim.store import Installed, Store
-from device_sim.updater import Progress, SyncConfig, SyncResult, Updater, make_client, register
+from device_sim import trust
+from device_sim.golden import available_providers, runtime_version
+from device_sim.store import Identity, Installed, Store
+from device_sim.transfer import DownloadError, Progress, SyncConfig, detail, make_client
+from device_sim.updater import SyncResult, Updater
 from packager.errors import ModelSyncError, UsageError
 from packager.manifest import ModelManifest, utcnow
 
@@ -30,6 +34,49 @@ class NoModelError(ModelSyncError):
     """Nothing installed (yet) that can serve a prediction."""
 
     code = "no_model"
+
+
+async def register(
+    client: httpx.AsyncClient,
+    state: Path,
+    *,
+    enroll_token: str,
+    platform: str,
+    root_envelope: dict[str, Any],
+    device_id: str | None = None,
+    channel: str = "stable",
+    app_version: str = "0.1.0",
+    ort_version: str | None = None,
+) -> Store:
+    """Enroll with the server and write the state directory (identity + shipped root)."""
+    if platform not in trust.PLATFORM_TARGETS:
+        raise ModelSyncError(f"platform must be one of {', '.join(trust.PLATFORM_TARGETS)}, not {platform!r}")
+    trust.trusted_root(root_envelope)  # check 1.1, before anything is written
+    device_id = device_id or f"dev-{uuid.uuid4().hex[:12]}"
+    ort_version = ort_version or runtime_version()
+    providers = available_providers()
+    body = {"device_id": device_id, "platform": platform, "app_version": app_version,
+            "ort_version": ort_version, "providers": providers}
+    try:
+        resp = await client.post("/v1/devices/register", json=body,
+                                 headers={"Authorization": f"Bearer {enroll_token}"})
+    except httpx.HTTPError as exc:
+        raise DownloadError(f"cannot reach {client.base_url}: {exc}") from None
+    if resp.status_code != 201:
+        raise DownloadError(f"registration refused: HTTP {resp.status_code}{detail(resp)}")
+    answer = resp.json()
+    identity = Identity(
+        device_id=answer.get("device_id", device_id), server=str(client.base_url).rstrip("/"),
+        platform=platform, target=trust.PLATFORM_TARGETS[platform], fleet=answer["fleet"],
+        channel=channel, token=answer["device_token"], app_version=app_version, ort_version=ort_version,
+        providers=providers,
+    )
+    path = Path(state)
+    if (path / "device.json").is_file():  # re-registering keeps installed models and reports
+        store = Store.open(path)
+        store.save_identity(identity)
+        return store
+    return Store.create(path, identity, root_envelope)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Thousands of simulated devices in one asyncio process, against a real sync service.
 
-Each simulated device is the real device code: ``device_sim.updater.register`` writes its
+Each simulated device is the real device code: ``device_sim.device.register`` writes its
 state directory and ``Updater.sync_once`` runs every numbered check of docs/device.md and
 saves through ``device_sim.store``. What the fleet adds is the world around them:
 
@@ -37,11 +37,13 @@ from typing import Any
 import httpx
 import numpy as np
 
+from device_sim.device import register
 from device_sim.engine import SessionCache
 from device_sim.faults import FaultPlan, FaultyTransport
 from device_sim.fleet_report import BucketCheck, FleetResult
 from device_sim.store import Store
-from device_sim.updater import SyncConfig, SyncResult, Updater, next_delay, register
+from device_sim.transfer import SyncConfig
+from device_sim.updater import SyncResult, Updater, next_delay
 from packager.errors import ModelSyncError, UsageError
 from packager.manifest import GoldenVectors, rollout_bucket
 

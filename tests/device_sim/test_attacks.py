@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device_sim.device import Device
-from device_sim.updater import SyncConfig
+from device_sim.transfer import SyncConfig
 from tests.device_sim.forge import Keys, doc_bytes, entry, index_doc, manifest_doc, ort_model, root_doc, sha
 from tests.device_sim.repo import Repo
 

@@ -12,8 +12,10 @@ import bsdiff4
 import httpx
 import pytest
 
+from device_sim.delta import apply_delta
 from device_sim.device import Device
-from device_sim.updater import SyncConfig, apply_delta, next_delay
+from device_sim.transfer import SyncConfig
+from device_sim.updater import next_delay
 from tests.device_sim.forge import ort_model, sha
 from tests.device_sim.repo import Repo
 
@@ -55,7 +57,7 @@ def test_register_sync_install_and_predict(repo: Repo, tmp_path: Path) -> None:
 
 
 def test_bad_enrollment_token_writes_nothing(repo: Repo, tmp_path: Path) -> None:
-    from device_sim.updater import DownloadError
+    from device_sim.transfer import DownloadError
 
     with pytest.raises(DownloadError, match="401"):
         Device.register(tmp_path / "d", server="http://repo.test", enroll_token="mse_bad", platform="linux",
@@ -285,13 +287,13 @@ def test_predict_falls_back_to_previous_when_current_is_damaged(repo: Repo, tmp_
 
 
 def test_the_device_does_not_load_a_trainer() -> None:
-    """trust, store, updater, faults and device import nothing heavy (a phone has no sklearn)."""
+    """trust, store, updater, transfer, faults and device import nothing heavy (a phone has no sklearn)."""
     import subprocess
     import sys
 
-    code = ("import sys, device_sim.trust, device_sim.store, device_sim.updater, device_sim.faults, "
-            "device_sim.device; print(sorted(m for m in ('sklearn', 'onnx', 'skl2onnx', 'lightgbm', "
-            "'onnxmltools', 'pandas', 'fastapi', 'sqlmodel') if m in sys.modules))")
+    code = ("import sys, device_sim.trust, device_sim.store, device_sim.updater, device_sim.transfer, "
+            "device_sim.faults, device_sim.device; print(sorted(m for m in ('sklearn', 'onnx', "
+            "'skl2onnx', 'lightgbm', 'onnxmltools', 'pandas', 'fastapi', 'sqlmodel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "[]"
