@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -36,9 +37,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from device_sim.device import register
-from device_sim.engine import SessionCache
+from device_sim.engine import OnnxEngine
 from device_sim.faults import FaultPlan, FaultyTransport
 from device_sim.fleet_report import BucketCheck, FleetResult
 from device_sim.store import Store
@@ -167,6 +169,30 @@ def plan_devices(spec: FleetSpec) -> list[SimDevice]:
             )
         )
     return devices
+
+
+class SessionCache:
+    """One InferenceSession per artifact sha256, shared by every simulated device in a
+    process: a real phone holds one session for its one model; a thousand simulated phones
+    with the same artifact need not hold a thousand copies."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, OnnxEngine] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, sha256: str, load: Callable[[], bytes], registry: CollectorRegistry | None = None
+    ) -> OnnxEngine:
+        with self._lock:
+            hit = self._engines.get(sha256)
+        if hit is not None:
+            return hit
+        engine = OnnxEngine(load(), registry=registry)
+        with self._lock:
+            return self._engines.setdefault(sha256, engine)
+
+    def __len__(self) -> int:
+        return len(self._engines)
 
 
 class SharedGolden:

@@ -263,9 +263,20 @@ def _major_minor(version: str) -> tuple[int, int]:
         raise FormatError(f"bad onnxruntime version {version!r}") from None
 
 
+def artifact_for_target(manifest: ModelManifest, target: str, *, quantize: bool = False) -> Artifact | None:
+    """The one artifact-selection rule, for syncing and for running a bundle alike: the
+    first artifact the manifest lists for ``target`` (the packager lists the precision it
+    chose for that target), or with ``quantize`` (ONNX_QUANTIZE) its int8 one where it
+    has one. The TypeScript client's ``selectArtifact`` takes the first too."""
+    listed = [a for a in manifest.artifacts if a.target == target]
+    if quantize:
+        listed = [a for a in listed if a.precision == "int8"] + listed
+    return listed[0] if listed else None
+
+
 def select_artifact(manifest: ModelManifest, target: str, runtime_version: str) -> Artifact:
     """checks 3.6, 3.7"""
-    artifact = manifest.artifact_for(target)
+    artifact = artifact_for_target(manifest, target)
     if artifact is None:  # check 3.6
         have = ", ".join(a.target for a in manifest.artifacts)
         raise NoArtifactForTargetError(
