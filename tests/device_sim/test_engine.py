@@ -33,7 +33,7 @@ from device_sim.engine import (
     resolve_providers,
 )
 from device_sim.engine.config import EngineConfig, load_config
-from device_sim.fleet import SessionCache
+from device_sim.fleet_golden import SessionCache
 from packager.errors import UsageError
 
 N_FEATURES = 4
