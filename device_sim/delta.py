@@ -7,7 +7,7 @@ import bz2
 
 import bsdiff4.core
 
-from device_sim import trust
+from device_sim import errors
 
 
 def _bunzip(data: bytes, cap: int, what: str) -> bytes:
@@ -27,7 +27,7 @@ def apply_delta(old: bytes, patch: bytes, length: int) -> bytes:
         raise ValueError("not a BSDIFF4 patch")
     len_ctrl, len_diff, len_dst = (bsdiff4.core.decode_int64(patch[i : i + 8]) for i in (8, 16, 24))
     if len_dst != length:
-        raise trust.LengthMismatchError(f"delta would produce {len_dst} bytes, the manifest says {length}")
+        raise errors.LengthMismatchError(f"delta would produce {len_dst} bytes, the manifest says {length}")
     if len_ctrl < 0 or len_diff < 0 or 32 + len_ctrl + len_diff > len(patch):
         raise ValueError("delta header is inconsistent")
     ctrl = _bunzip(patch[32 : 32 + len_ctrl], 24 * (length + 2), "control")

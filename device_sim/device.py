@@ -22,18 +22,13 @@ from typing import Any
 import httpx
 
 from device_sim import trust
+from device_sim.errors import DownloadError, ModelSyncError, NoModelError
 from device_sim.golden import available_providers, runtime_version
 from device_sim.store import Identity, Installed, Store
-from device_sim.transfer import DownloadError, Progress, SyncConfig, detail, make_client
+from device_sim.transfer import Progress, SyncConfig, detail, make_client
 from device_sim.updater import SyncResult, Updater
-from packager.errors import ModelSyncError, UsageError
+from packager.errors import UsageError
 from packager.manifest import ModelManifest, utcnow
-
-
-class NoModelError(ModelSyncError):
-    """Nothing installed (yet) that can serve a prediction."""
-
-    code = "no_model"
 
 
 async def register(
@@ -205,7 +200,8 @@ class Device:
         return ModelManifest.model_validate(raw["signed"])  # verified at install (checks 3.2-3.3)
 
     def _engine(self, name: str) -> tuple[Installed, Any]:
-        from device_sim.engine import EngineType, ModelLoadError, create_inference_engine
+        from device_sim.engine import EngineType, create_inference_engine
+        from device_sim.errors import ModelLoadError
 
         slot = self.store.slot(name)
         if slot is None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from device_sim import trust
+from device_sim import errors
 from device_sim.engine import EngineError, OnnxEngine
 from packager.manifest import GoldenVectors
 
@@ -52,6 +52,6 @@ class SharedGolden:
             engine = self.cache.get(sha, lambda: data)
             pred = engine.predict(np.asarray(golden.inputs, dtype=np.float32))
         except EngineError as exc:
-            raise trust.ArtifactLoadError(str(exc)) from None
+            raise errors.ArtifactLoadError(str(exc)) from None
         self.runs += 1
         return [int(v) for v in pred.labels], [float(v) for v in pred.scores]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 
-from device_sim import trust
+from device_sim import errors
 from packager.manifest import GoldenVectors
 
 GoldenRunner = Callable[[bytes, GoldenVectors], tuple[list[int], list[float]]]
@@ -51,5 +51,6 @@ def run_golden(data: bytes, golden: GoldenVectors) -> tuple[list[int], list[floa
             scores += [float(v) for v in np.asarray(sc, dtype=np.float64).ravel()]
     except Exception as exc:  # onnxruntime raises untyped pybind errors
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise trust.ArtifactLoadError(f"onnxruntime cannot load or run the artifact: {first[:200]}") from None
+        raise errors.ArtifactLoadError(
+            f"onnxruntime cannot load or run the artifact: {first[:200]}") from None
     return labels, scores

@@ -23,17 +23,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from packager.errors import ModelSyncError, UsageError
+from device_sim.errors import StoreError
+from packager.errors import UsageError
 from packager.fsutil import fsync_dir
 
 Hook = Callable[[str], None]
 TMP_MARK = ".tmp-"
-
-
-class StoreError(ModelSyncError):
-    """The state directory cannot be read or written (docs/device.md, Error classes)."""
-
-    code = "store"
 
 
 class Identity(BaseModel):

@@ -18,7 +18,7 @@ import httpx
 import zstandard
 
 from device_sim import trust
-from packager.errors import ModelSyncError
+from device_sim.errors import DownloadError, LengthMismatchError
 from packager.manifest import Artifact
 
 DISCARD_BYTES = 64 << 10  # an error or 304 body read to its end so the connection is reused
@@ -27,18 +27,6 @@ DISCARD_BYTES = 64 << 10  # an error or 304 body read to its end so the connecti
 ZSTD_SLICE = 256
 
 Progress = Callable[[str, int, int], None]  # (what, bytes so far, bytes in all)
-
-
-class DownloadError(ModelSyncError):
-    """The network failed us: a status the protocol does not allow, a cut, a timeout."""
-
-    code = "download"
-
-
-class SlowRetrievalError(DownloadError):
-    """The sync's overall deadline passed (a server trickling bytes cannot hold the device)."""
-
-    code = "slow_retrieval"
 
 
 @dataclass(frozen=True)
@@ -132,7 +120,7 @@ class Http:
                 buf += chunk
                 if len(buf) > cap:
                     if strict:
-                        raise trust.LengthMismatchError(f"{what} is longer than {cap} bytes")
+                        raise LengthMismatchError(f"{what} is longer than {cap} bytes")
                     del buf[cap:]
                     break
         except httpx.HTTPError as exc:
@@ -197,7 +185,7 @@ class Http:
                 else:
                     if wire > wire_cap:
                         part.unlink(missing_ok=True)
-                        raise trust.LengthMismatchError("compressed artifact is longer than any encoding "
+                        raise LengthMismatchError("compressed artifact is longer than any encoding "
                                                         f"of {declared} bytes")
                     try:
                         pieces = [dec.decompress(chunk[i : i + ZSTD_SLICE])

@@ -1,7 +1,8 @@
 """The device's trust checks, in the numbered order of docs/device.md. Pure: no I/O.
 
 Each function takes bytes or parsed documents that the updater fetched and either returns
-what may now be trusted or raises one precise ``VerificationError`` leaf. The updater saves
+what may now be trusted or raises one precise ``VerificationError`` leaf (the tree is
+drawn in ``device_sim.errors``). The updater saves
 nothing until a check has passed, so a raise here always leaves the device's state as it was.
 """
 
@@ -14,12 +15,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from packager import errors as perr
-from packager.errors import (
+from device_sim.errors import (
     ExpiredError,
     FormatError,
+    GoldenVectorError,
+    HashMismatchError,
+    LengthMismatchError,
+    MixAndMatchError,
+    ModelRollbackError,
+    NoArtifactForTargetError,
     RollbackError,
-    VerificationError,
+    RootChainError,
+    RuntimeTooOldError,
+    StaleIndexError,
+    WrongChannelError,
 )
 from packager.manifest import (
     Artifact,
@@ -40,107 +49,6 @@ from packager.manifest import (
 
 MAX_ROOT_STEPS = 32
 PLATFORM_TARGETS: dict[str, str] = {"android": "android-nnapi", "ios": "ios-coreml", "linux": "cpu"}
-
-
-class RootChainError(VerificationError):
-    """check 1.2: the next root is not version N+1, or the chain is too long."""
-
-    code = "root_chain"
-
-
-class StaleIndexError(ExpiredError):
-    """check 2.5: a genuine index that has expired (freeze attack or long offline spell)."""
-
-    code = "stale_index"
-
-    def __init__(self, message: str, index: ChannelIndex) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-class WrongChannelError(VerificationError):
-    """check 2.3: an index for another fleet or channel."""
-
-    code = "wrong_channel"
-
-
-class MixAndMatchError(VerificationError):
-    """checks 3.1, 3.4: the manifest is not the one the index entry names."""
-
-    code = "mix_and_match"
-
-
-class ModelRollbackError(VerificationError):
-    """check 3.5: model version lower than the installed one."""
-
-    code = "model_rollback"
-
-
-class NoArtifactForTargetError(VerificationError):
-    """check 3.6"""
-
-    code = "no_artifact_for_target"
-
-
-class RuntimeTooOldError(VerificationError):
-    """check 3.7: the artifact was written by a newer onnxruntime than the device has."""
-
-    code = "runtime_too_old"
-
-
-class LengthMismatchError(VerificationError):
-    """check 4.1: more bytes than declared (endless data), or fewer at the end."""
-
-    code = "length_mismatch"
-
-
-class HashMismatchError(VerificationError):
-    """check 4.2"""
-
-    code = "hash_mismatch"
-
-
-class ArtifactLoadError(VerificationError):
-    """check 4.3: onnxruntime cannot load the artifact."""
-
-    code = "artifact_load"
-
-
-class GoldenVectorError(VerificationError):
-    """check 4.4: the new model misses the manifest's golden vectors."""
-
-    code = "golden_vector"
-
-
-# packager.errors' classes carry no code; the report reasons are fixed here, once.
-_PACKAGER_CODES: dict[type[BaseException], str] = {
-    perr.FormatError: "format",
-    perr.WrongTypeError: "wrong_type",
-    perr.UnknownKeyError: "unknown_key",
-    perr.BadSignatureError: "bad_signature",
-    perr.ThresholdError: "threshold",
-    perr.ExpiredError: "expired",
-    perr.RollbackError: "rollback",
-}
-
-# Failures of the version itself rather than of this attempt to fetch it: never retried.
-PERMANENT: tuple[type[VerificationError], ...] = (
-    NoArtifactForTargetError,
-    RuntimeTooOldError,
-    ArtifactLoadError,
-    GoldenVectorError,
-)
-
-
-def error_code(exc: BaseException) -> str:
-    """The snake_case reason a report carries for ``exc`` (docs/device.md, Error classes)."""
-    code = getattr(type(exc), "code", None)
-    if isinstance(code, str):
-        return code
-    for cls in type(exc).__mro__:
-        if cls in _PACKAGER_CODES:
-            return _PACKAGER_CODES[cls]
-    return "error"
 
 
 def parse_json(data: bytes, what: str) -> Any:

@@ -21,12 +21,12 @@ from datetime import datetime
 
 import httpx
 
-from device_sim import trust
+from device_sim import errors, trust
 from device_sim.delta import apply_delta
+from device_sim.errors import DownloadError, ModelSyncError, SlowRetrievalError, VerificationError
 from device_sim.golden import GoldenRunner, run_golden
 from device_sim.store import Identity, Installed, Store
-from device_sim.transfer import DownloadError, Http, Progress, SlowRetrievalError, SyncConfig, Transfer
-from packager.errors import ModelSyncError, VerificationError
+from device_sim.transfer import Http, Progress, SyncConfig, Transfer
 from packager.manifest import (
     Artifact,
     ChannelIndex,
@@ -128,7 +128,7 @@ class Updater:
     def _fail(result: SyncResult, exc: Exception, offline: bool = False) -> None:
         result.status = "offline" if offline else "error"
         result.error = str(exc)
-        result.error_code = trust.error_code(exc)
+        result.error_code = errors.error_code(exc)
 
     async def _sync(self, result: SyncResult) -> None:
         root = await self.update_root()
@@ -191,7 +191,7 @@ class Updater:
         try:
             index = trust.check_index(raw, root, fleet=ident.fleet, channel=ident.channel,
                                       trusted_version=trusted_version, now=self.now())  # checks 2.1-2.5
-        except trust.StaleIndexError as exc:
+        except errors.StaleIndexError as exc:
             result.status = "stale"
             result.error, result.error_code = str(exc), exc.code
             result.index_version = exc.index.version
@@ -229,11 +229,11 @@ class Updater:
                                      "wire_bytes": transfer.wire})
             out.outcome = "installed"
         except VerificationError as exc:
-            out.reason, out.detail = trust.error_code(exc), str(exc)
-            kind = "golden_failed" if isinstance(exc, trust.GoldenVectorError) else "install_failed"
+            out.reason, out.detail = errors.error_code(exc), str(exc)
+            kind = "golden_failed" if isinstance(exc, errors.GoldenVectorError) else "install_failed"
             self.store.enqueue(kind, model=entry.model, version=entry.version, reason=out.reason,
                                data={"detail": str(exc)[:500]})
-            if isinstance(exc, trust.PERMANENT):
+            if isinstance(exc, errors.PERMANENT):
                 self.store.mark_failed(entry.model, entry.version)
         except DownloadError as exc:  # transient: the next poll retries (resuming)
             out.reason, out.detail = exc.code, str(exc)

@@ -17,7 +17,7 @@
         ├── ExpiredError            `expires` is in the past
         └── RollbackError           a version lower than the trusted one
 
-Device-side checks (device_sim/trust.py) extend VerificationError with their own leaves;
+Device-side checks (device_sim/errors.py) extend VerificationError with their own leaves;
 the TypeScript client uses the same class names.
 """
 
@@ -26,6 +26,9 @@ from __future__ import annotations
 
 class ModelSyncError(Exception):
     """Base of every error modelsync raises deliberately."""
+
+    # The snake_case reason a device report carries (device_sim/errors.py draws that tree).
+    code: str = "error"
 
 
 class UsageError(ModelSyncError):
@@ -53,32 +56,32 @@ class BundleError(ModelSyncError):
 
 
 class VerificationError(ModelSyncError):
-    pass
+    code = "verification"
 
 
 class FormatError(VerificationError):
-    pass
+    code = "format"
 
 
 class WrongTypeError(VerificationError):
-    pass
+    code = "wrong_type"
 
 
 class UnknownKeyError(VerificationError):
-    pass
+    code = "unknown_key"
 
 
 class BadSignatureError(VerificationError):
-    pass
+    code = "bad_signature"
 
 
 class ThresholdError(VerificationError):
-    pass
+    code = "threshold"
 
 
 class ExpiredError(VerificationError):
-    pass
+    code = "expired"
 
 
 class RollbackError(VerificationError):
-    pass
+    code = "rollback"

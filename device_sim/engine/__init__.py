@@ -23,20 +23,13 @@ dropped (``engine.provider_fallback``, and a log warning). scikit-learn is impor
 when the SKLEARN engine is asked for: a device does not load a trainer.
 """
 
-from device_sim.engine.base import (
-    EngineError,
-    EngineType,
-    InferenceEngine,
-    InputError,
-    ModelLoadError,
-    Prediction,
-    as_matrix,
-)
+from device_sim.engine.base import EngineType, InferenceEngine, Prediction, as_matrix
 from device_sim.engine.factories import artifact_or_cpu, create_inference_engine, engine_for_bundle
 from device_sim.engine.fallback import Candidate, FallbackEngine
 from device_sim.engine.onnx import OnnxEngine
 from device_sim.engine.providers import CPU, ProviderChoice, canonical_provider, resolve_providers
 from device_sim.engine.reference import SklearnEngine, load_reference, reference_predict
+from device_sim.errors import EngineError, InputError, ModelLoadError
 
 __all__ = [
     "CPU",

@@ -14,19 +14,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from device_sim.engine.metrics import InferenceMetrics, LatencyRecorder, instruments
-from packager.errors import ModelSyncError
-
-
-class EngineError(ModelSyncError):
-    pass
-
-
-class ModelLoadError(EngineError):
-    pass
-
-
-class InputError(EngineError):
-    pass
+from device_sim.errors import InputError
 
 
 class EngineType(enum.StrEnum):

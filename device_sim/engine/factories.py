@@ -10,11 +10,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from device_sim import trust
-from device_sim.engine.base import EngineError, EngineType, InferenceEngine
+from device_sim.engine.base import EngineType, InferenceEngine
 from device_sim.engine.config import EngineConfig, load_config
 from device_sim.engine.fallback import Candidate, FallbackEngine
 from device_sim.engine.onnx import OnnxEngine
 from device_sim.engine.reference import SklearnEngine
+from device_sim.errors import EngineError
 from packager.manifest import Artifact, ModelManifest
 
 log = logging.getLogger(__name__)

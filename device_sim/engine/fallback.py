@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from device_sim.engine.base import EngineError, EngineType, InferenceEngine, InputError, Prediction
+from device_sim.engine.base import EngineType, InferenceEngine, Prediction
 from device_sim.engine.metrics import InferenceMetrics
-from packager.errors import ModelSyncError
+from device_sim.errors import EngineError, InputError, ModelSyncError
 
 log = logging.getLogger(__name__)
 

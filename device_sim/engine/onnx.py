@@ -11,8 +11,9 @@ import numpy as np
 import onnxruntime as ort
 from prometheus_client import CollectorRegistry
 
-from device_sim.engine.base import EngineType, InferenceEngine, ModelLoadError, Prediction
+from device_sim.engine.base import EngineType, InferenceEngine, Prediction
 from device_sim.engine.providers import resolve_providers
+from device_sim.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

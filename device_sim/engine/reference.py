@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from device_sim.engine.base import EngineType, InferenceEngine, ModelLoadError, Prediction
+from device_sim.engine.base import EngineType, InferenceEngine, Prediction
+from device_sim.errors import ModelLoadError
 
 
 class SklearnEngine(InferenceEngine):

@@ -269,7 +269,7 @@ def test_download_progress_is_reported(repo: Repo, tmp_path: Path) -> None:
 
 
 def test_predict_falls_back_to_previous_when_current_is_damaged(repo: Repo, tmp_path: Path) -> None:
-    from device_sim.device import NoModelError
+    from device_sim.errors import NoModelError
 
     device = enroll(repo, tmp_path / "d")
     with pytest.raises(NoModelError, match="no model installed yet"):
