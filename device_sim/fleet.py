@@ -413,7 +413,7 @@ class Fleet:
 
     def _account(self, device: SimDevice, result: SyncResult, before: int) -> None:
         self._requests[f"index {result.status}"] += 1
-        if result.status in ("error", "offline"):
+        if result.status in ("failed", "offline"):
             self._classify_failure(device, before, result.error_code or "error", result.error or "")
         for o in result.outcomes:
             if o.outcome == "installed":

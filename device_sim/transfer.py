@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import httpx
 import zstandard
@@ -27,6 +27,8 @@ DISCARD_BYTES = 64 << 10  # an error or 304 body read to its end so the connecti
 ZSTD_SLICE = 256
 
 Progress = Callable[[str, int, int], None]  # (what, bytes so far, bytes in all)
+# How a model's bytes came, as the "installed" report's data.transfer says.
+TransferKind = Literal["delta", "zstd", "full", "resumed"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,9 @@ class SyncConfig:
 
 @dataclass
 class Transfer:
-    """How one model's bytes came: the kind reported (delta | zstd | full | resumed) and
-    every byte read off the wire for it, manifest included."""
+    """How one model's bytes came and every byte read off the wire for it, manifest included."""
 
-    kind: str = "full"
+    kind: TransferKind = "full"
     wire: int = 0
 
 

@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 import httpx
 
@@ -25,8 +26,8 @@ from device_sim import errors, trust
 from device_sim.delta import apply_delta
 from device_sim.errors import DownloadError, ModelSyncError, SlowRetrievalError, VerificationError
 from device_sim.golden import GoldenRunner, run_golden
-from device_sim.store import Identity, Installed, Store
-from device_sim.transfer import Http, Progress, SyncConfig, Transfer
+from device_sim.store import Identity, Installed, ReportKind, Store
+from device_sim.transfer import Http, Progress, SyncConfig, Transfer, TransferKind
 from packager.manifest import (
     Artifact,
     ChannelIndex,
@@ -42,20 +43,31 @@ MAX_INDEX_BYTES = 8 << 20
 REPORT_BATCH = 500
 
 
+# The words are the TypeScript client's (react-native-stub/src/core/client.ts):
+# ModelResult.outcome there is ModelOutcome.outcome here; a sync stopped by a failed check
+# or unreadable state is "failed" on both sides, one stopped by the network "offline".
+ModelOutcomeKind = Literal["installed", "deferred", "failed"]
+# ok: a fresh index was read and acted on; not_modified: the server answered 304 (the
+# client's notModified); stale: a genuine but expired index (check 2.5), nothing installed.
+SyncStatus = Literal["ok", "not_modified", "stale", "failed", "offline"]
+# Why a model waits (C.1, C.2); a failed model's reason is its error's code instead.
+DeferReason = Literal["metered", "storage_budget"]
+
+
 @dataclass
 class ModelOutcome:
     model: str
     version: int
-    outcome: str  # installed | failed | deferred
-    reason: str | None = None
+    outcome: ModelOutcomeKind
+    reason: str | None = None  # DeferReason when deferred, else the error's code
     detail: str = ""
-    transfer: str | None = None  # delta | zstd | full | resumed
+    transfer: TransferKind | None = None
     wire_bytes: int = 0
 
 
 @dataclass
 class SyncResult:
-    status: str = "ok"  # ok | not_modified | stale | error | offline
+    status: SyncStatus = "ok"
     root_version: int | None = None
     index_version: int | None = None
     outcomes: list[ModelOutcome] = field(default_factory=list)
@@ -126,7 +138,7 @@ class Updater:
 
     @staticmethod
     def _fail(result: SyncResult, exc: Exception, offline: bool = False) -> None:
-        result.status = "offline" if offline else "error"
+        result.status = "offline" if offline else "failed"
         result.error = str(exc)
         result.error_code = errors.error_code(exc)
 
@@ -230,7 +242,8 @@ class Updater:
             out.outcome = "installed"
         except VerificationError as exc:
             out.reason, out.detail = errors.error_code(exc), str(exc)
-            kind = "golden_failed" if isinstance(exc, errors.GoldenVectorError) else "install_failed"
+            golden = isinstance(exc, errors.GoldenVectorError)
+            kind: ReportKind = "golden_failed" if golden else "install_failed"
             self.store.enqueue(kind, model=entry.model, version=entry.version, reason=out.reason,
                                data={"detail": str(exc)[:500]})
             if isinstance(exc, errors.PERMANENT):
@@ -241,7 +254,7 @@ class Updater:
             out.transfer, out.wire_bytes = transfer.kind, transfer.wire
         return out
 
-    def _deferred(self, entry: IndexEntry, artifact: Artifact) -> str | None:
+    def _deferred(self, entry: IndexEntry, artifact: Artifact) -> DeferReason | None:
         ident = self.identity
         if ident.metered and not entry.urgent and artifact.length > ident.metered_max_bytes:  # C.1
             return "metered"

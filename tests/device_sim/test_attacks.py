@@ -67,7 +67,7 @@ def _model_failure(device: Device, index: bool = False) -> tuple[str | None, dic
 def _index_failure(device: Device) -> str | None:
     before = snapshot(device)
     result = device.sync()
-    assert result.status == "error" and not result.outcomes
+    assert result.status == "failed" and not result.outcomes
     assert snapshot(device) == before
     return result.error_code
 
@@ -207,7 +207,7 @@ def test_slow_retrieval(repo: Repo, device: Device) -> None:
     start = time.monotonic()
     result = device.sync()
     assert time.monotonic() - start < 2 * CONFIG.deadline + 2.0  # the trickle alone would take over a minute
-    assert result.error_code == "slow_retrieval" and result.status == "error"
+    assert result.error_code == "slow_retrieval" and result.status == "failed"
     assert device.store.installed_versions() == {"m": 1} and snapshot(device, index=False) == before
 
 

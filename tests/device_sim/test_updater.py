@@ -360,3 +360,26 @@ def test_304_and_404_answers_are_read_to_the_end(repo: Repo, tmp_path: Path) -> 
     statuses = {status for status, _ in tracking.streams}
     assert {304, 404} <= statuses
     assert all(s.read_to_end for _, s in tracking.streams)
+
+
+def test_status_words_are_the_typescript_clients() -> None:
+    """Model outcomes and report kinds are the same sets; the sync-level words the two
+    clients share (a stale index, a failed check, the network) are spelt the same."""
+    import re
+    from typing import get_args
+
+    from device_sim.store import ReportKind
+    from device_sim.updater import ModelOutcomeKind, SyncStatus
+
+    core = Path(__file__).parents[2] / "react-native-stub" / "src" / "core"
+    client, reports = (core / "client.ts").read_text(), (core / "reports.ts").read_text()
+
+    def words(pattern: str, text: str) -> set[str]:
+        found = re.search(pattern, text)
+        assert found, pattern
+        return set(re.findall(r'"(\w+)"', found.group(1)))
+
+    assert words(r'outcome: ("installed"[^;]*);', client) == set(get_args(ModelOutcomeKind))
+    assert words(r"export type ReportKind = ([^;]*);", reports) == set(get_args(ReportKind))
+    outcome = words(r"export type SyncOutcome = ([^;]*);", client)
+    assert outcome & set(get_args(SyncStatus)) == {"stale", "failed", "offline"}
