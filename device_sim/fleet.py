@@ -36,8 +36,9 @@ import httpx
 import numpy as np
 
 from device_sim.device import register
-from device_sim.faults import FaultPlan, FaultyTransport
+from device_sim.faults import FaultyTransport
 from device_sim.fleet_golden import SharedGolden
+from device_sim.fleet_network import NETWORK_MIX, PROFILES, OfflineSwitch
 from device_sim.fleet_report import FleetResult, IndexEntryView, bucket_checks, convergence, health_gate
 from device_sim.store import Store
 from device_sim.transfer import SyncConfig
@@ -49,24 +50,6 @@ PLATFORMS = {"android": 0.45, "ios": 0.35, "linux": 0.20}
 OLD_RUNTIME = "1.22.0"  # older than any artifact this onnxruntime 1.24 writes
 POOL_SIZE = 16
 KEEPALIVE_S = 3.0
-
-
-@dataclass(frozen=True)
-class NetProfile:
-    name: str
-    plan: FaultPlan
-    metered: bool = False
-
-
-PROFILES: dict[str, NetProfile] = {
-    "wifi": NetProfile("wifi", FaultPlan(latency=0.005)),
-    "cellular": NetProfile("cellular", FaultPlan(latency=0.06, bandwidth=400_000), metered=True),
-    # Cuts and 5xx bursts only: a flipped bit in a signed document is reported by the
-    # device as an install failure, which is not what a lossy link should look like to
-    # the health gate (faults.py's flip is exercised by the device's own fault tests).
-    "lossy": NetProfile("lossy", FaultPlan(cut=0.15, error=0.05, burst=2, latency=0.12, bandwidth=150_000)),
-}
-NETWORK_MIX = {"wifi": 0.7, "cellular": 0.2, "lossy": 0.1}
 
 
 @dataclass(frozen=True)
@@ -165,23 +148,6 @@ def plan_devices(spec: FleetSpec) -> list[SimDevice]:
             )
         )
     return devices
-
-
-class _OfflineSwitch(httpx.AsyncBaseTransport):
-    """The radio: while the device is in an offline window nothing leaves it."""
-
-    def __init__(
-        self, inner: httpx.AsyncBaseTransport, device: SimDevice, clock: Callable[[], float]
-    ) -> None:
-        self.inner, self.device, self.clock = inner, device, clock
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.device.offline_at(self.clock()):
-            raise httpx.ConnectError("offline (simulated window)", request=request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:  # the shared pool is closed by the fleet, not per device
-        return None
 
 
 class Fleet:
@@ -298,7 +264,7 @@ class Fleet:
         pool = self._pools[(device.network, device.index % self._n_pools)]
         profile = PROFILES[device.network]
         device.faults = FaultyTransport(pool, profile.plan, rng=random.Random(device.rng.getrandbits(64)))
-        transport = _OfflineSwitch(device.faults, device, self.now)
+        transport = OfflineSwitch(device.faults, lambda: device.offline_at(self.now()))
         cfg = SyncConfig()
         # pool: waiting for a free connection of the shared pool is the simulator's queue,
         # not the device's network; it gets its own generous limit.
