@@ -12,6 +12,7 @@ model at the next sync, not per call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -199,34 +200,42 @@ class Device:
         raw = json.loads(self.store.manifest_path(inst).read_bytes())
         return ModelManifest.model_validate(raw["signed"])  # verified at install (checks 3.2-3.3)
 
-    def _engine(self, name: str) -> tuple[Installed, Any]:
+    def _load(self, inst: Installed, failures: list[str]) -> Any:
         from device_sim.engine import EngineType, create_inference_engine
         from device_sim.errors import ModelLoadError
+
+        try:
+            if not self.store.intact(inst):  # checked once per load: a bit-rotted file falls back
+                raise ModelLoadError(f"v{inst.version} files missing or altered")
+            manifest = self.manifest(inst)
+            art = next(a for a in manifest.artifacts if a.sha256 == inst.artifact_sha256)
+            return create_inference_engine(
+                self.store.artifact_path(inst), EngineType.ONNX, art.ep_plan.providers,
+                feature_names=[f.name for f in manifest.model.features],
+            )
+        except ModelLoadError as exc:
+            failures.append(str(exc))
+            raise
+
+    def _engine(self, name: str) -> tuple[dict[str, Installed], Any]:
+        """The model's FallbackEngine (the engine package's one fallback path): the current
+        version, else the previous one; and which installed version each candidate is."""
+        from device_sim.engine import Candidate, FallbackEngine
+        from device_sim.errors import EngineError
 
         slot = self.store.slot(name)
         if slot is None:
             raise NoModelError(f"no model {name!r} installed")
-        errors = []
-        for inst in (slot.current, slot.previous):
-            if inst is None:
-                continue
-            key = inst.artifact_sha256
-            if key not in self._engines:
-                if not self.store.intact(inst):  # checked once per load: a bit-rotted file falls back
-                    errors.append(f"v{inst.version} files missing or altered")
-                    continue
-                manifest = self.manifest(inst)
-                art = next(a for a in manifest.artifacts if a.sha256 == inst.artifact_sha256)
-                try:
-                    self._engines[key] = create_inference_engine(
-                        self.store.artifact_path(inst), EngineType.ONNX, art.ep_plan.providers,
-                        feature_names=[f.name for f in manifest.model.features],
-                    )
-                except ModelLoadError as exc:
-                    errors.append(str(exc))
-                    continue
-            return inst, self._engines[key]
-        raise NoModelError(f"no usable version of {name!r}: {'; '.join(errors)}")
+        versions = {f"v{inst.version}": inst for inst in (slot.current, slot.previous) if inst is not None}
+        if name not in self._engines:
+            failures: list[str] = []
+            cands = [Candidate(label, functools.partial(self._load, inst, failures))
+                     for label, inst in versions.items()]
+            try:
+                self._engines[name] = FallbackEngine(cands)
+            except EngineError:
+                raise NoModelError(f"no usable version of {name!r}: {'; '.join(failures)}") from None
+        return versions, self._engines[name]
 
     def predict(self, features: Any, model: str | None = None) -> Any:
         """labels (-1 anomaly, 1 normal) and scores from the installed model."""
@@ -237,9 +246,10 @@ class Device:
             if len(names) != 1:
                 raise UsageError(f"name the model to use: installed are {', '.join(names) or 'none'}")
             model = names[0]
-        inst, engine = self._engine(model)
+        versions, engine = self._engine(model)
         t0 = time.perf_counter()
         prediction = engine.predict(features)
+        inst = versions[engine.active_name]  # after predict: a failing version hands over
         stats = self._stats.setdefault((inst.name, inst.version), _Stats())
         stats.calls += 1
         stats.rows += len(prediction)

@@ -78,6 +78,28 @@ def test_delta_between_versions_and_previous_kept(repo: Repo, tmp_path: Path) ->
     assert device.store.artifact_path(slot.current).read_bytes() == ort_model(2.0)
 
 
+def test_predict_falls_back_to_the_previous_version_when_the_current_rots(
+    repo: Repo, tmp_path: Path
+) -> None:
+    from device_sim.errors import NoModelError
+
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.sync()
+    repo.publish("m", 2, ort_model(2.0), index_version=2)
+    device.sync()
+    slot = device.store.slot("m")
+    assert slot is not None and slot.previous is not None
+    device.store.artifact_path(slot.current).write_bytes(b"rot")
+    assert list(device.predict([[1.0, 1.0, 1.0]]).labels) == [1]
+    assert [(name, version) for name, version in device._stats] == [("m", 1)]  # v1 served
+    device.store.artifact_path(slot.previous).write_bytes(b"rot")
+    device._engines.clear()
+    with pytest.raises(NoModelError, match=r"no usable version of 'm': v2 files missing or altered; "
+                                           r"v1 files missing or altered"):
+        device.predict([[1.0, 1.0, 1.0]])
+
+
 def test_corrupt_delta_falls_back_to_full_download(repo: Repo, tmp_path: Path) -> None:
     repo.publish("m", 1, ort_model(1.0), index_version=1)
     device = enroll(repo, tmp_path / "d")
