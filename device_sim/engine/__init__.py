@@ -9,7 +9,7 @@ Every engine returns what the artifacts' contract promises (packager): ``labels`
 ``decision_function`` (negative is anomalous).
 
     providers.py   provider names and the fallback from what is asked to what the build has
-    base.py        errors, EngineType, Prediction, input checks, InferenceEngine
+    base.py        EngineType, Prediction, input checks, InferenceEngine (errors: device_sim.errors)
     onnx.py        OnnxEngine (onnxruntime)
     reference.py   SklearnEngine, the scikit-learn reference
     fallback.py    FallbackEngine: the one fallback path (new, previous, reference)

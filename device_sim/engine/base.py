@@ -1,5 +1,6 @@
-"""What every engine shares: the errors, the engine types, the artifacts' output
-contract (``Prediction``), input checking and the latency / Prometheus bookkeeping."""
+"""What every engine shares: the engine types, the artifacts' output contract
+(``Prediction``), input checking and the latency / Prometheus bookkeeping. The engines'
+errors are in the device's one tree, ``device_sim.errors``."""
 
 from __future__ import annotations
 
