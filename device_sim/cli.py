@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from device_sim.updater import SyncConfig
+    from device_sim.transfer import SyncConfig
 
     if args.deadline <= 0:
         raise UsageError("--deadline must be positive")

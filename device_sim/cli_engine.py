@@ -10,7 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from packager.errors import UsageError
+
+if TYPE_CHECKING:
+    from device_sim.fleet import FleetSpec
+    from device_sim.fleet_report import FleetResult
 
 
 def register_device_commands(device_sub: Any) -> None:
@@ -97,9 +103,8 @@ def _fleet(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from device_sim.fleet import FleetSpec, default_state_root, load_root_envelope, run_with_progress
+    from device_sim.fleet import FleetSpec, default_state_root
     from device_sim.fleet_report import write_report
-    from packager.errors import UsageError
 
     token = args.enroll_token or os.environ.get("MODELSYNC_ENROLL_TOKEN")
     if not token:
@@ -166,3 +171,49 @@ def _parity(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     return 0 if report.passed else 1
+
+
+def load_root_envelope(path: Path | None, server: str) -> dict[str, Any]:
+    """The root the simulated devices ship with: a file, or the server's v1 trusted on first
+    use (said out loud: pinning a root is the point of shipping one)."""
+    import json
+    import sys
+
+    import httpx
+
+    from packager.keys import read_json
+
+    if path is not None:
+        loaded = read_json(path)
+        if not isinstance(loaded, dict):
+            raise UsageError(f"{path}: not a signed root envelope")
+        return loaded
+    try:
+        resp = httpx.get(f"{server.rstrip('/')}/v1/root/1.json", timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise UsageError(f"cannot reach {server}: {exc}") from None
+    if resp.status_code != 200:
+        raise UsageError(f"{server}/v1/root/1.json: HTTP {resp.status_code}")
+    print(f"note: no --root given; the devices trust root v1 from {server} on first use", file=sys.stderr)
+    envelope: dict[str, Any] = json.loads(resp.content)
+    return envelope
+
+
+async def run_with_progress(spec: FleetSpec, seconds: float) -> FleetResult:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from device_sim.fleet import Fleet
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
+    ) as progress:
+        task = progress.add_task(f"{spec.devices:,} devices", total=seconds)
+
+        def show(t: float, snap: dict[str, int]) -> None:
+            parts = ", ".join(f"{k}: {v:,}" for k, v in sorted(snap.items()))
+            progress.update(
+                task, completed=min(t, seconds), description=f"{spec.devices:,} devices | {parts}"
+            )
+
+        fleet = Fleet(spec, on_sample=show)
+        return await fleet.run_for(seconds)

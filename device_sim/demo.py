@@ -28,7 +28,8 @@ from typing import Any
 
 import httpx
 
-from packager.errors import ModelSyncError, UsageError
+from device_sim.errors import DemoError
+from packager.errors import UsageError
 
 FLEET = "demo"
 CHANNEL = "stable"
@@ -36,10 +37,6 @@ MODEL = "fleet-iforest"
 # How long each rollout stage may take to converge before the demo judges it; a quiet
 # machine gets there in seconds, and reaching it early ends the wait.
 DEFAULT_DEADLINE_S = 180.0
-
-
-class DemoError(ModelSyncError):
-    pass
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> str:

@@ -1,4 +1,4 @@
-"""One field device: its state directory, its updater, and inference on what it installed.
+"""One field device: enrollment, its state directory, its updater, and inference on what it installed.
 
     device = Device.register(state, server=URL, enroll_token=T, platform="linux", root_envelope=root)
     result = device.sync()                 # root walk, index, verified installs, reports
@@ -12,24 +12,67 @@ model at the next sync, not per call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from device_sim.store import Installed, Store
-from device_sim.updater import Progress, SyncConfig, SyncResult, Updater, make_client, register
-from packager.errors import ModelSyncError, UsageError
+from device_sim import trust
+from device_sim.errors import DownloadError, ModelSyncError, NoModelError
+from device_sim.golden import available_providers, runtime_version
+from device_sim.store import Identity, Installed, Store
+from device_sim.transfer import Progress, SyncConfig, detail, make_client
+from device_sim.updater import SyncResult, Updater
+from packager.errors import UsageError
 from packager.manifest import ModelManifest, utcnow
 
 
-class NoModelError(ModelSyncError):
-    """Nothing installed (yet) that can serve a prediction."""
-
-    code = "no_model"
+async def register(
+    client: httpx.AsyncClient,
+    state: Path,
+    *,
+    enroll_token: str,
+    platform: str,
+    root_envelope: dict[str, Any],
+    device_id: str | None = None,
+    channel: str = "stable",
+    app_version: str = "0.1.0",
+    ort_version: str | None = None,
+) -> Store:
+    """Enroll with the server and write the state directory (identity + shipped root)."""
+    if platform not in trust.PLATFORM_TARGETS:
+        raise ModelSyncError(f"platform must be one of {', '.join(trust.PLATFORM_TARGETS)}, not {platform!r}")
+    trust.trusted_root(root_envelope)  # check 1.1, before anything is written
+    device_id = device_id or f"dev-{uuid.uuid4().hex[:12]}"
+    ort_version = ort_version or runtime_version()
+    providers = available_providers()
+    body = {"device_id": device_id, "platform": platform, "app_version": app_version,
+            "ort_version": ort_version, "providers": providers}
+    try:
+        resp = await client.post("/v1/devices/register", json=body,
+                                 headers={"Authorization": f"Bearer {enroll_token}"})
+    except httpx.HTTPError as exc:
+        raise DownloadError(f"cannot reach {client.base_url}: {exc}") from None
+    if resp.status_code != 201:
+        raise DownloadError(f"registration refused: HTTP {resp.status_code}{detail(resp)}")
+    answer = resp.json()
+    identity = Identity(
+        device_id=answer.get("device_id", device_id), server=str(client.base_url).rstrip("/"),
+        platform=platform, target=trust.PLATFORM_TARGETS[platform], fleet=answer["fleet"],
+        channel=channel, token=answer["device_token"], app_version=app_version, ort_version=ort_version,
+        providers=providers,
+    )
+    path = Path(state)
+    if (path / "device.json").is_file():  # re-registering keeps installed models and reports
+        store = Store.open(path)
+        store.save_identity(identity)
+        return store
+    return Store.create(path, identity, root_envelope)
 
 
 @dataclass
@@ -157,33 +200,42 @@ class Device:
         raw = json.loads(self.store.manifest_path(inst).read_bytes())
         return ModelManifest.model_validate(raw["signed"])  # verified at install (checks 3.2-3.3)
 
-    def _engine(self, name: str) -> tuple[Installed, Any]:
-        from device_sim.engine import EngineType, ModelLoadError, create_inference_engine
+    def _load(self, inst: Installed, failures: list[str]) -> Any:
+        from device_sim.engine import EngineType, create_inference_engine
+        from device_sim.errors import ModelLoadError
+
+        try:
+            if not self.store.intact(inst):  # checked once per load: a bit-rotted file falls back
+                raise ModelLoadError(f"v{inst.version} files missing or altered")
+            manifest = self.manifest(inst)
+            art = next(a for a in manifest.artifacts if a.sha256 == inst.artifact_sha256)
+            return create_inference_engine(
+                self.store.artifact_path(inst), EngineType.ONNX, art.ep_plan.providers,
+                feature_names=[f.name for f in manifest.model.features],
+            )
+        except ModelLoadError as exc:
+            failures.append(str(exc))
+            raise
+
+    def _engine(self, name: str) -> tuple[dict[str, Installed], Any]:
+        """The model's FallbackEngine (the engine package's one fallback path): the current
+        version, else the previous one; and which installed version each candidate is."""
+        from device_sim.engine import Candidate, FallbackEngine
+        from device_sim.errors import EngineError
 
         slot = self.store.slot(name)
         if slot is None:
             raise NoModelError(f"no model {name!r} installed")
-        errors = []
-        for inst in (slot.current, slot.previous):
-            if inst is None:
-                continue
-            key = inst.artifact_sha256
-            if key not in self._engines:
-                if not self.store.intact(inst):  # checked once per load: a bit-rotted file falls back
-                    errors.append(f"v{inst.version} files missing or altered")
-                    continue
-                manifest = self.manifest(inst)
-                art = next(a for a in manifest.artifacts if a.sha256 == inst.artifact_sha256)
-                try:
-                    self._engines[key] = create_inference_engine(
-                        self.store.artifact_path(inst), EngineType.ONNX, art.ep_plan.providers,
-                        feature_names=[f.name for f in manifest.model.features],
-                    )
-                except ModelLoadError as exc:
-                    errors.append(str(exc))
-                    continue
-            return inst, self._engines[key]
-        raise NoModelError(f"no usable version of {name!r}: {'; '.join(errors)}")
+        versions = {f"v{inst.version}": inst for inst in (slot.current, slot.previous) if inst is not None}
+        if name not in self._engines:
+            failures: list[str] = []
+            cands = [Candidate(label, functools.partial(self._load, inst, failures))
+                     for label, inst in versions.items()]
+            try:
+                self._engines[name] = FallbackEngine(cands)
+            except EngineError:
+                raise NoModelError(f"no usable version of {name!r}: {'; '.join(failures)}") from None
+        return versions, self._engines[name]
 
     def predict(self, features: Any, model: str | None = None) -> Any:
         """labels (-1 anomaly, 1 normal) and scores from the installed model."""
@@ -194,9 +246,10 @@ class Device:
             if len(names) != 1:
                 raise UsageError(f"name the model to use: installed are {', '.join(names) or 'none'}")
             model = names[0]
-        inst, engine = self._engine(model)
+        versions, engine = self._engine(model)
         t0 = time.perf_counter()
         prediction = engine.predict(features)
+        inst = versions[engine.active_name]  # after predict: a failing version hands over
         stats = self._stats.setdefault((inst.name, inst.version), _Stats())
         stats.calls += 1
         stats.rows += len(prediction)

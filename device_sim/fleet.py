@@ -1,6 +1,6 @@
 """Thousands of simulated devices in one asyncio process, against a real sync service.
 
-Each simulated device is the real device code: ``device_sim.updater.register`` writes its
+Each simulated device is the real device code: ``device_sim.device.register`` writes its
 state directory and ``Updater.sync_once`` runs every numbered check of docs/device.md and
 saves through ``device_sim.store``. What the fleet adds is the world around them:
 
@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import random
-import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -37,36 +35,21 @@ from typing import Any
 import httpx
 import numpy as np
 
-from device_sim.engine import SessionCache
-from device_sim.faults import FaultPlan, FaultyTransport
-from device_sim.fleet_report import BucketCheck, FleetResult
+from device_sim.device import register
+from device_sim.faults import FaultyTransport
+from device_sim.fleet_golden import SharedGolden
+from device_sim.fleet_network import NETWORK_MIX, PROFILES, OfflineSwitch
+from device_sim.fleet_report import FleetResult, IndexEntryView, bucket_checks, convergence, health_gate
 from device_sim.store import Store
-from device_sim.updater import SyncConfig, SyncResult, Updater, next_delay, register
+from device_sim.transfer import SyncConfig
+from device_sim.updater import SyncResult, Updater, next_delay
 from packager.errors import ModelSyncError, UsageError
-from packager.manifest import GoldenVectors, rollout_bucket
+from packager.manifest import rollout_bucket
 
 PLATFORMS = {"android": 0.45, "ios": 0.35, "linux": 0.20}
 OLD_RUNTIME = "1.22.0"  # older than any artifact this onnxruntime 1.24 writes
 POOL_SIZE = 16
 KEEPALIVE_S = 3.0
-
-
-@dataclass(frozen=True)
-class NetProfile:
-    name: str
-    plan: FaultPlan
-    metered: bool = False
-
-
-PROFILES: dict[str, NetProfile] = {
-    "wifi": NetProfile("wifi", FaultPlan(latency=0.005)),
-    "cellular": NetProfile("cellular", FaultPlan(latency=0.06, bandwidth=400_000), metered=True),
-    # Cuts and 5xx bursts only: a flipped bit in a signed document is reported by the
-    # device as an install failure, which is not what a lossy link should look like to
-    # the health gate (faults.py's flip is exercised by the device's own fault tests).
-    "lossy": NetProfile("lossy", FaultPlan(cut=0.15, error=0.05, burst=2, latency=0.12, bandwidth=150_000)),
-}
-NETWORK_MIX = {"wifi": 0.7, "cellular": 0.2, "lossy": 0.1}
 
 
 @dataclass(frozen=True)
@@ -167,52 +150,6 @@ def plan_devices(spec: FleetSpec) -> list[SimDevice]:
     return devices
 
 
-class SharedGolden:
-    """The updater's golden runner (checks 4.3, 4.4 inputs), with one session per artifact."""
-
-    def __init__(self) -> None:
-        self.cache = SessionCache()
-        self.runs = 0
-
-    def __call__(self, data: bytes, golden: GoldenVectors) -> tuple[list[int], list[float]]:
-        from device_sim import trust
-        from device_sim.engine import EngineError
-
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            engine = self.cache.get(sha, lambda: data)
-            pred = engine.predict(np.asarray(golden.inputs, dtype=np.float32))
-        except EngineError as exc:
-            raise trust.ArtifactLoadError(str(exc)) from None
-        self.runs += 1
-        return [int(v) for v in pred.labels], [float(v) for v in pred.scores]
-
-
-class _OfflineSwitch(httpx.AsyncBaseTransport):
-    """The radio: while the device is in an offline window nothing leaves it."""
-
-    def __init__(
-        self, inner: httpx.AsyncBaseTransport, device: SimDevice, clock: Callable[[], float]
-    ) -> None:
-        self.inner, self.device, self.clock = inner, device, clock
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.device.offline_at(self.clock()):
-            raise httpx.ConnectError("offline (simulated window)", request=request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:  # the shared pool is closed by the fleet, not per device
-        return None
-
-
-@dataclass
-class _IndexEntryView:
-    model: str
-    version: int
-    percent: float
-    salt: str
-
-
 class Fleet:
     def __init__(
         self, spec: FleetSpec, *, on_sample: Callable[[float, dict[str, int]], None] | None = None
@@ -251,7 +188,7 @@ class Fleet:
         self._bytes: Counter[str] = Counter()
         self._requests: Counter[str] = Counter()
         # index observer: version -> entries, and when each (model, version, percent) was seen
-        self.index_versions: list[tuple[float, int, list[_IndexEntryView]]] = []
+        self.index_versions: list[tuple[float, int, list[IndexEntryView]]] = []
         self._phase_last: dict[tuple[str, int, float], tuple[float, dict[str, int]]] = {}
         self._golden_failed_by_version: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
         self._install_index: dict[tuple[str, str, int], int | None] = {}
@@ -327,7 +264,7 @@ class Fleet:
         pool = self._pools[(device.network, device.index % self._n_pools)]
         profile = PROFILES[device.network]
         device.faults = FaultyTransport(pool, profile.plan, rng=random.Random(device.rng.getrandbits(64)))
-        transport = _OfflineSwitch(device.faults, device, self.now)
+        transport = OfflineSwitch(device.faults, lambda: device.offline_at(self.now()))
         cfg = SyncConfig()
         # pool: waiting for a free connection of the shared pool is the simulator's queue,
         # not the device's network; it gets its own generous limit.
@@ -442,7 +379,7 @@ class Fleet:
 
     def _account(self, device: SimDevice, result: SyncResult, before: int) -> None:
         self._requests[f"index {result.status}"] += 1
-        if result.status in ("error", "offline"):
+        if result.status in ("failed", "offline"):
             self._classify_failure(device, before, result.error_code or "error", result.error or "")
         for o in result.outcomes:
             if o.outcome == "installed":
@@ -509,7 +446,7 @@ class Fleet:
     def _observe(self, envelope: dict[str, Any]) -> None:
         signed = envelope["signed"]
         entries = [
-            _IndexEntryView(model, int(e["version"]), float(e["rollout"]["percent"]), e["rollout"]["salt"])
+            IndexEntryView(model, int(e["version"]), float(e["rollout"]["percent"]), e["rollout"]["salt"])
             for model, es in signed["models"].items()
             for e in es
         ]
@@ -556,113 +493,11 @@ class Fleet:
             f"golden-vector checks run: {self.golden.runs:,} on {len(self.golden.cache)} "
             "shared onnxruntime session(s)"
         )
-        self._buckets()
-        self._convergence()
-        self._health_gate()
-
-    def _buckets(self) -> None:
-        seen: dict[tuple[str, int, float], _IndexEntryView] = {}
-        for _, _, entries in self.index_versions:
-            for e in entries:
-                seen[(e.model, e.version, e.percent)] = e
         pool = self.eligible()
-        for key, e in seen.items():
-            if e.percent >= 100 or e.percent <= 0 or key not in self._phase_last:
-                continue
-            _, snap = self._phase_last[key]
-            in_bucket = {d.device_id for d in pool if rollout_bucket(e.salt, d.device_id) < e.percent * 100}
-            # state at the end of this phase, from the sample taken then
-            label = f"{e.model} v{e.version}"
-            installed = [d for d in pool if d.installed.get(e.model, 0) >= e.version]
-            self.result.buckets.append(
-                BucketCheck(
-                    model=e.model,
-                    version=e.version,
-                    percent=e.percent,
-                    devices=len(pool),
-                    expected_share=len(in_bucket) / max(len(pool), 1),
-                    observed_share=snap.get(label, 0) / max(len(pool), 1),
-                    in_bucket=len(in_bucket),
-                    installed_in_bucket=sum(d.device_id in in_bucket for d in installed),
-                    installed_outside=self._outside_installs(e, in_bucket),
-                )
-            )
-
-    def _outside_installs(self, e: _IndexEntryView, in_bucket: set[str]) -> int:
-        """Devices outside the bucket that installed the version from an index listing it at
-        this percent (judged by the index version each device actually acted on)."""
-        listed = {
-            version
-            for _, version, es in self.index_versions
-            if any((x.model, x.version, x.percent) == (e.model, e.version, e.percent) for x in es)
-        }
-        return sum(
-            1
-            for (device_id, model, version), index_version in self._install_index.items()
-            if (model, version) == (e.model, e.version)
-            and device_id not in in_bucket
-            and index_version in listed
-        )
-
-    def _convergence(self) -> None:
-        full = [(t, e) for t, _, es in self.index_versions for e in es if e.percent >= 100]
-        if not full:
-            self.result.converged["release at 100%"] = "none observed"
-            return
-        _, e = full[-1]
-        first = next(t for t, x in full if (x.model, x.version) == (e.model, e.version))
-        pool = self.eligible()
-        label = f"{e.model} v{e.version}"
-        reached: dict[str, float | None] = {"95%": None, "99%": None, "100%": None}
-        for t, snap in self.result.timeline:
-            if t < first:
-                continue
-            share = snap.get(label, 0) / max(len(pool), 1)
-            for k, need in (("95%", 0.95), ("99%", 0.99), ("100%", 1.0)):
-                if reached[k] is None and share >= need - 1e-9:
-                    reached[k] = t - first
-        c = self.result.converged
-        c["release"] = label
-        c["eligible devices (current onnxruntime)"] = len(pool)
-        c["on it at the end"] = f"{self.share_on(e.model, e.version):.2%}"
-        for k, v in reached.items():
-            c[f"time to {k} of eligible"] = self._in_polls(v)
-        for network in sorted({d.network for d in pool}):
-            group = [d for d in pool if d.network == network]
-            times = [self._install_at.get((d.device_id, e.model, e.version)) for d in group]
-            done = [t - first for t in times if t is not None]
-            c[f"{network}: last device on it"] = (
-                self._in_polls(max(done))
-                if len(done) == len(group)
-                else f"{len(done)} of {len(group)} by the end"
-            )
-
-    def _in_polls(self, seconds: float | None) -> str:
-        if seconds is None:
-            return "not reached"
-        return f"{seconds:.1f} s ({seconds / self.spec.poll_interval_s:.1f} poll intervals)"
-
-    def _health_gate(self) -> None:
-        listed: dict[tuple[str, int], tuple[float, float | None]] = {}
-        for t, _, entries in self.index_versions:
-            keys = {(e.model, e.version) for e in entries}
-            for k in keys:
-                if k not in listed:
-                    listed[k] = (t, None)
-            for k, (first, gone) in list(listed.items()):
-                if k not in keys and gone is None:
-                    listed[k] = (first, t)
-        for (model, version), by_platform in self._golden_failed_by_version.items():
-            seen = listed.get((model, version))
-            listed_at: float | None = seen[0] if seen else None
-            withdrawn: float | None = seen[1] if seen else None
-            self.result.health_gate[f"{model} v{version}"] = {
-                "golden_failed devices by platform": dict(by_platform),
-                "installed elsewhere": sum(d.installed.get(model) == version for d in self.devices),
-                "first in index at": None if listed_at is None else round(listed_at, 1),
-                "withdrawn from index at": None if withdrawn is None else round(withdrawn, 1),
-                "halted": withdrawn is not None,
-            }
+        r.buckets = bucket_checks(self.index_versions, self._phase_last, self._install_index, pool)
+        r.converged = convergence(self.index_versions, r.timeline, pool, self._install_at,
+                                  self.spec.poll_interval_s)
+        r.health_gate = health_gate(self.index_versions, self._golden_failed_by_version, self.devices)
 
 
 def default_state_root() -> Path | None:
@@ -675,49 +510,3 @@ def default_state_root() -> Path | None:
 
 def run_fleet(spec: FleetSpec, seconds: float) -> FleetResult:
     return asyncio.run(Fleet(spec).run_for(seconds))
-
-
-def cleanup_state(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def load_root_envelope(path: Path | None, server: str) -> dict[str, Any]:
-    """The root the simulated devices ship with: a file, or the server's v1 trusted on first
-    use (said out loud: pinning a root is the point of shipping one)."""
-    import json
-    import sys
-
-    from packager.keys import read_json
-
-    if path is not None:
-        loaded = read_json(path)
-        if not isinstance(loaded, dict):
-            raise UsageError(f"{path}: not a signed root envelope")
-        return loaded
-    try:
-        resp = httpx.get(f"{server.rstrip('/')}/v1/root/1.json", timeout=10.0)
-    except httpx.HTTPError as exc:
-        raise UsageError(f"cannot reach {server}: {exc}") from None
-    if resp.status_code != 200:
-        raise UsageError(f"{server}/v1/root/1.json: HTTP {resp.status_code}")
-    print(f"note: no --root given; the devices trust root v1 from {server} on first use", file=sys.stderr)
-    envelope: dict[str, Any] = json.loads(resp.content)
-    return envelope
-
-
-async def run_with_progress(spec: FleetSpec, seconds: float) -> FleetResult:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
-    ) as progress:
-        task = progress.add_task(f"{spec.devices:,} devices", total=seconds)
-
-        def show(t: float, snap: dict[str, int]) -> None:
-            parts = ", ".join(f"{k}: {v:,}" for k, v in sorted(snap.items()))
-            progress.update(
-                task, completed=min(t, seconds), description=f"{spec.devices:,} devices | {parts}"
-            )
-
-        fleet = Fleet(spec, on_sample=show)
-        return await fleet.run_for(seconds)

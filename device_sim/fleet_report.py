@@ -1,12 +1,40 @@
-"""What a fleet run found, written three ways into ``--out``: ``fleet.json`` (every figure),
-``convergence.png`` (share of the fleet on each version over time) and ``summary.md``."""
+"""What a fleet run found: the analysis of what ``device_sim.fleet`` observed (rollout
+buckets, convergence, the health gate), written three ways into ``--out``: ``fleet.json``
+(every figure), ``convergence.png`` (share of the fleet on each version over time) and
+``summary.md``."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from packager.manifest import rollout_bucket
+
+# (seen at, index version, its entries), in the order the fleet's observer read them
+IndexHistory = list[tuple[float, int, list["IndexEntryView"]]]
+# (device id, model, version) -> what it is about
+InstallKey = tuple[str, str, int]
+
+
+@dataclass
+class IndexEntryView:
+    model: str
+    version: int
+    percent: float
+    salt: str
+
+
+class DeviceView(Protocol):
+    """What the analysis reads of a simulated device."""
+
+    device_id: str
+    platform: str
+    network: str
+    installed: dict[str, int]
 
 
 @dataclass
@@ -151,3 +179,141 @@ def write_report(result: FleetResult, out: Path) -> dict[str, Path]:
     write_plot(result, paths["plot"])
     paths["summary"].write_text(summary_markdown(result))
     return paths
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def bucket_checks(
+    index_versions: IndexHistory,
+    phase_last: dict[tuple[str, int, float], tuple[float, dict[str, int]]],
+    install_index: dict[InstallKey, int | None],
+    pool: Sequence[DeviceView],
+) -> list[BucketCheck]:
+    """One check per staged (0 < percent < 100) entry seen, from the sample taken as that
+    phase ended."""
+    seen: dict[tuple[str, int, float], IndexEntryView] = {}
+    for _, _, entries in index_versions:
+        for e in entries:
+            seen[(e.model, e.version, e.percent)] = e
+    out: list[BucketCheck] = []
+    for key, e in seen.items():
+        if e.percent >= 100 or e.percent <= 0 or key not in phase_last:
+            continue
+        _, snap = phase_last[key]
+        in_bucket = {d.device_id for d in pool if rollout_bucket(e.salt, d.device_id) < e.percent * 100}
+        label = f"{e.model} v{e.version}"
+        installed = [d for d in pool if d.installed.get(e.model, 0) >= e.version]
+        out.append(
+            BucketCheck(
+                model=e.model,
+                version=e.version,
+                percent=e.percent,
+                devices=len(pool),
+                expected_share=len(in_bucket) / max(len(pool), 1),
+                observed_share=snap.get(label, 0) / max(len(pool), 1),
+                in_bucket=len(in_bucket),
+                installed_in_bucket=sum(d.device_id in in_bucket for d in installed),
+                installed_outside=_outside_installs(e, in_bucket, index_versions, install_index),
+            )
+        )
+    return out
+
+
+def _outside_installs(
+    e: IndexEntryView, in_bucket: set[str], index_versions: IndexHistory,
+    install_index: dict[InstallKey, int | None],
+) -> int:
+    """Devices outside the bucket that installed the version from an index listing it at
+    this percent (judged by the index version each device actually acted on)."""
+    listed = {
+        version
+        for _, version, es in index_versions
+        if any((x.model, x.version, x.percent) == (e.model, e.version, e.percent) for x in es)
+    }
+    return sum(
+        1
+        for (device_id, model, version), index_version in install_index.items()
+        if (model, version) == (e.model, e.version)
+        and device_id not in in_bucket
+        and index_version in listed
+    )
+
+
+def convergence(
+    index_versions: IndexHistory,
+    timeline: list[tuple[float, dict[str, int]]],
+    pool: Sequence[DeviceView],
+    install_at: dict[InstallKey, float],
+    poll_interval_s: float,
+) -> dict[str, Any]:
+    """How long the last release seen at 100% took to reach 95, 99 and 100% of ``pool``."""
+    c: dict[str, Any] = {}
+    full = [(t, e) for t, _, es in index_versions for e in es if e.percent >= 100]
+    if not full:
+        c["release at 100%"] = "none observed"
+        return c
+    _, e = full[-1]
+    first = next(t for t, x in full if (x.model, x.version) == (e.model, e.version))
+    label = f"{e.model} v{e.version}"
+    reached: dict[str, float | None] = {"95%": None, "99%": None, "100%": None}
+    for t, snap in timeline:
+        if t < first:
+            continue
+        share = snap.get(label, 0) / max(len(pool), 1)
+        for k, need in (("95%", 0.95), ("99%", 0.99), ("100%", 1.0)):
+            if reached[k] is None and share >= need - 1e-9:
+                reached[k] = t - first
+    on_it = sum(d.installed.get(e.model) == e.version for d in pool) / max(len(pool), 1)
+    c["release"] = label
+    c["eligible devices (current onnxruntime)"] = len(pool)
+    c["on it at the end"] = f"{on_it:.2%}"
+    for k, v in reached.items():
+        c[f"time to {k} of eligible"] = in_polls(v, poll_interval_s)
+    for network in sorted({d.network for d in pool}):
+        group = [d for d in pool if d.network == network]
+        times = [install_at.get((d.device_id, e.model, e.version)) for d in group]
+        done = [t - first for t in times if t is not None]
+        c[f"{network}: last device on it"] = (
+            in_polls(max(done), poll_interval_s)
+            if len(done) == len(group)
+            else f"{len(done)} of {len(group)} by the end"
+        )
+    return c
+
+
+def in_polls(seconds: float | None, poll_interval_s: float) -> str:
+    if seconds is None:
+        return "not reached"
+    return f"{seconds:.1f} s ({seconds / poll_interval_s:.1f} poll intervals)"
+
+
+def health_gate(
+    index_versions: IndexHistory,
+    golden_failed_by_version: dict[tuple[str, int], Counter[str]],
+    devices: Sequence[DeviceView],
+) -> dict[str, Any]:
+    """Per version that failed golden vectors somewhere: where, and whether the service
+    withdrew it from the index (and when)."""
+    listed: dict[tuple[str, int], tuple[float, float | None]] = {}
+    for t, _, entries in index_versions:
+        keys = {(e.model, e.version) for e in entries}
+        for k in keys:
+            if k not in listed:
+                listed[k] = (t, None)
+        for k, (first, gone) in list(listed.items()):
+            if k not in keys and gone is None:
+                listed[k] = (first, t)
+    gate: dict[str, Any] = {}
+    for (model, version), by_platform in golden_failed_by_version.items():
+        seen = listed.get((model, version))
+        listed_at: float | None = seen[0] if seen else None
+        withdrawn: float | None = seen[1] if seen else None
+        gate[f"{model} v{version}"] = {
+            "golden_failed devices by platform": dict(by_platform),
+            "installed elsewhere": sum(d.installed.get(model) == version for d in devices),
+            "first in index at": None if listed_at is None else round(listed_at, 1),
+            "withdrawn from index at": None if withdrawn is None else round(withdrawn, 1),
+            "halted": withdrawn is not None,
+        }
+    return gate

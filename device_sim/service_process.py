@@ -21,11 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from packager.errors import ModelSyncError
-
-
-class ServiceStartError(ModelSyncError):
-    pass
+from device_sim.errors import ServiceStartError
 
 
 def free_port() -> int:

@@ -19,21 +19,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from packager.errors import ModelSyncError, UsageError
+from device_sim.errors import StoreError
+from packager.errors import UsageError
 from packager.fsutil import fsync_dir
+
+# The report kinds the service accepts, the TypeScript client's ReportKind (reports.ts).
+ReportKind = Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
 
 Hook = Callable[[str], None]
 TMP_MARK = ".tmp-"
-
-
-class StoreError(ModelSyncError):
-    """The state directory cannot be read or written (docs/device.md, Error classes)."""
-
-    code = "store"
 
 
 class Identity(BaseModel):
@@ -305,7 +303,7 @@ class Store:
 
     # ------------------------------------------------------------------ report queue
 
-    def enqueue(self, kind: str, *, model: str | None = None, version: int | None = None,
+    def enqueue(self, kind: ReportKind, *, model: str | None = None, version: int | None = None,
                 reason: str | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
         from packager.manifest import format_time, utcnow
 

@@ -1,7 +1,8 @@
 """The device's trust checks, in the numbered order of docs/device.md. Pure: no I/O.
 
 Each function takes bytes or parsed documents that the updater fetched and either returns
-what may now be trusted or raises one precise ``VerificationError`` leaf. The updater saves
+what may now be trusted or raises one precise ``VerificationError`` leaf (the tree is
+drawn in ``device_sim.errors``). The updater saves
 nothing until a check has passed, so a raise here always leaves the device's state as it was.
 """
 
@@ -14,12 +15,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from packager import errors as perr
-from packager.errors import (
+from device_sim.errors import (
     ExpiredError,
     FormatError,
+    GoldenVectorError,
+    HashMismatchError,
+    LengthMismatchError,
+    MixAndMatchError,
+    ModelRollbackError,
+    NoArtifactForTargetError,
     RollbackError,
-    VerificationError,
+    RootChainError,
+    RuntimeTooOldError,
+    StaleIndexError,
+    WrongChannelError,
 )
 from packager.manifest import (
     Artifact,
@@ -40,107 +49,6 @@ from packager.manifest import (
 
 MAX_ROOT_STEPS = 32
 PLATFORM_TARGETS: dict[str, str] = {"android": "android-nnapi", "ios": "ios-coreml", "linux": "cpu"}
-
-
-class RootChainError(VerificationError):
-    """check 1.2: the next root is not version N+1, or the chain is too long."""
-
-    code = "root_chain"
-
-
-class StaleIndexError(ExpiredError):
-    """check 2.5: a genuine index that has expired (freeze attack or long offline spell)."""
-
-    code = "stale_index"
-
-    def __init__(self, message: str, index: ChannelIndex) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-class WrongChannelError(VerificationError):
-    """check 2.3: an index for another fleet or channel."""
-
-    code = "wrong_channel"
-
-
-class MixAndMatchError(VerificationError):
-    """checks 3.1, 3.4: the manifest is not the one the index entry names."""
-
-    code = "mix_and_match"
-
-
-class ModelRollbackError(VerificationError):
-    """check 3.5: model version lower than the installed one."""
-
-    code = "model_rollback"
-
-
-class NoArtifactForTargetError(VerificationError):
-    """check 3.6"""
-
-    code = "no_artifact_for_target"
-
-
-class RuntimeTooOldError(VerificationError):
-    """check 3.7: the artifact was written by a newer onnxruntime than the device has."""
-
-    code = "runtime_too_old"
-
-
-class LengthMismatchError(VerificationError):
-    """check 4.1: more bytes than declared (endless data), or fewer at the end."""
-
-    code = "length_mismatch"
-
-
-class HashMismatchError(VerificationError):
-    """check 4.2"""
-
-    code = "hash_mismatch"
-
-
-class ArtifactLoadError(VerificationError):
-    """check 4.3: onnxruntime cannot load the artifact."""
-
-    code = "artifact_load"
-
-
-class GoldenVectorError(VerificationError):
-    """check 4.4: the new model misses the manifest's golden vectors."""
-
-    code = "golden_vector"
-
-
-# packager.errors' classes carry no code; the report reasons are fixed here, once.
-_PACKAGER_CODES: dict[type[BaseException], str] = {
-    perr.FormatError: "format",
-    perr.WrongTypeError: "wrong_type",
-    perr.UnknownKeyError: "unknown_key",
-    perr.BadSignatureError: "bad_signature",
-    perr.ThresholdError: "threshold",
-    perr.ExpiredError: "expired",
-    perr.RollbackError: "rollback",
-}
-
-# Failures of the version itself rather than of this attempt to fetch it: never retried.
-PERMANENT: tuple[type[VerificationError], ...] = (
-    NoArtifactForTargetError,
-    RuntimeTooOldError,
-    ArtifactLoadError,
-    GoldenVectorError,
-)
-
-
-def error_code(exc: BaseException) -> str:
-    """The snake_case reason a report carries for ``exc`` (docs/device.md, Error classes)."""
-    code = getattr(type(exc), "code", None)
-    if isinstance(code, str):
-        return code
-    for cls in type(exc).__mro__:
-        if cls in _PACKAGER_CODES:
-            return _PACKAGER_CODES[cls]
-    return "error"
 
 
 def parse_json(data: bytes, what: str) -> Any:
@@ -237,12 +145,17 @@ def check_manifest_bytes(data: bytes, ref: FileRef) -> None:
         raise MixAndMatchError(f"manifest sha256 {got[:12]}… is not the index entry's {ref.sha256[:12]}…")
 
 
+def check_manifest_signed(raw: Any, root: Root) -> ModelManifest:
+    """checks 3.2, 3.3: a model manifest, signed by a threshold of the publisher keys."""
+    return verify_manifest(raw, root)
+
+
 def check_manifest(
     data: bytes, root: Root, entry: IndexEntry, installed_version: int | None
 ) -> ModelManifest:
     """checks 3.1-3.5"""
     check_manifest_bytes(data, entry.manifest)  # check 3.1
-    manifest = verify_manifest(parse_json(data, "manifest"), root)  # checks 3.2, 3.3
+    manifest = check_manifest_signed(parse_json(data, "manifest"), root)  # checks 3.2, 3.3
     if manifest.name != entry.model or manifest.version != entry.version:  # check 3.4
         raise MixAndMatchError(
             f"manifest is {manifest.name} v{manifest.version}, "
@@ -263,9 +176,20 @@ def _major_minor(version: str) -> tuple[int, int]:
         raise FormatError(f"bad onnxruntime version {version!r}") from None
 
 
+def artifact_for_target(manifest: ModelManifest, target: str, *, quantize: bool = False) -> Artifact | None:
+    """The one artifact-selection rule, for syncing and for running a bundle alike: the
+    first artifact the manifest lists for ``target`` (the packager lists the precision it
+    chose for that target), or with ``quantize`` (ONNX_QUANTIZE) its int8 one where it
+    has one. The TypeScript client's ``selectArtifact`` takes the first too."""
+    listed = [a for a in manifest.artifacts if a.target == target]
+    if quantize:
+        listed = [a for a in listed if a.precision == "int8"] + listed
+    return listed[0] if listed else None
+
+
 def select_artifact(manifest: ModelManifest, target: str, runtime_version: str) -> Artifact:
     """checks 3.6, 3.7"""
-    artifact = manifest.artifact_for(target)
+    artifact = artifact_for_target(manifest, target)
     if artifact is None:  # check 3.6
         have = ", ".join(a.target for a in manifest.artifacts)
         raise NoArtifactForTargetError(

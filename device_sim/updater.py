@@ -1,8 +1,11 @@
-"""Network and disk for the device: register, root walk, index poll, downloads, install.
+"""One sync, as the steps of docs/device.md in check order: root walk, index, then per
+model manifest, artifact bytes, golden vectors and install; then the queued reports.
 
 Everything is checked by ``device_sim.trust`` before ``device_sim.store`` saves it; the
-check numbers cited here are docs/device.md's. The core is async (``httpx.AsyncClient``)
-so one process can run a fleet; ``device_sim.device.Device`` wraps it for a single device.
+check numbers cited here are the doc's, and the order is that of the TypeScript client's
+``client.ts``. Bytes come through ``device_sim.transfer`` (capped, resumable, decompressing
+reads) and ``device_sim.delta``. The core is async (``httpx.AsyncClient``) so one process
+can run a fleet; ``device_sim.device.Device`` wraps it for a single device.
 
 The client is injected, so tests hand it the real app in-process (``httpx.ASGITransport``),
 a real server on loopback, a fault-injecting transport or an attacker's server.
@@ -11,29 +14,23 @@ a real server on loopback, a fault-injecting transport or an attacker's server.
 from __future__ import annotations
 
 import asyncio
-import bz2
-import json
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Literal
 
-import bsdiff4.core
 import httpx
-import numpy as np
-import onnxruntime as ort
-import zstandard
 
-from device_sim import trust
-from device_sim.store import Identity, Installed, Store
-from packager.errors import ModelSyncError, VerificationError
+from device_sim import errors, trust
+from device_sim.delta import apply_delta
+from device_sim.errors import DownloadError, ModelSyncError, SlowRetrievalError, VerificationError
+from device_sim.golden import GoldenRunner, run_golden
+from device_sim.store import Identity, Installed, ReportKind, Store
+from device_sim.transfer import Http, Progress, SyncConfig, Transfer, TransferKind
 from packager.manifest import (
     Artifact,
     ChannelIndex,
-    GoldenVectors,
     IndexEntry,
     ModelManifest,
     Root,
@@ -43,47 +40,34 @@ from packager.manifest import (
 
 MAX_ROOT_BYTES = 1 << 20
 MAX_INDEX_BYTES = 8 << 20
-DISCARD_BYTES = 64 << 10  # an error or 304 body read to its end so the connection is reused
 REPORT_BATCH = 500
-# A zstd frame can expand a few bytes into 128 KiB: feed the decompressor small slices so
-# the length cap (check 4.1) is applied before a bomb can fill memory.
-ZSTD_SLICE = 256
 
 
-class DownloadError(ModelSyncError):
-    """The network failed us: a status the protocol does not allow, a cut, a timeout."""
-
-    code = "download"
-
-
-class SlowRetrievalError(DownloadError):
-    """The sync's overall deadline passed (a server trickling bytes cannot hold the device)."""
-
-    code = "slow_retrieval"
-
-
-@dataclass(frozen=True)
-class SyncConfig:
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0  # per read: a silent server
-    deadline: float = 300.0  # per sync: a trickling server
-    chunk_size: int = 64 * 1024
+# The words are the TypeScript client's (react-native-stub/src/core/client.ts):
+# ModelResult.outcome there is ModelOutcome.outcome here; a sync stopped by a failed check
+# or unreadable state is "failed" on both sides, one stopped by the network "offline".
+ModelOutcomeKind = Literal["installed", "deferred", "failed"]
+# ok: a fresh index was read and acted on; not_modified: the server answered 304 (the
+# client's notModified); stale: a genuine but expired index (check 2.5), nothing installed.
+SyncStatus = Literal["ok", "not_modified", "stale", "failed", "offline"]
+# Why a model waits (C.1, C.2); a failed model's reason is its error's code instead.
+DeferReason = Literal["metered", "storage_budget"]
 
 
 @dataclass
 class ModelOutcome:
     model: str
     version: int
-    outcome: str  # installed | failed | deferred
-    reason: str | None = None
+    outcome: ModelOutcomeKind
+    reason: str | None = None  # DeferReason when deferred, else the error's code
     detail: str = ""
-    transfer: str | None = None  # delta | zstd | full | resumed
+    transfer: TransferKind | None = None
     wire_bytes: int = 0
 
 
 @dataclass
 class SyncResult:
-    status: str = "ok"  # ok | not_modified | stale | error | offline
+    status: SyncStatus = "ok"
     root_version: int | None = None
     index_version: int | None = None
     outcomes: list[ModelOutcome] = field(default_factory=list)
@@ -108,144 +92,6 @@ def next_delay(interval: float, failures: int, rng: random.Random, max_backoff: 
     return float(min(max_backoff, interval * 2 ** min(failures, 30)) * rng.uniform(0.5, 1.0))
 
 
-def make_client(server: str, config: SyncConfig, transport: httpx.AsyncBaseTransport | None = None,
-                ) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
-    # Redirects (presigned S3 URLs) are followed; httpx drops Authorization across origins.
-    return httpx.AsyncClient(base_url=server, transport=transport, timeout=timeout,
-                             follow_redirects=True, headers={"User-Agent": "modelsync-device"})
-
-
-def _detail(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-        if isinstance(body, dict) and "detail" in body:
-            return f": {body['detail']}"
-    except (ValueError, httpx.ResponseNotRead):
-        pass
-    return ""
-
-
-def runtime_version() -> str:
-    return str(ort.__version__)
-
-
-# --------------------------------------------------------------------------- registration
-
-
-async def register(
-    client: httpx.AsyncClient,
-    state: Path,
-    *,
-    enroll_token: str,
-    platform: str,
-    root_envelope: dict[str, Any],
-    device_id: str | None = None,
-    channel: str = "stable",
-    app_version: str = "0.1.0",
-    ort_version: str | None = None,
-) -> Store:
-    """Enroll with the server and write the state directory (identity + shipped root)."""
-    if platform not in trust.PLATFORM_TARGETS:
-        raise ModelSyncError(f"platform must be one of {', '.join(trust.PLATFORM_TARGETS)}, not {platform!r}")
-    trust.trusted_root(root_envelope)  # check 1.1, before anything is written
-    device_id = device_id or f"dev-{uuid.uuid4().hex[:12]}"
-    ort_version = ort_version or runtime_version()
-    providers = list(ort.get_available_providers())
-    body = {"device_id": device_id, "platform": platform, "app_version": app_version,
-            "ort_version": ort_version, "providers": providers}
-    try:
-        resp = await client.post("/v1/devices/register", json=body,
-                                 headers={"Authorization": f"Bearer {enroll_token}"})
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"cannot reach {client.base_url}: {exc}") from None
-    if resp.status_code != 201:
-        raise DownloadError(f"registration refused: HTTP {resp.status_code}{_detail(resp)}")
-    answer = resp.json()
-    identity = Identity(
-        device_id=answer.get("device_id", device_id), server=str(client.base_url).rstrip("/"),
-        platform=platform, target=trust.PLATFORM_TARGETS[platform], fleet=answer["fleet"],
-        channel=channel, token=answer["device_token"], app_version=app_version, ort_version=ort_version,
-        providers=providers,
-    )
-    path = Path(state)
-    if (path / "device.json").is_file():  # re-registering keeps installed models and reports
-        store = Store.open(path)
-        store.save_identity(identity)
-        return store
-    return Store.create(path, identity, root_envelope)
-
-
-# --------------------------------------------------------------------------- the updater
-
-
-GoldenRunner = Callable[[bytes, GoldenVectors], tuple[list[int], list[float]]]
-Progress = Callable[[str, int, int], None]  # (what, bytes so far, bytes in all)
-
-
-def run_golden(data: bytes, golden: GoldenVectors) -> tuple[list[int], list[float]]:
-    """checks 4.3 (loads and runs on the CPU provider), then the outputs for check 4.4."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if data[4:8] == b"ORTM":  # ORT-format FlatBuffer identifier
-        opts.add_session_config_entry("session.load_model_format", "ORT")
-    try:
-        sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        outs = [o.name for o in sess.get_outputs()]
-        names = ["label", "score"] if {"label", "score"} <= set(outs) else outs[:2]
-        if len(names) != 2:
-            raise ValueError(f"expected outputs label and score, found {outs}")
-        dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-        x = np.asarray(golden.inputs, dtype=dtype)
-        # An NPU-friendly artifact may fix the batch at 1: feed it row by row.
-        rows = [x[i : i + 1] for i in range(len(x))] if inp.shape and inp.shape[0] == 1 else [x]
-        labels: list[int] = []
-        scores: list[float] = []
-        for batch in rows:
-            lab, sc = sess.run(names, {inp.name: batch})
-            labels += [int(v) for v in np.asarray(lab).ravel()]
-            scores += [float(v) for v in np.asarray(sc, dtype=np.float64).ravel()]
-    except Exception as exc:  # onnxruntime raises untyped pybind errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise trust.ArtifactLoadError(f"onnxruntime cannot load or run the artifact: {first[:200]}") from None
-    return labels, scores
-
-
-def _bunzip(data: bytes, cap: int, what: str) -> bytes:
-    dec = bz2.BZ2Decompressor()
-    out = dec.decompress(data, max_length=cap + 1)
-    if len(out) > cap:
-        raise ValueError(f"delta {what} block expands past {cap} bytes")
-    if not dec.eof:
-        raise ValueError(f"delta {what} block is truncated")
-    return out
-
-
-def apply_delta(old: bytes, patch: bytes, length: int) -> bytes:
-    """A BSDIFF4 patch applied with every block's size capped (check 4.1): the declared
-    output must be the manifest's length, and no bz2 block may expand past it."""
-    if len(patch) < 32 or patch[:8] != b"BSDIFF40":
-        raise ValueError("not a BSDIFF4 patch")
-    len_ctrl, len_diff, len_dst = (bsdiff4.core.decode_int64(patch[i : i + 8]) for i in (8, 16, 24))
-    if len_dst != length:
-        raise trust.LengthMismatchError(f"delta would produce {len_dst} bytes, the manifest says {length}")
-    if len_ctrl < 0 or len_diff < 0 or 32 + len_ctrl + len_diff > len(patch):
-        raise ValueError("delta header is inconsistent")
-    ctrl = _bunzip(patch[32 : 32 + len_ctrl], 24 * (length + 2), "control")
-    diff = _bunzip(patch[32 + len_ctrl : 32 + len_ctrl + len_diff], length, "diff")
-    extra = _bunzip(patch[32 + len_ctrl + len_diff :], length, "extra")
-    if len(ctrl) % 24:
-        raise ValueError("delta control block is malformed")
-    return bytes(bsdiff4.core.patch(old, len_dst, ctrl, diff, extra))
-
-
-@dataclass
-class _Transfer:
-    kind: str = "full"
-    wire: int = 0
-
-
 class Updater:
     def __init__(
         self,
@@ -262,14 +108,11 @@ class Updater:
         self.client = client
         self.config = config or SyncConfig()
         self.identity: Identity = store.identity
+        self.http = Http(client, self.config, self.identity.token)
         self.runtime = runtime or self.identity.ort_version
         self.now = now
         self.golden_runner = golden_runner
         self.progress = progress
-
-    @property
-    def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.identity.token}"}
 
     # ------------------------------------------------------------------ one sync
 
@@ -295,9 +138,9 @@ class Updater:
 
     @staticmethod
     def _fail(result: SyncResult, exc: Exception, offline: bool = False) -> None:
-        result.status = "offline" if offline else "error"
+        result.status = "offline" if offline else "failed"
         result.error = str(exc)
-        result.error_code = trust.error_code(exc)
+        result.error_code = errors.error_code(exc)
 
     async def _sync(self, result: SyncResult) -> None:
         root = await self.update_root()
@@ -318,13 +161,13 @@ class Updater:
     async def update_root(self) -> Root:
         root = trust.trusted_root(self.store.root_envelope())  # check 1.1
         for step in range(1, trust.MAX_ROOT_STEPS + 2):
-            resp = await self._get(f"/v1/root/{root.version + 1}.json", auth=False)
+            resp = await self.http.get(f"/v1/root/{root.version + 1}.json", auth=False)
             if resp.status_code == 404:
-                await self._discard(resp)
+                await self.http.discard(resp)
                 break
             if resp.status_code != 200:
-                await self._refuse(resp, f"root v{root.version + 1}")
-            raw = trust.parse_json(await self._read(resp, MAX_ROOT_BYTES, "root"), "root")
+                await self.http.refuse(resp, f"root v{root.version + 1}")
+            raw = trust.parse_json(await self.http.read(resp, MAX_ROOT_BYTES, "root"), "root")
             new = trust.next_root(root, raw, step)  # checks 1.2-1.4
             if new.roles.get("index") != root.roles.get("index"):
                 # The index keys changed: an index signed by the old keys with an inflated
@@ -340,26 +183,27 @@ class Updater:
         ident = self.identity
         saved = self.store.saved_index(ident.channel)
         trusted_version: int | None = None
-        headers = dict(self._auth)
+        headers = dict(self.http.auth)
         if saved is not None:
             saved_env, etag = saved
             trusted_version = int(saved_env["signed"]["version"])
             if etag:
                 headers["If-None-Match"] = etag
-        resp = await self._get(f"/v1/channels/{ident.channel}/index", headers=headers)  # check 2.1
+        resp = await self.http.get(f"/v1/channels/{ident.channel}/index", headers=headers)  # check 2.1
         if resp.status_code == 304 and saved is not None:
-            await self._discard(resp)
+            await self.http.discard(resp)
             raw, etag, fresh = saved[0], saved[1], False
             result.status = "not_modified"
         elif resp.status_code == 200:
-            raw = trust.parse_json(await self._read(resp, MAX_INDEX_BYTES, "channel index"), "channel index")
+            body = await self.http.read(resp, MAX_INDEX_BYTES, "channel index")
+            raw = trust.parse_json(body, "channel index")
             etag, fresh = resp.headers.get("etag"), True
         else:
-            await self._refuse(resp, "channel index")
+            await self.http.refuse(resp, "channel index")
         try:
             index = trust.check_index(raw, root, fleet=ident.fleet, channel=ident.channel,
                                       trusted_version=trusted_version, now=self.now())  # checks 2.1-2.5
-        except trust.StaleIndexError as exc:
+        except errors.StaleIndexError as exc:
             result.status = "stale"
             result.error, result.error_code = str(exc), exc.code
             result.index_version = exc.index.version
@@ -376,7 +220,7 @@ class Updater:
 
     async def update_model(self, entry: IndexEntry, root: Root) -> ModelOutcome:
         out = ModelOutcome(entry.model, entry.version, "failed")
-        transfer = _Transfer()
+        transfer = Transfer()
         try:
             manifest_bytes, manifest, artifact = await self._fetch_manifest(entry, root, transfer)
             deferred = self._deferred(entry, artifact)
@@ -397,11 +241,12 @@ class Updater:
                                      "wire_bytes": transfer.wire})
             out.outcome = "installed"
         except VerificationError as exc:
-            out.reason, out.detail = trust.error_code(exc), str(exc)
-            kind = "golden_failed" if isinstance(exc, trust.GoldenVectorError) else "install_failed"
+            out.reason, out.detail = errors.error_code(exc), str(exc)
+            golden = isinstance(exc, errors.GoldenVectorError)
+            kind: ReportKind = "golden_failed" if golden else "install_failed"
             self.store.enqueue(kind, model=entry.model, version=entry.version, reason=out.reason,
                                data={"detail": str(exc)[:500]})
-            if isinstance(exc, trust.PERMANENT):
+            if isinstance(exc, errors.PERMANENT):
                 self.store.mark_failed(entry.model, entry.version)
         except DownloadError as exc:  # transient: the next poll retries (resuming)
             out.reason, out.detail = exc.code, str(exc)
@@ -409,7 +254,7 @@ class Updater:
             out.transfer, out.wire_bytes = transfer.kind, transfer.wire
         return out
 
-    def _deferred(self, entry: IndexEntry, artifact: Artifact) -> str | None:
+    def _deferred(self, entry: IndexEntry, artifact: Artifact) -> DeferReason | None:
         ident = self.identity
         if ident.metered and not entry.urgent and artifact.length > ident.metered_max_bytes:  # C.1
             return "metered"
@@ -421,13 +266,13 @@ class Updater:
         return None
 
     async def _fetch_manifest(
-        self, entry: IndexEntry, root: Root, transfer: _Transfer
+        self, entry: IndexEntry, root: Root, transfer: Transfer
     ) -> tuple[bytes, ModelManifest, Artifact]:
-        resp = await self._get(f"/v1/{entry.manifest.path}")
+        resp = await self.http.get(f"/v1/{entry.manifest.path}")
         if resp.status_code != 200:
-            await self._refuse(resp, f"manifest {entry.model} v{entry.version}")
+            await self.http.refuse(resp, f"manifest {entry.model} v{entry.version}")
         # check 3.1: one byte past the entry's length is enough to know it is not that manifest
-        data = await self._read(resp, entry.manifest.length + 1, "manifest", strict=False)
+        data = await self.http.read(resp, entry.manifest.length + 1, "manifest", strict=False)
         transfer.wire += len(data)
         slot = self.store.slot(entry.model)
         manifest = trust.check_manifest(data, root, entry,
@@ -437,17 +282,17 @@ class Updater:
 
     # ------------------------------------------------------------------ 4. artifact bytes
 
-    async def _fetch_artifact(self, artifact: Artifact, model: str, transfer: _Transfer) -> bytes:
+    async def _fetch_artifact(self, artifact: Artifact, model: str, transfer: Transfer) -> bytes:
         delta = await self._try_delta(artifact, model, transfer)
         if delta is not None:
             return delta
+        part = self.store.partial_path(artifact.sha256)
         for _attempt in range(2):  # a second go only after the server refused our Range
-            data = await self._download(artifact, transfer)
-            if data is not None:
-                return data
+            if await self.http.download_to_part(artifact, part, transfer, self.progress):
+                return self._finish(artifact)
         raise DownloadError(f"artifact {artifact.sha256[:12]}…: server refuses the resumed range")
 
-    async def _try_delta(self, artifact: Artifact, model: str, transfer: _Transfer) -> bytes | None:
+    async def _try_delta(self, artifact: Artifact, model: str, transfer: Transfer) -> bytes | None:
         """A bsdiff4 patch from the installed artifact; any problem means a full download."""
         current = self.store.usable(model)
         if current is None or current.target != artifact.target or current.artifact_sha256 == artifact.sha256:
@@ -455,14 +300,14 @@ class Updater:
         if self.store.partial_path(artifact.sha256).exists():
             return None  # a resumable full download is already under way
         try:
-            resp = await self._get(f"/v1/blobs/{artifact.sha256}/delta",
-                                   params={"from": current.artifact_sha256},
-                                   headers={**self._auth, "Accept-Encoding": "identity"})
+            resp = await self.http.get(f"/v1/blobs/{artifact.sha256}/delta",
+                                       params={"from": current.artifact_sha256},
+                                       headers={**self.http.auth, "Accept-Encoding": "identity"})
             if resp.status_code != 200 or resp.headers.get("x-delta-from") != current.artifact_sha256:
-                await self._discard(resp)
+                await self.http.discard(resp)
                 return None
             # A patch larger than the artifact is no delta worth taking (check 4.1 cap).
-            patch = await self._read(resp, artifact.length + 1, "delta", strict=False)
+            patch = await self.http.read(resp, artifact.length + 1, "delta", strict=False)
             transfer.wire += len(patch)
             if len(patch) > artifact.length:
                 return None
@@ -475,81 +320,8 @@ class Updater:
         transfer.kind = "delta"
         return data
 
-    async def _download(self, artifact: Artifact, transfer: _Transfer) -> bytes | None:
-        """Full, zstd or Range-resumed download into cache/<sha>.part, length-capped all the
-        way (check 4.1), hash-checked at the end (check 4.2). None: start again from 0."""
+    def _finish(self, artifact: Artifact) -> bytes:
         part = self.store.partial_path(artifact.sha256)
-        offset = part.stat().st_size if part.exists() else 0
-        if offset >= artifact.length:
-            return self._finish(part, artifact)
-        headers = dict(self._auth)
-        if offset:
-            headers |= {"Range": f"bytes={offset}-", "Accept-Encoding": "identity"}
-        else:
-            headers["Accept-Encoding"] = "zstd"
-        url = f"/v1/blobs/{artifact.sha256}"
-        try:
-            async with self.client.stream("GET", url, headers=headers) as resp:
-                if resp.status_code == 416 or (offset and resp.status_code == 200):
-                    part.unlink(missing_ok=True)  # the server will not resume: start over
-                    if resp.status_code == 416:
-                        return None
-                    offset = 0
-                elif offset and resp.status_code == 206:
-                    got = resp.headers.get("content-range", "")
-                    if got.removeprefix("bytes ").split("-")[0] != str(offset):
-                        raise DownloadError(f"asked for bytes {offset}-, got Content-Range {got!r}")
-                    transfer.kind = "resumed"
-                elif resp.status_code != 200:
-                    raise DownloadError(f"artifact {artifact.sha256[:12]}…: HTTP {resp.status_code}")
-                encoding = resp.headers.get("content-encoding", "identity").lower()
-                if encoding not in ("identity", "zstd"):
-                    raise DownloadError(f"artifact sent with unasked-for Content-Encoding {encoding}")
-                if encoding == "zstd":
-                    transfer.kind = "zstd"
-                await self._stream_to(part, resp, offset, artifact, zstd=encoding == "zstd",
-                                      transfer=transfer)
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"artifact {artifact.sha256[:12]}…: {type(exc).__name__}: {exc}") from None
-        return self._finish(part, artifact)
-
-    async def _stream_to(self, part: Path, resp: httpx.Response, offset: int, artifact: Artifact, *,
-                         zstd: bool, transfer: _Transfer) -> None:
-        declared = artifact.length
-        # Compressed bytes are capped too: endless empty zstd frames produce no output.
-        wire_cap = declared + declared // 16 + 4096
-        dec = zstandard.ZstdDecompressor().decompressobj() if zstd else None
-        size = offset
-        wire = 0
-        with open(part, "r+b" if offset else "wb") as fh:
-            fh.seek(offset)
-            async for chunk in resp.aiter_raw(self.config.chunk_size):
-                wire += len(chunk)
-                transfer.wire += len(chunk)
-                if dec is None:
-                    pieces = [chunk]
-                else:
-                    if wire > wire_cap:
-                        part.unlink(missing_ok=True)
-                        raise trust.LengthMismatchError("compressed artifact is longer than any encoding "
-                                                        f"of {declared} bytes")
-                    try:
-                        pieces = [dec.decompress(chunk[i : i + ZSTD_SLICE])
-                                  for i in range(0, len(chunk), ZSTD_SLICE)]
-                    except zstandard.ZstdError as exc:
-                        raise DownloadError(f"corrupt zstd stream: {exc}") from None
-                for piece in pieces:
-                    size += len(piece)
-                    if size > declared:  # check 4.1: endless data stops here
-                        fh.close()
-                        part.unlink(missing_ok=True)
-                        trust.check_length_so_far(size, declared)
-                    fh.write(piece)
-                fh.flush()
-                if self.progress is not None:
-                    self.progress(f"artifact {artifact.sha256[:12]}", size, declared)
-
-    def _finish(self, part: Path, artifact: Artifact) -> bytes:
         data = part.read_bytes()
         if len(data) < artifact.length:
             raise DownloadError(f"artifact {artifact.sha256[:12]}…: connection ended after "
@@ -570,14 +342,8 @@ class Updater:
             batch = list(self.store.queued(REPORT_BATCH))
             if not batch:
                 return sent
-            body = {"events": [event for _, event in batch]}
-            try:
-                resp = await self.client.post(f"/v1/devices/{self.identity.device_id}/reports",
-                                              json=body, headers=self._auth)
-            except httpx.HTTPError as exc:
-                raise DownloadError(f"reports: {type(exc).__name__}") from None
-            if resp.status_code != 200:
-                raise DownloadError(f"reports: HTTP {resp.status_code}{_detail(resp)}")
+            await self.http.post_json(f"/v1/devices/{self.identity.device_id}/reports",
+                                      {"events": [event for _, event in batch]}, "reports")
             self.store.dequeue([p for p, _ in batch])
             sent += len(batch)
 
@@ -601,51 +367,3 @@ class Updater:
             if iterations is not None and done >= iterations:
                 return
             await asyncio.sleep(next_delay(interval, failures, rng, max_backoff))
-
-    # ------------------------------------------------------------------ HTTP helpers
-
-    async def _get(self, url: str, *, auth: bool = True, headers: dict[str, str] | None = None,
-                   params: dict[str, str] | None = None) -> httpx.Response:
-        req = self.client.build_request("GET", url, headers=headers if headers is not None
-                                        else (self._auth if auth else {}), params=params)
-        try:
-            try:
-                return await self.client.send(req, stream=True)
-            except httpx.RemoteProtocolError:
-                # A pooled keep-alive connection the server closed just as we reused it
-                # ("Server disconnected without sending a response"): a GET is idempotent, so
-                # one retry on a fresh connection, as browsers do, rather than a failed sync.
-                return await self.client.send(req, stream=True)
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"GET {url}: {type(exc).__name__}: {exc}") from None
-
-    async def _refuse(self, resp: httpx.Response, what: str) -> NoReturn:
-        """Raise DownloadError for an unexpected status, with the server's one-line detail."""
-        body = await self._read(resp, 4096, what, strict=False)
-        try:
-            detail = json.loads(body).get("detail")
-        except (ValueError, AttributeError):
-            detail = None
-        raise DownloadError(f"{what}: HTTP {resp.status_code}" + (f": {detail}" if detail else ""))
-
-    async def _discard(self, resp: httpx.Response) -> None:
-        """Read a small answer to its end before closing: closing an unread streamed response
-        drops its keep-alive connection, so every 304 poll would open a new one."""
-        await self._read(resp, DISCARD_BYTES, "response", strict=False)
-
-    async def _read(self, resp: httpx.Response, cap: int, what: str, strict: bool = True) -> bytes:
-        """The body, at most ``cap`` bytes (``strict``: more is an error; else truncated at cap)."""
-        buf = bytearray()
-        try:
-            async for chunk in resp.aiter_bytes(self.config.chunk_size):
-                buf += chunk
-                if len(buf) > cap:
-                    if strict:
-                        raise trust.LengthMismatchError(f"{what} is longer than {cap} bytes")
-                    del buf[cap:]
-                    break
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"{what}: {type(exc).__name__}: {exc}") from None
-        finally:
-            await resp.aclose()
-        return bytes(buf)

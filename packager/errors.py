@@ -27,8 +27,9 @@
 ``code`` is the snake_case reason a device report carries (docs/device.md, Error classes);
 the verification codes are the ones devices have always reported, and ``error`` and
 ``verification`` are the TypeScript client's (react-native-stub/src/core/errors.ts). Device
-checks (device_sim/trust.py) extend VerificationError with their own leaves and codes; the
-sync service maps these classes to HTTP answers in sync_service/errors.py, not by ``code``.
+checks (device_sim/errors.py) extend VerificationError with their own leaves and codes; the
+sync service maps these classes to HTTP answers in sync_service/api/errors.py, not by
+``code``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The cross-language vectors (tests/vectors/) against packager.manifest.
+"""The cross-language vectors (tests/vectors/) against the device's own checks
+(device_sim.trust, in docs/device.md's order) and the schema layer (packager.manifest).
 
-The TypeScript client walks the same files (react-native-stub/test/vectors.test.ts); both
-must reach the verdict recorded in tests/vectors/manifest.json.
+The TypeScript client walks the same files (react-native-stub/test/vectors.test.ts); all
+must reach the verdict recorded in tests/vectors/manifest.json, except where the device
+names a finer class for the same refusal (``DEVICE_CLASS``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from device_sim import errors as device_errors
+from device_sim import trust
 from packager import errors
 from packager.manifest import (
     canonical_bytes,
@@ -57,6 +61,61 @@ def run_case(operation: str, body: dict[str, Any]) -> None:
         )
     else:
         raise AssertionError(f"unknown operation {operation}")
+
+
+def run_device_case(operation: str, body: dict[str, Any]) -> None:
+    """The same case through the checks a syncing device runs."""
+    now = parse_time(body["now"]) if "now" in body else None
+    if operation == "verify_root_self":
+        trust.final_root(trust.trusted_root(body["document"]), now)  # checks 1.1, 1.6
+    elif operation == "root_chain":
+        root = trust.trusted_root(body["trusted"])  # check 1.1
+        for step, raw in enumerate(body["chain"], start=1):
+            root = trust.next_root(root, raw, step)  # checks 1.2-1.4
+        trust.final_root(root, now)  # check 1.6
+    elif operation == "verify_manifest":
+        trust.check_manifest_signed(body["document"], trust.trusted_root(body["root"]))  # 3.2, 3.3
+    elif operation == "verify_index":
+        doc = body["document"]
+        signed = doc.get("signed") if isinstance(doc, dict) else None
+        named = signed if isinstance(signed, dict) else {}
+        # The device follows the fleet and channel the index names: check 2.3 is not under test.
+        fleet, channel = named.get("fleet", ""), named.get("channel", "")
+        trust.check_index(doc, trust.trusted_root(body["root"]), fleet=str(fleet), channel=str(channel),
+                          trusted_version=body["trusted_version"], now=now)  # checks 2.1-2.5
+    else:
+        raise AssertionError(f"unknown operation {operation}")
+
+
+# The device refuses these for the same reason under a finer, numbered class: a root that
+# is not version N+1 is check 1.2's RootChainError; a genuine but expired index is check
+# 2.5's StaleIndexError (an ExpiredError), which the device keeps serving through.
+DEVICE_CLASS: dict[str, type[errors.VerificationError]] = {
+    "root-chain-skips-version": device_errors.RootChainError,
+    "root-chain-replay-v1": device_errors.RootChainError,
+    "index-expired": device_errors.StaleIndexError,
+    "index-expires-exactly-now": device_errors.StaleIndexError,
+}
+
+
+@pytest.mark.parametrize("case", INDEX["cases"], ids=[c["name"] for c in INDEX["cases"]])
+def test_device_verdict(case: dict[str, Any]) -> None:
+    body = load(case["file"])
+    if case["expect"] == "ok":
+        run_device_case(case["operation"], body)
+        return
+    expected = DEVICE_CLASS.get(case["name"]) or getattr(errors, case["expect"])
+    with pytest.raises(errors.VerificationError) as info:
+        run_device_case(case["operation"], body)
+    assert type(info.value) is expected, f"{case['name']}: {type(info.value).__name__}: {info.value}"
+
+
+def test_device_refinements_name_real_cases() -> None:
+    by_name = {c["name"]: c for c in INDEX["cases"]}
+    for name, cls in DEVICE_CLASS.items():
+        assert name in by_name, name
+        if cls is device_errors.StaleIndexError:
+            assert by_name[name]["expect"] == "ExpiredError" and issubclass(cls, errors.ExpiredError)
 
 
 @pytest.mark.parametrize("case", INDEX["cases"], ids=[c["name"] for c in INDEX["cases"]])

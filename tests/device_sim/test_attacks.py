@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device_sim.device import Device
-from device_sim.updater import SyncConfig
+from device_sim.transfer import SyncConfig
 from tests.device_sim.forge import Keys, doc_bytes, entry, index_doc, manifest_doc, ort_model, root_doc, sha
 from tests.device_sim.repo import Repo
 
@@ -67,7 +67,7 @@ def _model_failure(device: Device, index: bool = False) -> tuple[str | None, dic
 def _index_failure(device: Device) -> str | None:
     before = snapshot(device)
     result = device.sync()
-    assert result.status == "error" and not result.outcomes
+    assert result.status == "failed" and not result.outcomes
     assert snapshot(device) == before
     return result.error_code
 
@@ -207,7 +207,7 @@ def test_slow_retrieval(repo: Repo, device: Device) -> None:
     start = time.monotonic()
     result = device.sync()
     assert time.monotonic() - start < 2 * CONFIG.deadline + 2.0  # the trickle alone would take over a minute
-    assert result.error_code == "slow_retrieval" and result.status == "error"
+    assert result.error_code == "slow_retrieval" and result.status == "failed"
     assert device.store.installed_versions() == {"m": 1} and snapshot(device, index=False) == before
 
 

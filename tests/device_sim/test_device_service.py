@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from device_sim.device import Device
-from device_sim.updater import SyncConfig
+from device_sim.transfer import SyncConfig
 from packager.cli import main as cli_main
 from packager.manifest import ModelManifest
 from tests.device_sim.service import FLEET, admin, make_token, publish_and_release, service_app

@@ -27,13 +27,13 @@ from device_sim.engine import (
     ModelLoadError,
     OnnxEngine,
     Prediction,
-    SessionCache,
     SklearnEngine,
     create_inference_engine,
     reference_predict,
     resolve_providers,
 )
-from device_sim.engine_config import EngineConfig, load_config
+from device_sim.engine.config import EngineConfig, load_config
+from device_sim.fleet_golden import SessionCache
 from packager.errors import UsageError
 
 N_FEATURES = 4
@@ -287,7 +287,7 @@ def test_engine_for_bundle_follows_the_ep_plan_and_falls_back(
 ) -> None:
     import shutil
 
-    from device_sim.engine import engine_for_bundle, select_artifact
+    from device_sim.engine import artifact_or_cpu, engine_for_bundle
     from packager.telemetry import generate_telemetry
     from packager.verify import load_manifest_unverified
 
@@ -300,7 +300,7 @@ def test_engine_for_bundle_follows_the_ep_plan_and_falls_back(
     # the new artifact missing on disk: the previous version (here the same bundle) serves
     broken = tmp_path / "broken"
     shutil.copytree(small_bundle, broken)
-    (broken / select_artifact(manifest, "cpu").path).write_bytes(b"truncated")
+    (broken / artifact_or_cpu(manifest, "cpu").path).write_bytes(b"truncated")
     engine = engine_for_bundle(
         manifest, broken, "cpu", previous=(manifest, small_bundle), config=_config()
     )
@@ -313,16 +313,16 @@ def test_engine_for_bundle_follows_the_ep_plan_and_falls_back(
 
 
 def test_onnx_quantize_picks_int8_where_the_manifest_has_one(small_bundle: Path) -> None:
-    from device_sim.engine import select_artifact
+    from device_sim.engine import artifact_or_cpu
     from packager.verify import load_manifest_unverified
 
     manifest = load_manifest_unverified(small_bundle)
-    cpu = select_artifact(manifest, "cpu")
+    cpu = artifact_or_cpu(manifest, "cpu")
     assert cpu.precision == "fp32"
-    assert select_artifact(manifest, "cpu", quantize=True) is cpu  # trees: no int8 exists
+    assert artifact_or_cpu(manifest, "cpu", quantize=True) is cpu  # trees: no int8 exists
     int8 = cpu.model_copy(update={"precision": "int8", "sha256": "1" * 64})
     with_int8 = manifest.model_copy(update={"artifacts": [*manifest.artifacts, int8]})
-    assert select_artifact(with_int8, "cpu", quantize=True).precision == "int8"
-    assert select_artifact(with_int8, "cpu", quantize=False).precision == "fp32"
+    assert artifact_or_cpu(with_int8, "cpu", quantize=True).precision == "int8"
+    assert artifact_or_cpu(with_int8, "cpu", quantize=False).precision == "fp32"
     only_cpu = manifest.model_copy(update={"artifacts": [cpu]})
-    assert select_artifact(only_cpu, "ios-coreml") is cpu  # no artifact for the target: cpu
+    assert artifact_or_cpu(only_cpu, "ios-coreml") is cpu  # no artifact for the target: cpu

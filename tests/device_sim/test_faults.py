@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from device_sim.device import Device
 from device_sim.faults import FaultPlan, FaultyTransport
 from device_sim.store import TMP_MARK, Store
-from device_sim.updater import SyncConfig
+from device_sim.transfer import SyncConfig
 from tests.device_sim.forge import ort_model
 from tests.device_sim.repo import Repo
 from tests.device_sim.service import admin, make_token, publish_and_release, service_app

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from device_sim import trust
+from device_sim import errors, trust
 from packager.errors import (
     BadSignatureError,
     ExpiredError,
@@ -66,9 +66,9 @@ def test_1_2_to_1_4_root_rotation_good_chain(keys: Keys) -> None:
 
 def test_1_2_root_must_be_next_version(keys: Keys) -> None:
     v1 = trust.trusted_root(root_doc(keys))
-    with pytest.raises(trust.RootChainError, match="v3 when asked for v2"):
+    with pytest.raises(errors.RootChainError, match="v3 when asked for v2"):
         trust.next_root(v1, root_doc(keys, 3))
-    with pytest.raises(trust.RootChainError, match="more than"):
+    with pytest.raises(errors.RootChainError, match="more than"):
         trust.next_root(v1, root_doc(keys, 2), steps=trust.MAX_ROOT_STEPS + 1)
 
 
@@ -133,7 +133,7 @@ def test_2_2_index_below_threshold() -> None:
 
 
 def test_2_3_index_for_another_channel(keys: Keys, manifest_bytes: bytes) -> None:
-    with pytest.raises(trust.WrongChannelError, match="f1/beta"):
+    with pytest.raises(errors.WrongChannelError, match="f1/beta"):
         _check(keys, _index(keys, manifest_bytes, channel="beta"))
 
 
@@ -146,7 +146,7 @@ def test_2_4_index_rollback_even_when_expired(keys: Keys, manifest_bytes: bytes)
 
 
 def test_2_5_expired_index_is_stale_and_carries_the_index(keys: Keys, manifest_bytes: bytes) -> None:
-    with pytest.raises(trust.StaleIndexError) as info:
+    with pytest.raises(errors.StaleIndexError) as info:
         _check(keys, _index(keys, manifest_bytes, version=7, lifetime=timedelta(seconds=-1)))
     assert isinstance(info.value, ExpiredError)
     assert info.value.index.version == 7
@@ -179,7 +179,7 @@ def test_3_manifest_ok(keys: Keys, manifest_bytes: bytes) -> None:
 def test_3_1_mix_and_match_bytes(keys: Keys, manifest_bytes: bytes, change: str) -> None:
     root = trust.trusted_root(root_doc(keys))
     data = manifest_bytes + b" " if change == "extra byte" else manifest_bytes.replace(b'"m"', b'"n"', 1)
-    with pytest.raises(trust.MixAndMatchError):
+    with pytest.raises(errors.MixAndMatchError):
         trust.check_manifest(data, root, _entry(manifest_bytes), None)
 
 
@@ -200,13 +200,13 @@ def test_3_3_manifest_tampered(keys: Keys, manifest_bytes: bytes) -> None:
 
 def test_3_4_manifest_not_the_entry_named(keys: Keys, manifest_bytes: bytes) -> None:
     root = trust.trusted_root(root_doc(keys))
-    with pytest.raises(trust.MixAndMatchError, match="names m v3"):
+    with pytest.raises(errors.MixAndMatchError, match="names m v3"):
         trust.check_manifest(manifest_bytes, root, _entry(manifest_bytes, version=3), None)
 
 
 def test_3_5_model_version_rollback(keys: Keys, manifest_bytes: bytes) -> None:
     root = trust.trusted_root(root_doc(keys))
-    with pytest.raises(trust.ModelRollbackError, match="older than installed v3"):
+    with pytest.raises(errors.ModelRollbackError, match="older than installed v3"):
         trust.check_manifest(manifest_bytes, root, _entry(manifest_bytes), installed_version=3)
 
 
@@ -214,9 +214,9 @@ def test_3_6_3_7_artifact_selection(keys: Keys, manifest_bytes: bytes) -> None:
     root = trust.trusted_root(root_doc(keys))
     m = trust.check_manifest(manifest_bytes, root, _entry(manifest_bytes), None)
     assert trust.select_artifact(m, "cpu", "1.24.3").target == "cpu"
-    with pytest.raises(trust.NoArtifactForTargetError, match="ios-coreml"):
+    with pytest.raises(errors.NoArtifactForTargetError, match="ios-coreml"):
         trust.select_artifact(m, "ios-coreml", "1.24.4")
-    with pytest.raises(trust.RuntimeTooOldError, match=r"runs 1\.23\.2"):
+    with pytest.raises(errors.RuntimeTooOldError, match=r"runs 1\.23\.2"):
         trust.select_artifact(m, "cpu", "1.23.2")
 
 
@@ -229,12 +229,12 @@ def test_4_1_4_2_length_and_hash(keys: Keys, manifest_bytes: bytes) -> None:
     data = ort_model()
     trust.check_artifact(data, art)
     trust.check_length_so_far(len(data), art.length)
-    with pytest.raises(trust.LengthMismatchError, match="more than the declared"):
+    with pytest.raises(errors.LengthMismatchError, match="more than the declared"):
         trust.check_length_so_far(len(data) + 1, art.length)
-    with pytest.raises(trust.LengthMismatchError):
+    with pytest.raises(errors.LengthMismatchError):
         trust.check_artifact(data[:-1], art)
     flipped = bytes([data[0] ^ 1]) + data[1:]
-    with pytest.raises(trust.HashMismatchError):
+    with pytest.raises(errors.HashMismatchError):
         trust.check_artifact(flipped, art)
 
 
@@ -242,13 +242,13 @@ def test_4_4_golden_vectors() -> None:
     golden = GoldenVectors(inputs=[[0.0], [1.0]], label=[1, -1], score=[0.5, -0.5])
     tol = GoldenTolerance(score_atol=0.01, max_label_mismatches=0)
     assert trust.check_golden([1, -1], [0.505, -0.5], golden, tol) == pytest.approx(0.005)
-    with pytest.raises(trust.GoldenVectorError, match="1 label mismatches"):
+    with pytest.raises(errors.GoldenVectorError, match="1 label mismatches"):
         trust.check_golden([1, 1], [0.5, -0.5], golden, tol)
-    with pytest.raises(trust.GoldenVectorError, match="exceeds tolerance"):
+    with pytest.raises(errors.GoldenVectorError, match="exceeds tolerance"):
         trust.check_golden([1, -1], [0.6, -0.5], golden, tol)
-    with pytest.raises(trust.GoldenVectorError, match="NaN"):
+    with pytest.raises(errors.GoldenVectorError, match="NaN"):
         trust.check_golden([1, -1], [float("nan"), -0.5], golden, tol)
-    with pytest.raises(trust.GoldenVectorError, match="2 inputs but 1 labels"):
+    with pytest.raises(errors.GoldenVectorError, match="2 inputs but 1 labels"):
         trust.check_golden([1], [0.5], golden, tol)
 
 
@@ -258,12 +258,22 @@ def test_4_4_golden_vectors() -> None:
 def test_docs_list_every_error_class_with_its_code() -> None:
     """The TypeScript client copies names and codes from docs/device.md: keep them in step."""
     text = (Path(__file__).parents[2] / "docs" / "device.md").read_text()
-    classes = [c for c in vars(trust).values()
-               if isinstance(c, type) and issubclass(c, Exception) and c.__module__ == trust.__name__]
-    assert len(classes) == 11
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    assert len([c for c in classes if c.__module__ == errors.__name__]) == 20
+    assert len(classes) == 29  # with packager.errors' ModelSyncError and verification leaves
     for cls in classes:
-        line = re.search(rf"── {cls.__name__}\s.*\s(\w+)$", text, re.M)
+        line = re.search(rf"(?:── |^){cls.__name__}\s.*\s(\w+)$", text, re.M)
         assert line, cls.__name__
-        assert line.group(1) == trust.error_code(cls("x") if cls is not trust.StaleIndexError
+        assert line.group(1) == errors.error_code(cls("x") if cls is not errors.StaleIndexError
                                                  else cls("x", None))  # type: ignore[arg-type]
-    assert trust.error_code(UnknownKeyError("x")) == "unknown_key"
+    assert errors.error_code(UnknownKeyError("x")) == "unknown_key"
+
+
+def test_typescript_error_tree_has_the_same_names_and_codes() -> None:
+    """Every class of the TypeScript client's errors.ts is one of the device's, same code."""
+    ts = (Path(__file__).parents[2] / "react-native-stub" / "src" / "core" / "errors.ts").read_text()
+    found = re.findall(r'class (\w+) extends \w+ \{.*?readonly code(?:: string)? = "(\w+)"', ts, re.S)
+    assert len(found) == 23
+    for name, code in found:
+        cls = getattr(errors, name)
+        assert cls.code == code, name

@@ -12,8 +12,10 @@ import bsdiff4
 import httpx
 import pytest
 
+from device_sim.delta import apply_delta
 from device_sim.device import Device
-from device_sim.updater import SyncConfig, apply_delta, next_delay
+from device_sim.transfer import SyncConfig
+from device_sim.updater import next_delay
 from tests.device_sim.forge import ort_model, sha
 from tests.device_sim.repo import Repo
 
@@ -55,7 +57,7 @@ def test_register_sync_install_and_predict(repo: Repo, tmp_path: Path) -> None:
 
 
 def test_bad_enrollment_token_writes_nothing(repo: Repo, tmp_path: Path) -> None:
-    from device_sim.updater import DownloadError
+    from device_sim.transfer import DownloadError
 
     with pytest.raises(DownloadError, match="401"):
         Device.register(tmp_path / "d", server="http://repo.test", enroll_token="mse_bad", platform="linux",
@@ -74,6 +76,28 @@ def test_delta_between_versions_and_previous_kept(repo: Repo, tmp_path: Path) ->
     assert slot is not None and slot.current.version == 2 and slot.previous is not None
     assert slot.previous.version == 1
     assert device.store.artifact_path(slot.current).read_bytes() == ort_model(2.0)
+
+
+def test_predict_falls_back_to_the_previous_version_when_the_current_rots(
+    repo: Repo, tmp_path: Path
+) -> None:
+    from device_sim.errors import NoModelError
+
+    repo.publish("m", 1, ort_model(1.0), index_version=1)
+    device = enroll(repo, tmp_path / "d")
+    device.sync()
+    repo.publish("m", 2, ort_model(2.0), index_version=2)
+    device.sync()
+    slot = device.store.slot("m")
+    assert slot is not None and slot.previous is not None
+    device.store.artifact_path(slot.current).write_bytes(b"rot")
+    assert list(device.predict([[1.0, 1.0, 1.0]]).labels) == [1]
+    assert [(name, version) for name, version in device._stats] == [("m", 1)]  # v1 served
+    device.store.artifact_path(slot.previous).write_bytes(b"rot")
+    device._engines.clear()
+    with pytest.raises(NoModelError, match=r"no usable version of 'm': v2 files missing or altered; "
+                                           r"v1 files missing or altered"):
+        device.predict([[1.0, 1.0, 1.0]])
 
 
 def test_corrupt_delta_falls_back_to_full_download(repo: Repo, tmp_path: Path) -> None:
@@ -267,7 +291,7 @@ def test_download_progress_is_reported(repo: Repo, tmp_path: Path) -> None:
 
 
 def test_predict_falls_back_to_previous_when_current_is_damaged(repo: Repo, tmp_path: Path) -> None:
-    from device_sim.device import NoModelError
+    from device_sim.errors import NoModelError
 
     device = enroll(repo, tmp_path / "d")
     with pytest.raises(NoModelError, match="no model installed yet"):
@@ -285,13 +309,13 @@ def test_predict_falls_back_to_previous_when_current_is_damaged(repo: Repo, tmp_
 
 
 def test_the_device_does_not_load_a_trainer() -> None:
-    """trust, store, updater, faults and device import nothing heavy (a phone has no sklearn)."""
+    """trust, store, updater, transfer, faults and device import nothing heavy (a phone has no sklearn)."""
     import subprocess
     import sys
 
-    code = ("import sys, device_sim.trust, device_sim.store, device_sim.updater, device_sim.faults, "
-            "device_sim.device; print(sorted(m for m in ('sklearn', 'onnx', 'skl2onnx', 'lightgbm', "
-            "'onnxmltools', 'pandas', 'fastapi', 'sqlmodel') if m in sys.modules))")
+    code = ("import sys, device_sim.trust, device_sim.store, device_sim.updater, device_sim.transfer, "
+            "device_sim.faults, device_sim.device; print(sorted(m for m in ('sklearn', 'onnx', "
+            "'skl2onnx', 'lightgbm', 'onnxmltools', 'pandas', 'fastapi', 'sqlmodel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "[]"
@@ -358,3 +382,26 @@ def test_304_and_404_answers_are_read_to_the_end(repo: Repo, tmp_path: Path) -> 
     statuses = {status for status, _ in tracking.streams}
     assert {304, 404} <= statuses
     assert all(s.read_to_end for _, s in tracking.streams)
+
+
+def test_status_words_are_the_typescript_clients() -> None:
+    """Model outcomes and report kinds are the same sets; the sync-level words the two
+    clients share (a stale index, a failed check, the network) are spelt the same."""
+    import re
+    from typing import get_args
+
+    from device_sim.store import ReportKind
+    from device_sim.updater import ModelOutcomeKind, SyncStatus
+
+    core = Path(__file__).parents[2] / "react-native-stub" / "src" / "core"
+    client, reports = (core / "client.ts").read_text(), (core / "reports.ts").read_text()
+
+    def words(pattern: str, text: str) -> set[str]:
+        found = re.search(pattern, text)
+        assert found, pattern
+        return set(re.findall(r'"(\w+)"', found.group(1)))
+
+    assert words(r'outcome: ("installed"[^;]*);', client) == set(get_args(ModelOutcomeKind))
+    assert words(r"export type ReportKind = ([^;]*);", reports) == set(get_args(ReportKind))
+    outcome = words(r"export type SyncOutcome = ([^;]*);", client)
+    assert outcome & set(get_args(SyncStatus)) == {"stale", "failed", "offline"}

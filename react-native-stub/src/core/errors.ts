@@ -1,6 +1,6 @@
 /**
  * The client's error tree: the same class names and report codes as the Python device
- * (packager/errors.py, device_sim/trust.py; listed in docs/device.md "Error classes").
+ * (packager/errors.py, device_sim/errors.py; listed in docs/device.md "Error classes").
  *
  *   ModelSyncError
  *   ├── VerificationError            a trust check failed (state left unchanged)
