@@ -38,6 +38,7 @@ def load_session(
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
+    so.log_severity_level = 3  # errors only: a device's log is not the place for ORT's notes
     if isinstance(model, bytes):
         # Bytes carry no ".ort" suffix for onnxruntime to recognise the format by.
         if is_ort_format(model):
@@ -53,21 +54,22 @@ def run_session(session: ort.InferenceSession, X: np.ndarray) -> tuple[np.ndarra
     last one padded with copies of its final row and trimmed again.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
-    batch = session.get_inputs()[0].shape[0]
+    inp = session.get_inputs()[0]
+    name, batch = inp.name, inp.shape[0]
     if isinstance(batch, int) and batch > 0:
         labels, scores = [], []
         for i in range(0, X.shape[0], batch):
             chunk = X[i : i + batch]
             if chunk.shape[0] < batch:
                 chunk = np.vstack([chunk, np.repeat(chunk[-1:], batch - chunk.shape[0], axis=0)])
-            lab, sco = session.run(["label", "score"], {"input": chunk})
+            lab, sco = session.run(["label", "score"], {name: chunk})
             n = min(batch, X.shape[0] - i)
             labels.append(np.asarray(lab)[:n])
             scores.append(np.asarray(sco)[:n])
         if not labels:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         return np.concatenate(labels).astype(np.int64), np.concatenate(scores).astype(np.float64)
-    label, score = session.run(["label", "score"], {"input": X})
+    label, score = session.run(["label", "score"], {name: X})
     return np.asarray(label, dtype=np.int64), np.asarray(score, dtype=np.float64)
 
 
