@@ -101,13 +101,14 @@ def fresh_inputs(manifest: ModelManifest, rows: int, seed: int) -> tuple[np.ndar
 def compare(
     ref: Prediction, got: Prediction, threshold: float, score_atol: float
 ) -> tuple[float, int, int, float, float, float]:
-    from scipy.stats import spearmanr
+    # the packager's Spearman: a constant score vector has no ranking (scipy returns NaN)
+    from packager.parity import spearman
 
     flips = got.labels != ref.labels
     ref_s = ref.scores.astype(np.float64)
     diff = np.abs(got.scores.astype(np.float64) - ref_s)
     far = np.abs(ref_s - threshold) > score_atol
-    rho = float(spearmanr(ref_s, got.scores.astype(np.float64)).statistic) if len(ref_s) > 1 else 1.0
+    rho = spearman(ref_s, got.scores.astype(np.float64))
     return (
         float(1.0 - flips.mean()),
         int(flips.sum()),
