@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper
 
 from packager.keys import build_root_signed
-from packager.manifest import expiry_in, format_time, sign, utcnow
+from packager.manifest import expiry_in, sign
+from tests import documents
 
 FEATURES = 3
 GOLDEN_X = [[0.1, 0.2, 0.3], [1.0, -2.0, 0.5], [-1.0, -1.0, -1.0], [2.0, 0.0, 0.0]]
@@ -110,33 +111,16 @@ def manifest_doc(
     (default: the first artifact), so they match unless a test says otherwise."""
     first = next(iter(artifacts.values()))
     labels, scores = run_model(golden_from or first, GOLDEN_X)
-    arts = []
-    for target, data in artifacts.items():
-        arts.append({
-            "target": target, "path": f"{sha(data)}.ort", "sha256": sha(data), "length": len(data),
-            "format": "ort", "precision": "fp32", "ort_version": ort_version,
-            "optimization_style": "Fixed" if target == "cpu" else "Runtime",
-            "input_shape": [None, FEATURES],
-            "quantization": {"applied": False, "reason": "tree-free toy"},
-            "ep_plan": {"providers": ["CPUExecutionProvider"], "cpu_recommended": True, "summary": "cpu"},
-            "parity": {"rows": 4, "label_agreement": 1.0, "max_abs_score_diff": 0.0,
-                       "mean_abs_score_diff": 0.0, "spearman": 1.0},
-            "golden_tolerance": {"score_atol": score_atol, "max_label_mismatches": 0},
-        })
-    signed = {
-        "_type": "model-manifest", "spec_version": "1.0", "name": name, "version": version,
-        "created": format_time(utcnow()),
-        "model": {
-            "family": "toy", "framework": "onnx", "framework_version": onnx.__version__,
-            "features": [{"name": f"f{i}"} for i in range(FEATURES)],
-            "input": {"name": "X", "dtype": "float32", "shape": [None, FEATURES]},
-            "outputs": [{"name": "label", "dtype": "int64", "shape": [None]},
-                        {"name": "score", "dtype": "float32", "shape": [None]}],
-            "threshold": 0.0,
-        },
-        "artifacts": arts,
-        "golden": {"inputs": GOLDEN_X, "label": labels, "score": scores},
-    }
+    arts = [
+        documents.artifact(
+            target, data, features=FEATURES, ort_version=ort_version, score_atol=score_atol,
+            quantization_reason="tree-free toy",
+        )
+        for target, data in artifacts.items()
+    ]
+    signed = documents.manifest_signed(
+        name, version, documents.model_card(FEATURES), arts, (GOLDEN_X, labels, scores)
+    )
     return sign(signed, keys.publisher if signers is None else signers)
 
 
