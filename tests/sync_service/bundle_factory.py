@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
-from packager.manifest import format_time, sign, utcnow
+from packager.manifest import sign
+from tests import documents
 
 FEATURES = 4
 
@@ -48,62 +48,24 @@ def tiny_onnx(seed: int, weights: int = FEATURES, flip: Sequence[int] = ()) -> b
     return bytes(model.SerializeToString())
 
 
-def _artifact(target: str, data: bytes) -> dict[str, Any]:
-    sha = hashlib.sha256(data).hexdigest()
-    return {
-        "target": target,
-        "path": f"{sha}.onnx",
-        "sha256": sha,
-        "length": len(data),
-        "format": "onnx",
-        "precision": "fp32",
-        "ort_version": "1.24.4",
-        "optimization_style": "Fixed",
-        "input_shape": [None, FEATURES],
-        "quantization": {"applied": False, "method": None, "reason": "test model"},
-        "ep_plan": {"providers": ["CPUExecutionProvider"], "cpu_recommended": True, "summary": "cpu"},
-        "parity": {
-            "rows": 8,
-            "label_agreement": 1.0,
-            "max_abs_score_diff": 0.0,
-            "mean_abs_score_diff": 0.0,
-            "spearman": 1.0,
-        },
-        "golden_tolerance": {"score_atol": 1e-5},
-    }
-
-
 def manifest_signed(
     name: str, version: int, files: dict[str, bytes], reference: bytes | None = None
 ) -> dict[str, Any]:
-    """The ``signed`` part: ``files`` maps target → artifact bytes."""
-    signed: dict[str, Any] = {
-        "_type": "model-manifest",
-        "spec_version": "1.0",
-        "name": name,
-        "version": version,
-        "created": format_time(utcnow()),
-        "model": {
-            "family": "sklearn",
-            "framework": "onnx",
-            "framework_version": onnx.__version__,
-            "features": [{"name": f"f{i}"} for i in range(FEATURES)],
-            "input": {"name": "X", "dtype": "float32", "shape": [None, FEATURES]},
-            "outputs": [{"name": "score", "dtype": "float32", "shape": [None]}],
-            "threshold": 0.0,
-        },
-        "artifacts": [_artifact(t, d) for t, d in files.items()],
-        "golden": {"inputs": [[0.0] * FEATURES], "label": [1], "score": [0.0]},
-    }
-    if reference is not None:
-        sha = hashlib.sha256(reference).hexdigest()
-        signed["reference"] = {
-            "path": f"{sha}.joblib",
-            "sha256": sha,
-            "length": len(reference),
-            "format": "joblib",
-        }
-    return signed
+    """The ``signed`` part: ``files`` maps target → artifact bytes (ONNX, not ORT)."""
+    arts = [
+        documents.artifact(
+            t, d, features=FEATURES, fmt="onnx", optimization_style="Fixed", score_atol=1e-5, parity_rows=8
+        )
+        for t, d in files.items()
+    ]
+    return documents.manifest_signed(
+        name,
+        version,
+        documents.model_card(FEATURES, family="sklearn", with_label=False),
+        arts,
+        ([[0.0] * FEATURES], [1], [0.0]),
+        ref=None if reference is None else documents.reference(reference),
+    )
 
 
 def write_bundle(
