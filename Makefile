@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 STUB   := react-native-stub
 LOCK   := constraints.txt
 
-.PHONY: demo test test-python test-stub lint typecheck bench clean distclean lock
+.PHONY: demo test test-python test-quick test-stub lint typecheck bench clean distclean lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ typecheck: $(STAMP)
 # reported at the end.
 test-python: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist worksteal --cov --cov-report=term:skip-covered
+
+# The suite less the tests marked slow (fleet, demo, schemathesis, fault trials): a minute.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not slow"
 
 test-stub: $(STAMP) $(STUB)/node_modules/.installed-stamp
 	cd $(STUB) && npm run --silent typecheck && npm test

@@ -29,6 +29,7 @@ def _rows(bundle: Path) -> np.ndarray:
     return np.asarray(manifest.golden.inputs, dtype=np.float32)
 
 
+@pytest.mark.slow
 async def test_devices_install_update_and_report_in_process(
     service_app: FastAPI, admin: Callable[..., httpx.Response], make_bundle: Callable[..., Path],
     keys_dir: Path, tmp_path: Path,
@@ -101,6 +102,7 @@ def test_cli_against_a_live_server(
     assert out.count("not_modified") >= 3 and f"scored {len(_rows(bundle))} rows" in out
 
 
+@pytest.mark.slow
 def test_presigned_s3_downloads_with_resume(
     keys_dir: Path, make_bundle: Callable[[int], Path], tmp_path: Path,
 ) -> None:

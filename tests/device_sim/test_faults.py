@@ -84,6 +84,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Repo, Path]:
     return repo, state
 
 
+@pytest.mark.slow
 def test_random_faults_never_leave_a_corrupt_model(base: tuple[Repo, Path], tmp_path: Path) -> None:
     repo, state = base
     rng = random.Random(20261125)
@@ -116,6 +117,7 @@ def test_random_faults_never_leave_a_corrupt_model(base: tuple[Repo, Path], tmp_
     assert outcomes["installed"] > 0 and sum(v for k, v in outcomes.items() if k != "installed") > 0, outcomes
 
 
+@pytest.mark.slow
 def test_random_faults_against_the_real_service(
     service_app: FastAPI, admin: Callable[..., httpx.Response], make_bundle: Callable[..., Path],
     keys_dir: Path, tmp_path: Path,

@@ -21,7 +21,7 @@ from packager.manifest import rollout_bucket, sha256_hex, sign
 from tests.conftest import MakeBundle
 
 MODEL = "fleet-iforest"
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")

@@ -135,6 +135,7 @@ def _modelsync() -> str:
     return str(script) if script.exists() else shutil.which("modelsync") or "modelsync"
 
 
+@pytest.mark.slow
 def test_end_to_end_console_script_on_fresh_directory(tmp_path: Path, inputs: Path) -> None:
     """A plain scikit-learn IsolationForest (the generic path), passphrase-protected keys,
     CSV calibration with a header; package, verify, inspect; then tamper and re-verify."""
@@ -180,6 +181,7 @@ def test_end_to_end_console_script_on_fresh_directory(tmp_path: Path, inputs: Pa
     assert tampered.stderr.strip().startswith("modelsync: error:") and ort.name in tampered.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_writing_leaves_no_bundle(tmp_path: Path, inputs: Path) -> None:
     """SIGINT to the real console script once its temporary bundle directory exists."""
     from packager.detectors import IsolationForestDetector

@@ -11,6 +11,7 @@ import asyncio
 from collections import Counter
 
 import httpx
+import pytest
 
 
 async def _burst(base: str, token: str, n: int) -> Counter[object]:
@@ -30,6 +31,7 @@ async def _burst(base: str, token: str, n: int) -> Counter[object]:
         return Counter(await asyncio.gather(*(one(client, i) for i in range(n))))
 
 
+@pytest.mark.slow
 def test_burst_of_registrations_beyond_pool_and_threads_all_succeed(
     live_server: str, enrollment_token: str
 ) -> None:

@@ -82,6 +82,7 @@ def _checker(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> C
 
 # schemathesis' own pytest plugin does not load under pytest 9: drive each operation's
 # hypothesis strategy directly instead (the same cases, the same check).
+@pytest.mark.slow
 def test_no_server_errors(api_schema: Any, app: FastAPI) -> None:
     tokens = app.state.schemathesis_tokens
     operations = [result.ok() for result in api_schema.get_all_operations()]
