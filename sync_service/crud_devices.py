@@ -22,7 +22,13 @@ from sqlmodel import Session, col, select
 from sync_service import crud, metrics
 from sync_service.crud_releases import ReleaseView, halt_release
 from sync_service.errors import DeviceInOtherFleet
-from sync_service.health_gate import OUTCOME_KINDS, device_counts, judge, releases_touched
+from sync_service.health_gate import (
+    OUTCOME_KINDS,
+    device_counts,
+    judge,
+    releases_touched,
+    serialize_judgement,
+)
 from sync_service.index import IndexSigner
 from sync_service.models import (
     TOKEN_NAME_MAX,
@@ -176,6 +182,9 @@ def apply_health_gate(
             outcomes.add((e.model, e.version))
     halted: list[ReleaseView] = []
     for release, _channel, mv in releases_touched(session, fleet_id, outcomes):
+        serialize_judgement(session, release)  # in release-id order: releases_touched sorts
+        if release.state != "active":
+            continue
         counts = device_counts(session, release, fleet_id, mv.name, mv.version)
         verdict = judge(counts.reporting, counts.failing, failure_rate=failure_rate, min_devices=min_devices)
         if not verdict.halt or release.id is None:
