@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.sync_service.fleet_helpers import bearer, register
 from tests.sync_service.test_blobs import publish
 
 LONG = "9" * 5000  # past int()'s 4,300-digit limit
@@ -114,3 +115,14 @@ def test_malformed_content_length_is_400(client: TestClient, auth: dict[str, str
     )
     assert r.status_code == 400, r.text[:200]
     assert r.json()["code"] == "bad_content_length"
+
+
+@pytest.mark.parametrize("value", [LONG, f'"{LONG}"', ", ".join(['W/"x"'] * 500), "\x7f", '"'])
+def test_any_if_none_match_is_200_or_304(
+    client: TestClient, auth: dict[str, str], blob: dict[str, Any], enrollment_token: str, value: str
+) -> None:
+    r = client.get(blob["url"], headers={**auth, "If-None-Match": value, "Accept-Encoding": "identity"})
+    assert r.status_code == 200 and r.content == blob["data"]
+    device = register(client, enrollment_token, "inm-1")
+    index = client.get("/v1/channels/stable/index", headers={**bearer(device), "If-None-Match": value})
+    assert index.status_code == 200, index.text[:200]
