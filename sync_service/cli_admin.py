@@ -49,7 +49,7 @@ def _engine(args: argparse.Namespace, *, check: bool = True) -> Any:
     from sync_service.db import ensure_migrated, make_engine
 
     settings = settings_from(args)
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, pool_max=settings.database_pool_max)
     if check:
         ensure_migrated(
             engine,

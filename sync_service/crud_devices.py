@@ -22,9 +22,24 @@ from sqlmodel import Session, col, select
 from sync_service import crud, metrics
 from sync_service.crud_releases import ReleaseView, halt_release
 from sync_service.errors import DeviceInOtherFleet
-from sync_service.health_gate import OUTCOME_KINDS, device_counts, judge, releases_touched
+from sync_service.health_gate import (
+    OUTCOME_KINDS,
+    device_counts,
+    judge,
+    releases_touched,
+    serialize_judgement,
+)
 from sync_service.index import IndexSigner
-from sync_service.models import ApiToken, Device, DeviceEvent, Fleet, Platform, ReportKind, now
+from sync_service.models import (
+    TOKEN_NAME_MAX,
+    ApiToken,
+    Device,
+    DeviceEvent,
+    Fleet,
+    Platform,
+    ReportKind,
+    now,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,13 @@ def _insert(session: Session) -> Any:
     if name == "sqlite":
         return sqlite_insert
     raise NotImplementedError(f"database dialect {name!r} is not supported")
+
+
+def device_token_name(device_id: str) -> str:
+    """``device <id>``, cut to fit the name column (a 122+-character id would overflow it):
+    only a label, the token row keeps the whole id in ``device_id``."""
+    name = f"device {device_id}"
+    return name if len(name) <= TOKEN_NAME_MAX else name[: TOKEN_NAME_MAX - 1] + "…"
 
 
 def register_device(
@@ -96,7 +118,11 @@ def register_device(
         .values(revoked_at=stamp)
     )
     plain, _ = crud.create_token(
-        session=session, kind="device", name=f"device {device_id}", fleet_id=fleet.id, device_id=device_id
+        session=session,
+        kind="device",
+        name=device_token_name(device_id),
+        fleet_id=fleet.id,
+        device_id=device_id,
     )
     return plain, device
 
@@ -156,6 +182,9 @@ def apply_health_gate(
             outcomes.add((e.model, e.version))
     halted: list[ReleaseView] = []
     for release, _channel, mv in releases_touched(session, fleet_id, outcomes):
+        serialize_judgement(session, release)  # in release-id order: releases_touched sorts
+        if release.state != "active":
+            continue
         counts = device_counts(session, release, fleet_id, mv.name, mv.version)
         verdict = judge(counts.reporting, counts.failing, failure_rate=failure_rate, min_devices=min_devices)
         if not verdict.halt or release.id is None:

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
+from sync_service.core.config import DATABASE_POOL_MAX
 from sync_service.errors import DatabaseNotMigrated, ServiceConfigError
 
 log = logging.getLogger("modelsync.db")
@@ -34,7 +35,32 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+# Connections kept open between bursts; the rest of ``pool_max`` is overflow, closed when
+# returned.
+POOL_KEPT = 10
+# Connections left over for the routes that open their own sessions outside the session
+# gate (the index check: sync_service/api/routes/channels.py) — see session_slots.
+POOL_RESERVE = 8
+# The session gate never admits more than this, whatever the pool (anyio runs 40 threads).
+MAX_SESSION_SLOTS = 32
+
+
+def pool_capacity(engine: Engine) -> int:
+    """Connections the engine may open at once: pool size plus overflow."""
+    pool: Any = engine.pool
+    return int(pool.size() + pool._max_overflow)  # QueuePool exposes no public getter
+
+
+def session_slots(engine: Engine) -> int:
+    """Requests that may hold a session at once (sync_service/api/deps.py, get_session):
+    below both the pool and the thread count, so a holder always finds a connection and a
+    thread."""
+    return max(1, min(MAX_SESSION_SLOTS, pool_capacity(engine) - POOL_RESERVE))
+
+
+def make_engine(url: str, *, pool_max: int = DATABASE_POOL_MAX) -> Engine:
+    """``pool_max``: PostgreSQL connections at most (Settings.database_pool_max); the
+    embedded SQLite file keeps its own, larger pool (connections there are file handles)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -53,7 +79,8 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     try:
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
+        kept = min(POOL_KEPT, pool_max)
+        return create_engine(url, pool_pre_ping=True, pool_size=kept, max_overflow=pool_max - kept)
     except Exception as exc:  # bad driver name, bad URL
         raise ServiceConfigError(f"bad database URL {safe_url(url)}: {exc}") from None
 

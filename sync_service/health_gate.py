@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import distinct, func, or_
+from sqlalchemy import distinct, func, or_, text
 from sqlmodel import Session, col, select
 
 from sync_service.models import Channel, Device, DeviceEvent, ModelVersion, Release, ReportKind
@@ -46,6 +46,31 @@ def judge(reporting: int, failing: int, *, failure_rate: float, min_devices: int
     """Pure decision; the comparison is exact in integers so 1 of 20 at 5% halts."""
     halt = reporting >= min_devices and reporting > 0 and failing >= failure_rate * reporting - 1e-9
     return Verdict(reporting=reporting, failing=failing, halt=halt)
+
+
+# pg_advisory_xact_lock(key1, key2) namespace: key2 is the release id.
+_GATE_LOCK_SPACE = 0x6D73_6867  # "mshg"
+
+
+def serialize_judgement(session: Session, release: Release) -> None:
+    """Hold the release's health-gate lock until the transaction ends, then re-read it.
+
+    "Count the failures, decide to halt" must see every batch committed before it: two
+    replicas judging at once each counted only their own uncommitted events, so a crossing
+    split between them halted nothing. On PostgreSQL a transaction-scoped advisory lock per
+    release queues judges (the next one's count, a new READ COMMITTED statement, sees the
+    previous batch). Not a row lock on the release: release changes lock the channel first
+    and the release row second, a halt here does the same after the judgement, and an
+    advisory lock that nothing else takes cannot close a cycle with either. SQLite needs
+    nothing: the batch's insert already holds the database's single write lock.
+    """
+    assert release.id is not None
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :release)"),
+            {"space": _GATE_LOCK_SPACE, "release": release.id},
+        )
+    session.refresh(release)  # a judge before us may have halted it, an operator resumed it
 
 
 def window_start(release: Release) -> datetime:

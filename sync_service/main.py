@@ -16,7 +16,7 @@ from sync_service.api.main import add_middleware, api_router
 from sync_service.api.routes.bundles import clean_stale_uploads
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
-from sync_service.db import ensure_migrated, make_engine
+from sync_service.db import ensure_migrated, make_engine, session_slots
 from sync_service.errors import ServiceConfigError
 from sync_service.storage import make_storage
 
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.index_key_path,
         passphrase.get_secret_value().encode() if passphrase else None,
     )
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, pool_max=settings.database_pool_max)
     try:
         ensure_migrated(
             engine,
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.db_slots = session_slots(engine)
     app.state.storage = storage
     app.state.keys = keys
     install_error_handlers(app)

@@ -19,6 +19,15 @@ ReportKind = Literal["installed", "install_failed", "golden_failed", "stale_inde
 Platform = Literal["android", "ios", "linux"]
 
 
+# Column sizes the API validates against at the edge (sync_service/api/routes/): SQLite
+# ignores a VARCHAR's length, PostgreSQL refuses a longer value, so a length the API let
+# through would be a 500 on PostgreSQL only. tests/sync_service/test_limits.py sends each
+# at its maximum on both.
+TOKEN_NAME_MAX = 128
+DEVICE_ID_MAX = 128
+PROVIDERS_MAX = 512
+
+
 def now() -> datetime:
     # Aware UTC: sqlmodel's UTCDateTime refuses naive values; SQLite stores it without offset
     # and hands it back as UTC, PostgreSQL as timestamptz.
@@ -50,9 +59,9 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(unique=True, index=True, max_length=64)
     kind: TokenKind = one_of(16)
     scopes: str = Field(default="", max_length=64)  # comma-separated: publish,release,admin
-    name: str = Field(default="", max_length=128)
+    name: str = Field(default="", max_length=TOKEN_NAME_MAX)
     fleet_id: int | None = Field(default=None, foreign_key="fleet.id")
-    device_id: str | None = Field(default=None, max_length=128, index=True)
+    device_id: str | None = Field(default=None, max_length=DEVICE_ID_MAX, index=True)
     created_at: datetime = Field(default_factory=now)
     revoked_at: datetime | None = None
 
@@ -114,19 +123,19 @@ class ChannelIndexDoc(SQLModel, table=True):
 
 
 class Device(SQLModel, table=True):
-    id: str = Field(primary_key=True, max_length=128)
+    id: str = Field(primary_key=True, max_length=DEVICE_ID_MAX)
     fleet_id: int = Field(foreign_key="fleet.id", index=True)
     platform: Platform = one_of(16)
     app_version: str = Field(default="", max_length=32)
     ort_version: str = Field(default="", max_length=32)
-    providers: str = Field(default="", max_length=512)  # comma-separated
+    providers: str = Field(default="", max_length=PROVIDERS_MAX)  # comma-separated
     registered_at: datetime = Field(default_factory=now)
     last_seen_at: datetime = Field(default_factory=now)
 
 
 class DeviceEvent(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=64)
-    device_id: str = Field(foreign_key="device.id", index=True, max_length=128)
+    device_id: str = Field(foreign_key="device.id", index=True, max_length=DEVICE_ID_MAX)
     kind: ReportKind = one_of(32, index=True)
     model_name: str | None = Field(default=None, max_length=64, index=True)
     model_version: int | None = None

@@ -25,7 +25,11 @@ from sync_service.storage import BlobNotFound, Storage, blob_key, delta_key
 # this no delta is offered, and a process computes one delta at a time.
 DELTA_MAX_BYTES = 32 * 1024 * 1024
 _DELTA_SLOT = threading.Semaphore(1)
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits only (``\d`` would take other scripts' digits, which int() reads too); the
+# unit is case-insensitive (RFC 9110 §14.1).
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.IGNORECASE)
+# Past any blob a store can hold; where a longer number is clamped.
+POSITION_CAP = 2**63 - 1
 # Single flight per cache key: when a release starts, hundreds of devices ask for the same
 # delta at once; one computes it, the rest wait and read the cache.
 _KEY_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -61,11 +65,23 @@ class UnsatisfiableRange(Exception):
     pass
 
 
+def byte_position(digits: str) -> int:
+    """A Range or Content-Length number, never raising: ``int()`` refuses more than 4,300
+    digits, and any number past ``POSITION_CAP`` is beyond every blob, so it is clamped there
+    (order is kept: a clamped number is still larger than any length)."""
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(POSITION_CAP)):
+        return POSITION_CAP
+    return min(int(significant or "0"), POSITION_CAP)
+
+
 def parse_range(header: str | None, length: int) -> ByteRange | None:
     """One ``bytes=A-B`` / ``bytes=A-`` / ``bytes=-N`` range, or None to send everything.
 
-    Malformed or multi-range headers are ignored (RFC 9110 §14.2 allows it); a range that
-    starts at or beyond the end raises UnsatisfiableRange (416).
+    RFC 9110 §14.2: a malformed, multi-range or invalid (B < A) header is ignored; a range
+    that starts at or beyond the end, or an empty suffix, raises UnsatisfiableRange (416).
+    Numbers of any length are accepted (§14.1.1 sets no limit): a position past the end is
+    past the end whatever its digits. A zero-length blob has no range to name: ignored.
     """
     if not header:
         return None
@@ -76,17 +92,25 @@ def parse_range(header: str | None, length: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        n = int(last)
+        n = byte_position(last)
         if n == 0:
             raise UnsatisfiableRange
+        if length == 0:
+            return None
         return ByteRange(max(0, length - n), length - 1)
-    start = int(first)
-    if last and int(last) < start:
+    start = byte_position(first)
+    end = byte_position(last) if last else None
+    if end is not None and _less(last, first):
         return None  # invalid: ignored
     if start >= length:
         raise UnsatisfiableRange
-    end = int(last) if last else length - 1
-    return ByteRange(start, min(end, length - 1))
+    return ByteRange(start, length - 1 if end is None else min(end, length - 1))
+
+
+def _less(a: str, b: str) -> bool:
+    """``int(a) < int(b)`` for digit strings of any length (exact where clamping is not)."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
 
 
 def ensure_zstd(storage: Storage, sha256: str) -> int:

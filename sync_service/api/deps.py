@@ -31,26 +31,26 @@ def get_settings(request: Request) -> Settings:
 # after the response is validated, and for a sync route that validation waits for a worker
 # thread (anyio's default 40). Unbounded, 100+ concurrent registrations deadlocked: every
 # thread waited on the pool while the pool's connections sat with finished requests queued
-# for a thread. Below both the thread count and the pool size (40 on PostgreSQL, 50 on
-# SQLite) a holder always finds a thread and a connection; the rest wait here holding nothing.
-DB_SLOTS = 32
+# for a thread. Below both the thread count and the pool size (app.state.db_slots,
+# sync_service.db.session_slots) a holder always finds a thread and a connection; the rest
+# wait here holding nothing.
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _db_slots() -> asyncio.Semaphore:
+def _db_slots(request: Request) -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()  # one per loop: test clients each run their own
     slots = _slots.get(loop)
     if slots is None:
-        slots = _slots[loop] = asyncio.Semaphore(DB_SLOTS)
+        slots = _slots[loop] = asyncio.Semaphore(request.app.state.db_slots)
     return slots
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
     # Async on purpose: entering and leaving (returning the connection) run on the event
     # loop, never queued behind busy worker threads.
-    async with _db_slots():
+    async with _db_slots(request):
         with Session(request.app.state.engine) as session:
             yield session
 

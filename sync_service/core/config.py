@@ -10,6 +10,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# PostgreSQL connections one replica opens at most (pool + overflow): what an operator
+# sizes ``max_connections`` by (docs/operations.md quotes it; tests/sync_service/test_pool.py).
+DATABASE_POOL_MAX = 30
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELSYNC_", extra="ignore")
@@ -18,6 +22,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/modelsync.db. "
         "PostgreSQL: postgresql+psycopg://user@host/db"
+    )
+    database_pool_max: int = Field(
+        DATABASE_POOL_MAX, ge=10, le=1000, description="PostgreSQL connections per replica, at most"
     )
 
     storage_backend: Literal["local", "s3"] = "local"

@@ -19,7 +19,8 @@ def _engine() -> Engine:
         from sync_service.core.config import Settings
         from sync_service.db import make_engine
 
-        engine = make_engine(Settings().resolved_database_url)
+        settings = Settings()
+        engine = make_engine(settings.resolved_database_url, pool_max=settings.database_pool_max)
     return engine
 
 

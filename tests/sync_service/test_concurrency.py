@@ -1,6 +1,6 @@
 """Bursts bigger than the worker threadpool and the connection pool must queue, not deadlock.
 
-Before sessions were gated (sync_service/api/deps.py, DB_SLOTS), 100+ simultaneous
+Before sessions were gated (sync_service/api/deps.py, app.state.db_slots), 100+ simultaneous
 registrations held every pooled connection while waiting for a thread to validate their
 responses, and the rest failed with 500 after the pool's 30 s timeout.
 """

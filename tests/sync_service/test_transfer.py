@@ -52,3 +52,29 @@ def test_empty_suffix_is_unsatisfiable() -> None:
 )
 def test_accepts_zstd(header: str | None, ok: bool) -> None:
     assert accepts_zstd(header) is ok
+
+
+@pytest.mark.parametrize(
+    ("header", "want"),
+    [
+        ("bytes=" + "9" * 5000 + "-", UnsatisfiableRange),
+        ("bytes=-" + "9" * 5000, ByteRange(0, 99)),
+        ("bytes=0-" + "9" * 5000, ByteRange(0, 99)),
+        ("bytes=" + "0" * 5000 + "7-" + "0" * 5000 + "9", ByteRange(7, 9)),
+        ("bytes=" + "9" * 5000 + "-" + "9" * 4999, None),  # last < first: ignored
+        ("BYTES=1-2", ByteRange(1, 2)),
+        ("bytes=\u0661-\u0662", None),  # Arabic-Indic digits are not DIGIT
+    ],
+)
+def test_numbers_of_any_length(header: str, want: object) -> None:
+    if want is UnsatisfiableRange:
+        with pytest.raises(UnsatisfiableRange):
+            parse_range(header, 100)
+    else:
+        assert parse_range(header, 100) == want
+
+
+def test_zero_length_blob_has_no_range() -> None:
+    assert parse_range("bytes=-5", 0) is None
+    with pytest.raises(UnsatisfiableRange):
+        parse_range("bytes=0-", 0)

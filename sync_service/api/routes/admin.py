@@ -4,22 +4,24 @@ appear once, in the answer that creates them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from packager.manifest import format_time
 from sync_service import crud
-from sync_service.api.deps import AdminDep, SessionDep
+from sync_service.api.deps import TEXT_LINE, AdminDep, SessionDep
 from sync_service.auth import SCOPES, Scope, TokenKind
 from sync_service.errors import Conflict, NotFound, Unprocessable
-from sync_service.models import ApiToken
+from sync_service.models import TOKEN_NAME_MAX, ApiToken
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
 
 Name = Field(pattern=crud.NAME_PATTERN, description="lower-case letters, digits, . _ -; at most 64")
+# A name no fleet can have (too long, NUL: a 500 on PostgreSQL) is refused before the lookup.
+FleetName = Annotated[str, Path(pattern=crud.NAME_PATTERN)]
 
 
 class FleetCreate(BaseModel):
@@ -41,8 +43,8 @@ class TokenCreate(BaseModel):
     scopes: list[Scope] = Field(
         default_factory=list, description="publisher tokens only"
     )
-    fleet: str | None = Field(None, description="enrollment tokens only")
-    name: str = Field("", max_length=128)
+    fleet: str | None = Field(None, pattern=crud.NAME_PATTERN, description="enrollment tokens only")
+    name: str = Field("", max_length=TOKEN_NAME_MAX, pattern=TEXT_LINE)
 
 
 class TokenPublic(BaseModel):
@@ -107,7 +109,9 @@ def create_fleet(body: FleetCreate, _admin: AdminDep, session: SessionDep) -> Fl
     response_model=FleetPublic,
     responses={**_CONFLICT, 404: {"description": "no such fleet"}},
 )
-def create_channel(fleet: str, body: ChannelCreate, _admin: AdminDep, session: SessionDep) -> FleetPublic:
+def create_channel(
+    fleet: FleetName, body: ChannelCreate, _admin: AdminDep, session: SessionDep
+) -> FleetPublic:
     row = crud.get_fleet(session=session, name=fleet)
     if row is None or row.id is None:
         raise NotFound(f"no fleet {fleet!r}", code="fleet_not_found")

@@ -5,6 +5,7 @@ the cap; sync_service.bundles does the checks and the storing."""
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,22 +21,25 @@ from sync_service.bundles import IngestResult, ingest
 from sync_service.errors import BadRequest, PayloadTooLarge, ServiceError
 from sync_service.metrics import count_publish
 from sync_service.storage import Storage
-from sync_service.transfer import ensure_zstd
+from sync_service.transfer import POSITION_CAP, byte_position, ensure_zstd
 
 log = logging.getLogger("modelsync.bundles")
 
 router = APIRouter(prefix="/v1", tags=["release engineers"])
+_DIGITS = re.compile(r"[0-9]+")
 
 
 async def _receive(request: Request, dest: Path, cap: int) -> int:
     declared = request.headers.get("content-length")
+    size: int | None = None
     if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise BadRequest("Content-Length is not a number", code="bad_content_length") from None
+        # RFC 9110 §8.6: 1*DIGIT, nothing else (int() would also take "+1", "1_0", " 1 ").
+        if not _DIGITS.fullmatch(declared):
+            raise BadRequest("Content-Length is not a number", code="bad_content_length")
+        size = byte_position(declared)
         if size > cap:
-            raise PayloadTooLarge(f"bundle of {size} bytes is over the {cap}-byte upload cap")
+            shown = declared if size < POSITION_CAP else f"{len(declared)}-digit"
+            raise PayloadTooLarge(f"bundle of {shown} bytes is over the {cap}-byte upload cap")
     received = 0
     try:
         with dest.open("wb") as out:
@@ -46,7 +50,7 @@ async def _receive(request: Request, dest: Path, cap: int) -> int:
                 out.write(chunk)
     except ClientDisconnect:
         raise BadRequest("upload interrupted before the end of the body", code="truncated_upload") from None
-    if declared is not None and received != int(declared):
+    if size is not None and received != size:
         raise BadRequest(
             f"received {received} bytes, Content-Length said {declared}", code="truncated_upload"
         )

@@ -8,32 +8,45 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 from sync_service import crud, crud_devices
 from sync_service.api.deps import TEXT_LINE, DeviceDep, EnrollmentDep, SessionDep, SettingsDep, SignerDep
 from sync_service.errors import Forbidden, UnknownFleet
 from sync_service.index import cache_for
 from sync_service.index_fast_path import token_cache_for
-from sync_service.models import Device, Platform, ReportKind
+from sync_service.models import DEVICE_ID_MAX, PROVIDERS_MAX, Device, Platform, ReportKind
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 log = logging.getLogger("modelsync.devices")
 
 MAX_EVENTS = 500
-DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-DeviceId = Annotated[str, Path(pattern=DEVICE_ID, max_length=128)]
+DEVICE_ID = rf"^[A-Za-z0-9][A-Za-z0-9._:-]{{0,{DEVICE_ID_MAX - 1}}}$"
+DeviceId = Annotated[str, Path(pattern=DEVICE_ID, max_length=DEVICE_ID_MAX)]
+# A JSON number, never true/false or a numeric string (lax pydantic would take both).
+Version = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
 
 
 class DeviceRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    device_id: str = Field(pattern=DEVICE_ID, max_length=128)
+    device_id: str = Field(pattern=DEVICE_ID, max_length=DEVICE_ID_MAX)
     platform: Platform
     app_version: str = Field("", max_length=32, pattern=TEXT_LINE)
     ort_version: str = Field("", max_length=32, pattern=TEXT_LINE)
     providers: list[Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_LINE)]] = Field(
-        default_factory=list, max_length=16
+        default_factory=list,
+        max_length=16,
+        description=f"at most 16, each at most 64 characters, at most {PROVIDERS_MAX} in all with "
+        "a comma between each two (as stored)",
     )
+
+    @field_validator("providers")
+    @classmethod
+    def _fits_the_column(cls, value: list[str]) -> list[str]:
+        joined = len(",".join(value))
+        if joined > PROVIDERS_MAX:
+            raise ValueError(f"{joined} characters joined by commas, at most {PROVIDERS_MAX}")
+        return value
 
 
 class DeviceRegistered(BaseModel):
@@ -51,7 +64,7 @@ class ReportEvent(BaseModel):
     kind: ReportKind
     at: datetime
     model: str | None = Field(None, max_length=64, pattern=TEXT_LINE)
-    version: int | None = Field(None, ge=1, le=2**31 - 1)
+    version: Version | None = None
     reason: str | None = Field(None, max_length=256, pattern=TEXT_LINE)
     data: dict[str, Any] | None = None
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
 from sync_service import crud_releases
 from sync_service.api.deps import TEXT_LINE, ReleaseDep, SessionDep, SignerDep
@@ -21,7 +21,10 @@ router = APIRouter(prefix="/v1/releases", tags=["releases"])
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ReleaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+# JSON numbers and booleans as the schema says, strictly: lax pydantic took `false` for 0%
+# and "50" for 50%.
+Percent = Annotated[float, Strict(), Field(ge=0, le=100, allow_inf_nan=False)]
+Version = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
 
 
 class ReleaseCreate(BaseModel):
@@ -29,9 +32,9 @@ class ReleaseCreate(BaseModel):
     fleet: Name
     channel: Name
     model: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
-    version: int = Field(ge=1, le=2**31 - 1)
+    version: Version
     percent: Percent
-    urgent: bool = False
+    urgent: StrictBool = False
 
 
 class PercentUpdate(BaseModel):
