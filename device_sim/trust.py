@@ -41,10 +41,10 @@ from packager.manifest import (
     Root,
     check_expiry,
     pick_entry,
-    update_root,
     verify_index,
     verify_manifest,
     verify_root_self,
+    verify_root_signed_by,
 )
 
 MAX_ROOT_STEPS = 32
@@ -61,14 +61,16 @@ def parse_json(data: bytes, what: str) -> Any:
 # --------------------------------------------------------------------------- 1. root
 
 
-def trusted_root(raw: Any, now: datetime | None = None) -> Root:
+def trusted_root(raw: Any) -> Root:
     """check 1.1: the shipped (or saved) root, signed by a threshold of its own root keys.
     Expiry is check 1.6, after any newer roots were fetched."""
-    return verify_root_self(raw, now, check_expired=False)
+    return verify_root_self(raw)
 
 
 def next_root(trusted: Root, raw: Any, steps: int = 1) -> Root:
-    """checks 1.2-1.4 for one step of the root walk."""
+    """checks 1.2-1.4 for one step of the root walk. Exactly v(N+1), checked before the
+    signatures: a replayed or older root is a rollback, a later one would skip the keys
+    of the versions between; both are refused here and nowhere else."""
     if steps > MAX_ROOT_STEPS:  # check 1.2
         raise RootChainError(f"more than {MAX_ROOT_STEPS} root versions in one update")
     version = raw.get("signed", {}).get("version") if isinstance(raw, dict) else None
@@ -76,7 +78,7 @@ def next_root(trusted: Root, raw: Any, steps: int = 1) -> Root:
         raise RootChainError(
             f"server answered root v{version} when asked for v{trusted.version + 1}"
         )
-    return update_root(trusted, raw)  # checks 1.3, 1.4
+    return verify_root_signed_by(trusted, raw)  # checks 1.3, 1.4
 
 
 def final_root(root: Root, now: datetime | None = None) -> Root:
@@ -98,7 +100,7 @@ def check_index(
     now: datetime | None = None,
 ) -> ChannelIndex:
     """checks 2.1-2.5. A genuine but expired index raises ``StaleIndexError`` carrying it."""
-    index = verify_index(raw, root, trusted_version=None, check_expired=False)  # checks 2.1, 2.2
+    index = verify_index(raw, root)  # checks 2.1, 2.2
     if index.fleet != fleet or index.channel != channel:  # check 2.3
         raise WrongChannelError(
             f"index is for {index.fleet}/{index.channel}, this device follows {fleet}/{channel}"

@@ -9,6 +9,10 @@ hex Ed25519 signature over ``canonical_bytes(signed)`` (RFC 8785) and ``K`` the 
 of the raw 32-byte public key. Signatures are always checked over the ``signed`` object
 exactly as received, never over a re-serialised model, so unknown fields a newer producer
 adds are covered by the signature too.
+
+Structure and signatures only. The trust policy (root v(N+1) chain, index rollback,
+expiry, freeze) is the device's, in device_sim/trust.py and the TypeScript client's
+core/trust.ts, numbered in docs/device.md.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from packager.errors import (
     BadSignatureError,
     ExpiredError,
     FormatError,
-    RollbackError,
     ThresholdError,
     UnknownKeyError,
     WrongTypeError,
@@ -373,31 +376,27 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def check_expiry(expires: str, now: datetime | None, what: str) -> None:
+    """What ``expires`` means: at or after it the document is expired. When a check applies
+    is the trust policy's to say (device_sim/trust.py, checks 1.6 and 2.5)."""
     if parse_time(expires) <= (now or utcnow()):
         raise ExpiredError(f"{what} expired at {expires}")
 
 
-def verify_root_self(raw: Any, now: datetime | None = None, check_expired: bool = True) -> Root:
-    """Trust-on-first-use of a root shipped with the app: it must be signed by its own
-    root role. Used for the initial root only; updates go through ``update_root``."""
+def verify_root_self(raw: Any) -> Root:
+    """A root signed by a threshold of its own root keys. Signatures only: whether it is
+    new enough or still current is the trust policy's (device_sim/trust.py, checks 1.2, 1.6)."""
     env = parse_envelope(raw)
     root: Root = _typed(env, "root")
     keys, threshold = root.role_keys("root")
     check_signatures(env, keys, threshold, f"root v{root.version}")
-    if check_expired:
-        check_expiry(root.expires, now, f"root v{root.version}")
     return root
 
 
-def update_root(trusted: Root, raw: Any) -> Root:
-    """Accept root v(N+1) only if signed by a threshold of v(N)'s root keys and of its own.
-    Expiry of intermediate roots is not checked; the caller checks the final one."""
+def verify_root_signed_by(trusted: Root, raw: Any) -> Root:
+    """A root signed by a threshold of ``trusted``'s root keys and of its own. Signatures
+    only: that it is exactly v(N+1) is check 1.2 of the trust policy (device_sim/trust.py)."""
     env = parse_envelope(raw)
     new: Root = _typed(env, "root")
-    if new.version != trusted.version + 1:
-        if new.version <= trusted.version:
-            raise RollbackError(f"root v{new.version} is not newer than trusted v{trusted.version}")
-        raise FormatError(f"root v{new.version} skips versions after v{trusted.version}")
     old_keys, old_threshold = trusted.role_keys("root")
     check_signatures(env, old_keys, old_threshold, f"root v{new.version} (by v{trusted.version} keys)")
     new_keys, new_threshold = new.role_keys("root")
@@ -414,30 +413,13 @@ def verify_manifest(raw: Any, root: Root) -> ModelManifest:
     return manifest
 
 
-def verify_index(
-    raw: Any,
-    root: Root,
-    *,
-    trusted_version: int | None = None,
-    now: datetime | None = None,
-    check_expired: bool = True,
-) -> ChannelIndex:
-    """Index threshold, then version not lower than the trusted one, then expiry.
-
-    The order matters: a rollback is reported as a rollback even when the old index has
-    also expired, and an expired index still yields ``ExpiredError`` only after its
-    signature proved it genuine.
-    """
+def verify_index(raw: Any, root: Root) -> ChannelIndex:
+    """Index threshold. Signatures only: rollback and expiry are the trust policy's
+    (device_sim/trust.py, checks 2.4, 2.5), which runs them after this."""
     env = parse_envelope(raw)
     index: ChannelIndex = _typed(env, "channel-index")
     keys, threshold = root.role_keys("index")
     check_signatures(env, keys, threshold, f"channel index {index.fleet}/{index.channel}")
-    if trusted_version is not None and index.version < trusted_version:
-        raise RollbackError(
-            f"channel index v{index.version} is older than trusted v{trusted_version}"
-        )
-    if check_expired:
-        check_expiry(index.expires, now, f"channel index v{index.version}")
     return index
 
 

@@ -1,9 +1,10 @@
 """The cross-language vectors (tests/vectors/) against the device's own checks
-(device_sim.trust, in docs/device.md's order) and the schema layer (packager.manifest).
+(device_sim.trust, in docs/device.md's order), and those decided by structure and
+signatures alone against the schema layer (packager.manifest) as well.
 
-The TypeScript client walks the same files (react-native-stub/test/vectors.test.ts); all
-must reach the verdict recorded in tests/vectors/manifest.json, except where the device
-names a finer class for the same refusal (``DEVICE_CLASS``).
+The TypeScript client walks the same files the same way (react-native-stub/test/
+vectors.test.ts, through core/trust.ts and core/documents.ts); all must reach the verdict
+recorded in tests/vectors/manifest.json.
 """
 
 from __future__ import annotations
@@ -22,49 +23,28 @@ from device_sim import trust
 from packager import errors
 from packager.manifest import (
     canonical_bytes,
-    check_expiry,
     keyid_of,
     parse_time,
     rollout_bucket,
     sha256_hex,
-    update_root,
     verify_index,
     verify_manifest,
     verify_root_self,
+    verify_root_signed_by,
 )
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 INDEX = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
+SCHEMA_CASES = [c for c in INDEX["cases"] if not c["policy"]]
+POLICY_ERRORS = {"RollbackError", "ExpiredError", "RootChainError", "StaleIndexError"}
 
 
 def load(rel: str) -> Any:
     return json.loads((VECTORS / rel).read_text(encoding="utf-8"))
 
 
-def run_case(operation: str, body: dict[str, Any]) -> None:
-    now = parse_time(body["now"]) if "now" in body else None
-    if operation == "verify_root_self":
-        verify_root_self(body["document"], now=now)
-    elif operation == "root_chain":
-        root = verify_root_self(body["trusted"], check_expired=False)
-        for raw in body["chain"]:
-            root = update_root(root, raw)
-        check_expiry(root.expires, now, f"root v{root.version}")
-    elif operation == "verify_manifest":
-        verify_manifest(body["document"], verify_root_self(body["root"], check_expired=False))
-    elif operation == "verify_index":
-        verify_index(
-            body["document"],
-            verify_root_self(body["root"], check_expired=False),
-            trusted_version=body["trusted_version"],
-            now=now,
-        )
-    else:
-        raise AssertionError(f"unknown operation {operation}")
-
-
 def run_device_case(operation: str, body: dict[str, Any]) -> None:
-    """The same case through the checks a syncing device runs."""
+    """A case through the checks a syncing device runs."""
     now = parse_time(body["now"]) if "now" in body else None
     if operation == "verify_root_self":
         trust.final_root(trust.trusted_root(body["document"]), now)  # checks 1.1, 1.6
@@ -87,15 +67,20 @@ def run_device_case(operation: str, body: dict[str, Any]) -> None:
         raise AssertionError(f"unknown operation {operation}")
 
 
-# The device refuses these for the same reason under a finer, numbered class: a root that
-# is not version N+1 is check 1.2's RootChainError; a genuine but expired index is check
-# 2.5's StaleIndexError (an ExpiredError), which the device keeps serving through.
-DEVICE_CLASS: dict[str, type[errors.VerificationError]] = {
-    "root-chain-skips-version": device_errors.RootChainError,
-    "root-chain-replay-v1": device_errors.RootChainError,
-    "index-expired": device_errors.StaleIndexError,
-    "index-expires-exactly-now": device_errors.StaleIndexError,
-}
+def run_schema_case(operation: str, body: dict[str, Any]) -> None:
+    """A structure-and-signatures case through the schema layer: no versions, no clock."""
+    if operation == "verify_root_self":
+        verify_root_self(body["document"])
+    elif operation == "root_chain":
+        root = verify_root_self(body["trusted"])
+        for raw in body["chain"]:
+            root = verify_root_signed_by(root, raw)
+    elif operation == "verify_manifest":
+        verify_manifest(body["document"], verify_root_self(body["root"]))
+    elif operation == "verify_index":
+        verify_index(body["document"], verify_root_self(body["root"]))
+    else:
+        raise AssertionError(f"unknown operation {operation}")
 
 
 @pytest.mark.parametrize("case", INDEX["cases"], ids=[c["name"] for c in INDEX["cases"]])
@@ -104,37 +89,37 @@ def test_device_verdict(case: dict[str, Any]) -> None:
     if case["expect"] == "ok":
         run_device_case(case["operation"], body)
         return
-    expected = DEVICE_CLASS.get(case["name"]) or getattr(errors, case["expect"])
+    expected = getattr(device_errors, case["expect"])
     with pytest.raises(errors.VerificationError) as info:
         run_device_case(case["operation"], body)
+    # Exact class, not a subclass: the TypeScript client reports the same name.
     assert type(info.value) is expected, f"{case['name']}: {type(info.value).__name__}: {info.value}"
 
 
-def test_device_refinements_name_real_cases() -> None:
-    by_name = {c["name"]: c for c in INDEX["cases"]}
-    for name, cls in DEVICE_CLASS.items():
-        assert name in by_name, name
-        if cls is device_errors.StaleIndexError:
-            assert by_name[name]["expect"] == "ExpiredError" and issubclass(cls, errors.ExpiredError)
-
-
-@pytest.mark.parametrize("case", INDEX["cases"], ids=[c["name"] for c in INDEX["cases"]])
-def test_case_verdict(case: dict[str, Any]) -> None:
+@pytest.mark.parametrize("case", SCHEMA_CASES, ids=[c["name"] for c in SCHEMA_CASES])
+def test_schema_verdict(case: dict[str, Any]) -> None:
     body = load(case["file"])
     if case["expect"] == "ok":
-        run_case(case["operation"], body)
+        run_schema_case(case["operation"], body)
         return
     expected = getattr(errors, case["expect"])
     with pytest.raises(errors.VerificationError) as info:
-        run_case(case["operation"], body)
-    # Exact class, not a subclass: the TypeScript client reports the same name.
+        run_schema_case(case["operation"], body)
     assert type(info.value) is expected, f"{case['name']}: {type(info.value).__name__}: {info.value}"
+
+
+def test_policy_verdicts_are_marked_policy() -> None:
+    # A case the schema layer cannot decide must not be run through it.
+    for case in INDEX["cases"]:
+        if case["expect"] in POLICY_ERRORS:
+            assert case["policy"], case["name"]
+    assert any(c["policy"] and c["expect"] == "ok" for c in INDEX["cases"])
 
 
 def test_every_error_class_is_exercised() -> None:
     wanted = {
         "FormatError", "WrongTypeError", "UnknownKeyError", "BadSignatureError",
-        "ThresholdError", "ExpiredError", "RollbackError",
+        "ThresholdError", "ExpiredError", "RollbackError", "RootChainError", "StaleIndexError",
     }
     assert wanted <= {c["expect"] for c in INDEX["cases"]}
 

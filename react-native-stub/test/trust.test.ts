@@ -35,7 +35,7 @@ import {
 import { ROLES_V1, ROLES_V2, bytesOf, entryFor, indexSigned, manifestSigned, rootSigned, sign } from "./forge";
 
 const NOW = parseTime("2026-03-01T00:00:00Z");
-const root1 = verifyRootSelf(sign(rootSigned(1, ROLES_V1), "root-1", "root-2"), NOW);
+const root1 = verifyRootSelf(sign(rootSigned(1, ROLES_V1), "root-1", "root-2"));
 const ctx = { fleet: "field", channel: "stable", trustedVersion: null, nowMs: NOW };
 
 describe("1. root", () => {

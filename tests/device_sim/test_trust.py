@@ -72,6 +72,18 @@ def test_1_2_root_must_be_next_version(keys: Keys) -> None:
         trust.next_root(v1, root_doc(keys, 2), steps=trust.MAX_ROOT_STEPS + 1)
 
 
+def test_1_2_root_replay_and_rollback_refused(keys: Keys) -> None:
+    # Genuine roots, properly signed: only the version rule refuses them.
+    v1 = trust.trusted_root(root_doc(keys))
+    v2 = trust.next_root(v1, root_doc(keys, 2))
+    with pytest.raises(errors.RootChainError, match="v1 when asked for v2"):
+        trust.next_root(v1, root_doc(keys, 1))
+    with pytest.raises(errors.RootChainError, match="v1 when asked for v3"):
+        trust.next_root(v2, root_doc(keys, 1))
+    with pytest.raises(errors.RootChainError, match="v2 when asked for v3"):
+        trust.next_root(v2, root_doc(keys, 2))
+
+
 def test_1_3_new_root_not_signed_by_old_keys(keys: Keys) -> None:
     v1 = trust.trusted_root(root_doc(keys))
     attacker = Keys()

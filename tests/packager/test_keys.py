@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from device_sim import trust
+from device_sim.errors import RootChainError
 from packager.cli import main
-from packager.errors import FormatError, KeyLoadError, UnknownKeyError
+from packager.errors import ExpiredError, KeyLoadError, UnknownKeyError
 from packager.keys import load_private_key, load_public_key, load_root
-from packager.manifest import keyid_of, update_root, verify_root_self
+from packager.manifest import keyid_of, sign, verify_root_self
 
 
 def _root_json(path: Path) -> Any:
@@ -88,7 +90,7 @@ def test_rotate_publisher_revokes_and_chains(tmp_path: Path) -> None:
     v1 = load_root(d / "root.json")
     old_id = v1.roles["publisher"].keyids[0]
     assert main(["keys", "rotate", str(d), "--role", "publisher", "--revoke", old_id[:10]]) == 0
-    v2 = update_root(v1, _root_json(d / "roots" / "2.root.json"))
+    v2 = trust.next_root(v1, _root_json(d / "roots" / "2.root.json"))
     assert old_id not in v2.roles["publisher"].keyids
     assert len(v2.roles["publisher"].keyids) == 1
     assert v2.roles["root"].keyids == v1.roles["root"].keyids
@@ -104,7 +106,7 @@ def test_rotate_root_is_signed_by_old_and_new_root_keys(tmp_path: Path) -> None:
     old = v1.roles["root"].keyids[0]
     assert main(["keys", "rotate", str(d), "--role", "root", "--revoke", old]) == 0
     raw = _root_json(d / "root.json")
-    v2 = update_root(v1, raw)
+    v2 = trust.next_root(v1, raw)
     assert old not in v2.roles["root"].keyids
     signers = {s["keyid"] for s in raw["signatures"]}
     assert old in signers and v2.roles["root"].keyids[0] in signers
@@ -137,10 +139,22 @@ def test_rotated_root_without_the_old_keys_signature_is_refused(tmp_path: Path) 
     raw = _root_json(d / "roots" / "2.root.json")
     raw["signatures"] = [s for s in raw["signatures"] if s["keyid"] != old]
     with pytest.raises(UnknownKeyError, match="by v1 keys"):
-        update_root(v1, raw)
+        trust.next_root(v1, raw)
     # v3 made after v2 chains from v2, not from v1.
     assert main(["keys", "rotate", str(d), "--role", "publisher"]) == 0
     v3 = _root_json(d / "roots" / "3.root.json")
-    with pytest.raises(FormatError, match="skips"):
-        update_root(v1, v3)
-    assert update_root(update_root(v1, _root_json(d / "roots" / "2.root.json")), v3).version == 3
+    with pytest.raises(RootChainError, match="v3 when asked for v2"):
+        trust.next_root(v1, v3)
+    assert trust.next_root(trust.next_root(v1, _root_json(d / "roots" / "2.root.json")), v3, 2).version == 3
+
+
+def test_load_root_refuses_an_expired_root_unless_told(tmp_path: Path) -> None:
+    # The packager will not build against a root every device would refuse (check 1.6).
+    d = tmp_path / "keys"
+    main(["keys", "init", str(d)])
+    signed = _root_json(d / "root.json")["signed"]
+    signed["expires"] = "2020-01-01T00:00:00Z"
+    (d / "root.json").write_text(json.dumps(sign(signed, [load_private_key(d / "root.key")])))
+    with pytest.raises(ExpiredError, match="root v1 expired"):
+        load_root(d / "root.json")
+    assert load_root(d / "root.json", check_expired=False).version == 1

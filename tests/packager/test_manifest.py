@@ -12,9 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from packager.errors import (
     BadSignatureError,
-    ExpiredError,
     FormatError,
-    RollbackError,
     ThresholdError,
     UnknownKeyError,
     WrongTypeError,
@@ -31,10 +29,10 @@ from packager.manifest import (
     pick_entry,
     rollout_bucket,
     sign,
-    update_root,
     verify_index,
     verify_manifest,
     verify_root_self,
+    verify_root_signed_by,
 )
 
 SHA = "ab" * 32
@@ -241,20 +239,14 @@ def test_malformed_manifest_is_format_error_naming_field(keys: Keys) -> None:
 
 
 def test_index_verifies_and_picks_entry(keys: Keys) -> None:
-    index = verify_index(sign(index_signed(), keys.index), keys.trusted_root(), trusted_version=1)
+    index = verify_index(sign(index_signed(), keys.index), keys.trusted_root())
     assert pick_entry(index.models["fleet-iforest"], "device-1") is not None
 
 
-def test_expired_index(keys: Keys) -> None:
-    env = sign(index_signed(expires=format_time(datetime.now(UTC) - timedelta(seconds=1))), keys.index)
-    with pytest.raises(ExpiredError):
-        verify_index(env, keys.trusted_root())
-
-
-def test_index_rollback_reported_before_expiry(keys: Keys) -> None:
+def test_verify_index_checks_signatures_only(keys: Keys) -> None:
+    # Rollback and expiry are the device's checks 2.4, 2.5 (tests/device_sim/test_trust.py).
     env = sign(index_signed(version=3, expires="2020-01-01T00:00:00Z"), keys.index)
-    with pytest.raises(RollbackError):
-        verify_index(env, keys.trusted_root(), trusted_version=4)
+    assert verify_index(env, keys.trusted_root()).version == 3
 
 
 def test_index_signed_by_publisher_is_unknown_key(keys: Keys) -> None:
@@ -265,34 +257,34 @@ def test_index_signed_by_publisher_is_unknown_key(keys: Keys) -> None:
 # ------------------------------------------------------------------ root chain
 
 
-def test_expired_root_refused_on_first_use(keys: Keys) -> None:
+def test_verify_root_self_checks_signatures_only(keys: Keys) -> None:
+    # Root expiry is the device's check 1.6 (tests/device_sim/test_trust.py).
     signed = keys.root_signed()
     signed["expires"] = "2020-01-01T00:00:00Z"
-    with pytest.raises(ExpiredError):
-        verify_root_self(sign(signed, keys.root))
+    assert verify_root_self(sign(signed, keys.root)).version == 1
 
 
 def test_root_rotation_good_chain(keys: Keys) -> None:
     trusted = keys.trusted_root()
     old_root = keys.root
     keys.root = [Ed25519PrivateKey.generate()]
-    v2 = update_root(trusted, sign(keys.root_signed(2), old_root + keys.root))
+    v2 = verify_root_signed_by(trusted, sign(keys.root_signed(2), old_root + keys.root))
     assert v2.version == 2
     assert v2.roles["root"].keyids == [keyid_of(keys.root[0].public_key())]
     # v3 needs v2's keys: the old root key alone no longer suffices.
     newer = [Ed25519PrivateKey.generate()]
     keys_v3 = keys.root
     keys.root = newer
-    assert update_root(v2, sign(keys.root_signed(3), keys_v3 + newer)).version == 3
+    assert verify_root_signed_by(v2, sign(keys.root_signed(3), keys_v3 + newer)).version == 3
     with pytest.raises(UnknownKeyError):
-        update_root(v2, sign(keys.root_signed(3), old_root + newer))
+        verify_root_signed_by(v2, sign(keys.root_signed(3), old_root + newer))
 
 
 def test_root_signed_only_by_new_keys_is_refused(keys: Keys) -> None:
     trusted = keys.trusted_root()
     keys.root = [Ed25519PrivateKey.generate()]
     with pytest.raises(UnknownKeyError, match="by v1 keys"):
-        update_root(trusted, sign(keys.root_signed(2), keys.root))
+        verify_root_signed_by(trusted, sign(keys.root_signed(2), keys.root))
 
 
 def test_root_signed_only_by_old_keys_is_refused(keys: Keys) -> None:
@@ -300,15 +292,7 @@ def test_root_signed_only_by_old_keys_is_refused(keys: Keys) -> None:
     old = keys.root
     keys.root = [Ed25519PrivateKey.generate()]
     with pytest.raises(UnknownKeyError, match="its own keys"):
-        update_root(trusted, sign(keys.root_signed(2), old))
-
-
-def test_root_rollback_and_skip(keys: Keys) -> None:
-    trusted = keys.trusted_root()
-    with pytest.raises(RollbackError):
-        update_root(trusted, sign(keys.root_signed(1), keys.root))
-    with pytest.raises(FormatError, match="skips"):
-        update_root(trusted, sign(keys.root_signed(3), keys.root))
+        verify_root_signed_by(trusted, sign(keys.root_signed(2), old))
 
 
 # ------------------------------------------------------------------ rollout

@@ -17,7 +17,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
-from packager.errors import BadSignatureError, ExpiredError
+from device_sim.errors import StaleIndexError
+from device_sim.trust import check_index
+from packager.errors import BadSignatureError
 from packager.keys import load_private_key
 from packager.manifest import Root, parse_time, verify_index
 from sync_service import crud
@@ -160,9 +162,11 @@ def test_near_expiry_is_resigned_with_same_entries(
     assert resigned.expires_at > first.expires_at
     old, new = json.loads(first.body)["signed"], json.loads(resigned.body)["signed"]
     assert old["models"] == new["models"]
-    with pytest.raises(ExpiredError):
-        verify_index(json.loads(first.body), root, now=first.expires_at + timedelta(seconds=1))
-    verify_index(json.loads(resigned.body), root, trusted_version=first.version, now=later)
+    with pytest.raises(StaleIndexError):
+        check_index(json.loads(first.body), root, fleet=fleet, channel="stable", trusted_version=None,
+                    now=first.expires_at + timedelta(seconds=1))
+    check_index(json.loads(resigned.body), root, fleet=fleet, channel="stable", trusted_version=first.version,
+                now=later)
 
 
 def test_concurrent_writers_get_distinct_consecutive_versions(
@@ -252,7 +256,8 @@ def test_release_change_is_served_at_once_with_new_etag(
         "/v1/channels/stable/index", headers={**bearer(device_token), "If-None-Match": before.headers["etag"]}
     )
     assert after.status_code == 200
-    index = verify_index(after.json(), root, trusted_version=before.json()["signed"]["version"])
+    index = check_index(after.json(), root, fleet=fleet, channel="stable",
+                        trusted_version=before.json()["signed"]["version"])
     assert [e.version for e in index.models["demo"]] == [1]
 
 

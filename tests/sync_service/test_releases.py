@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from device_sim.trust import check_index
 from packager.manifest import ChannelIndex, Root, pick_entry, verify_index
 from sync_service import crud
 from sync_service.models import Device
@@ -58,7 +59,8 @@ class Reader:
     def __call__(self, channel: str = "stable") -> ChannelIndex:
         r = self.client.get(f"/v1/channels/{channel}/index", headers=bearer(self.token))
         assert r.status_code == 200, r.text
-        index = verify_index(json.loads(r.content), self.root, trusted_version=self.version)
+        index = check_index(json.loads(r.content), self.root, fleet="field", channel=channel,
+                            trusted_version=self.version)
         self.version = index.version
         return index
 

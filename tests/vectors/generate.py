@@ -18,7 +18,13 @@ A case file holds the inputs of one operation:
     verify_manifest    {root, document}
     verify_index       {root, document, trusted_version, now}
 
-``expect`` in manifest.json is ``"ok"`` or the error class name (packager/errors.py).
+``expect`` in manifest.json is ``"ok"`` or the error class name the device reports
+(packager/errors.py, device_sim/errors.py; react-native-stub/src/core/errors.ts): the
+verdict of the device's trust checks (device_sim/trust.py, core/trust.ts), which every
+case runs through. ``policy`` marks the cases whose verdict is the trust policy's (root
+v(N+1) chain, rollback, expiry); the others are decided by structure and signatures
+alone, and the schema layers (packager/manifest.py, core/documents.ts) must reach the
+same verdict on them.
 """
 
 from __future__ import annotations
@@ -253,8 +259,9 @@ def flip_hex(sig: str) -> str:
 def build_cases() -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = []
 
-    def add(name: str, operation: str, expect: str, why: str, **body: Any) -> None:
-        cases.append({"name": name, "operation": operation, "expect": expect, "why": why, "body": body})
+    def add(name: str, operation: str, expect: str, why: str, *, policy: bool = False, **body: Any) -> None:
+        cases.append({"name": name, "operation": operation, "expect": expect, "why": why,
+                      "policy": policy, "body": body})
 
     root1 = signed_by(root_signed(1, ROLES_V1), "root-1", "root-2")
     root2 = signed_by(root_signed(2, ROLES_V2), "root-1", "root-2", "root-4")
@@ -268,7 +275,7 @@ def build_cases() -> list[dict[str, Any]]:
         document=signed_by(root_signed(1, ROLES_V1), "root-1", "root-2", "root-3"))
     add("root-v1-below-threshold", "verify_root_self", "ThresholdError", "1 of the 2 root signatures needed",
         document=signed_by(root_signed(1, ROLES_V1), "root-1"), now=NOW)
-    add("root-v1-expired", "verify_root_self", "ExpiredError", "now is after expires",
+    add("root-v1-expired", "verify_root_self", "ExpiredError", "now is after expires", policy=True,
         document=root1, now=LATER)
     add("root-v1-wrong-type", "verify_root_self", "WrongTypeError", "a manifest is not a root",
         document=manifest, now=NOW)
@@ -294,17 +301,18 @@ def build_cases() -> list[dict[str, Any]]:
         chain=[signed_by(root_signed(2, {**ROLES_V1, "root": (["root-1", "root-4", "root-5"], 2)}),
                          "root-1", "root-2")],
         now=NOW)
-    add("root-chain-skips-version", "root_chain", "FormatError", "v1 straight to v3",
+    add("root-chain-skips-version", "root_chain", "RootChainError", "v1 straight to v3", policy=True,
         trusted=root1, chain=[signed_by(root_signed(3, ROLES_V2), "root-1", "root-2", "root-4")], now=NOW)
-    add("root-chain-replay-v1", "root_chain", "RollbackError", "v1 offered as an update to v1",
+    add("root-chain-replay-v1", "root_chain", "RootChainError", "v1 offered as an update to v1", policy=True,
         trusted=root1, chain=[root1], now=NOW)
     add("root-chain-final-expired", "root_chain", "ExpiredError", "the chain verifies but v2 has expired",
+        policy=True,
         trusted=root1,
         chain=[signed_by(root_signed(2, ROLES_V2, expires="2026-02-01T00:00:00Z"),
                          "root-1", "root-2", "root-4")],
         now=NOW)
     add("root-chain-intermediate-expired", "root_chain", "ok",
-        "only the final root's expiry counts: v1 has long expired, v2 is current",
+        "only the final root's expiry counts: v1 has long expired, v2 is current", policy=True,
         trusted=signed_by(root_signed(1, ROLES_V1, expires="2026-01-15T00:00:00Z"), "root-1", "root-2"),
         chain=[root2], now=NOW)
 
@@ -386,19 +394,21 @@ def build_cases() -> list[dict[str, Any]]:
     # ---- channel indexes
     add("index-good", "verify_index", "ok", "first sync: nothing trusted yet",
         root=root1, document=index, trusted_version=None, now=NOW)
-    add("index-newer", "verify_index", "ok", "v6 over trusted v5",
+    add("index-newer", "verify_index", "ok", "v6 over trusted v5", policy=True,
         root=root1, document=index, trusted_version=5, now=NOW)
-    add("index-same-version", "verify_index", "ok", "equal: valid, nothing new to do",
+    add("index-same-version", "verify_index", "ok", "equal: valid, nothing new to do", policy=True,
         root=root1, document=index, trusted_version=6, now=NOW)
     add("index-rollback", "verify_index", "RollbackError", "v6 offered to a device that trusts v7",
-        root=root1, document=index, trusted_version=7, now=NOW)
+        policy=True, root=root1, document=index, trusted_version=7, now=NOW)
     expired = signed_by(index_signed(expires=INDEX_EXPIRED), "index-1")
-    add("index-expired", "verify_index", "ExpiredError", "freeze attack: a genuine but expired index",
+    add("index-expired", "verify_index", "StaleIndexError", "freeze attack: a genuine but expired index",
+        policy=True,
         root=root1, document=expired, trusted_version=5, now=NOW)
-    add("index-expires-exactly-now", "verify_index", "ExpiredError", "expires <= now counts as expired",
+    add("index-expires-exactly-now", "verify_index", "StaleIndexError", "expires <= now counts as expired",
+        policy=True,
         root=root1, document=signed_by(index_signed(expires=NOW), "index-1"), trusted_version=None, now=NOW)
     add("index-rollback-and-expired", "verify_index", "RollbackError",
-        "a rollback is reported as one even when the old index has also expired",
+        "a rollback is reported as one even when the old index has also expired", policy=True,
         root=root1, document=expired, trusted_version=7, now=NOW)
     t = copy.deepcopy(expired)
     t["signed"]["expires"] = "2099-01-01T00:00:00Z"
@@ -416,8 +426,9 @@ def build_cases() -> list[dict[str, Any]]:
     add("index-manifest-offered", "verify_index", "WrongTypeError", "a manifest offered as an index",
         root=root1, document=manifest, trusted_version=None, now=NOW)
     bad_time = index_signed(expires="2026-03-08 00:00:00")
+    # The schema takes expires as a string; check 2.5 is what reads it.
     add("index-bad-timestamp", "verify_index", "FormatError",
-        "expires must be YYYY-MM-DDTHH:MM:SSZ", root=root1,
+        "expires must be YYYY-MM-DDTHH:MM:SSZ", policy=True, root=root1,
         document=signed_by(bad_time, "index-1"), trusted_version=None, now=NOW)
     add("index-rotated-key", "verify_index", "ok", "index-2 signs, root v3 holds it",
         root=root3, document=signed_by(index_signed(version=7), "index-2"), trusted_version=6, now=NOW)
@@ -542,7 +553,7 @@ def write_all(out: Path) -> list[Path]:
         rel = f"cases/{case['name']}.json"
         files[rel] = {"notice": NOTICE, **case["body"]}
         listing.append({"name": case["name"], "file": rel, "operation": case["operation"],
-                        "expect": case["expect"], "why": case["why"]})
+                        "expect": case["expect"], "why": case["why"], "policy": case["policy"]})
     files["manifest.json"] = {
         "notice": NOTICE,
         "spec_version": SPEC_VERSION,

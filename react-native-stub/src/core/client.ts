@@ -286,7 +286,7 @@ export class ModelSyncClient {
   private async updateRoot(ep: Endpoint): Promise<Root> {
     this.emit({ phase: "root" });
     const saved = await this.state.savedRoot();
-    let root = trustedRoot(saved ?? this.opts.shippedRoot, this.now()); // check 1.1
+    let root = trustedRoot(saved ?? this.opts.shippedRoot); // check 1.1
     if (saved === null) await this.state.saveRoot(this.opts.shippedRoot);
     for (let steps = 1; ; steps++) {
       const path = `v1/root/${root.version + 1}.json`;

@@ -1,8 +1,9 @@
 /**
  * Signature and document checks, line for line with packager/manifest.py (parse_envelope,
- * check_signatures, verify_root_self, update_root, verify_manifest, verify_index).
+ * check_signatures, verify_root_self, verify_root_signed_by, verify_manifest, verify_index).
  * Signatures are checked over `signed` exactly as received, so fields a newer producer adds
- * are covered by the signature too.
+ * are covered by the signature too. Structure and signatures only: the trust policy (root
+ * v(N+1) chain, rollback, expiry) is trust.ts's, as it is device_sim/trust.py's.
  */
 import { canonicalBytes } from "./canonical";
 import { verifyEd25519 } from "./ed25519";
@@ -10,7 +11,6 @@ import {
   BadSignatureError,
   ExpiredError,
   FormatError,
-  RollbackError,
   ThresholdError,
   UnknownKeyError,
   WrongTypeError,
@@ -47,6 +47,8 @@ export function formatTime(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(".000Z", "Z");
 }
 
+/** What `expires` means: at or after it the document is expired. When a check applies is
+ * the trust policy's to say (trust.ts, checks 1.6 and 2.5). */
 export function checkExpiry(expires: string, nowMs: number, what: string): void {
   if (parseTime(expires) <= nowMs) throw new ExpiredError(`${what} expired at ${expires}`);
 }
@@ -112,25 +114,20 @@ function typed(env: Envelope, expected: string): Root | ModelManifest | ChannelI
   }
 }
 
-/** Trust-on-first-use of a root shipped with the app: signed by its own root role. */
-export function verifyRootSelf(raw: unknown, nowMs: number, checkExpired = true): Root {
+/** A root signed by a threshold of its own root keys. Signatures only: whether it is new
+ * enough or still current is the trust policy's (trust.ts, checks 1.2, 1.6). */
+export function verifyRootSelf(raw: unknown): Root {
   const env = parseEnvelope(raw);
   const root = typed(env, "root");
   checkSignatures(env, roleKeys(root, "root"), `root v${root.version}`);
-  if (checkExpired) checkExpiry(root.expires, nowMs, `root v${root.version}`);
   return root;
 }
 
-/** Root v(N+1) only if signed by a threshold of v(N)'s root keys and of its own. */
-export function updateRoot(trusted: Root, raw: unknown): Root {
+/** A root signed by a threshold of `trusted`'s root keys and of its own. Signatures only:
+ * that it is exactly v(N+1) is check 1.2 of the trust policy (trust.ts). */
+export function verifyRootSignedBy(trusted: Root, raw: unknown): Root {
   const env = parseEnvelope(raw);
   const next = typed(env, "root");
-  if (next.version !== trusted.version + 1) {
-    if (next.version <= trusted.version) {
-      throw new RollbackError(`root v${next.version} is not newer than trusted v${trusted.version}`);
-    }
-    throw new FormatError(`root v${next.version} skips versions after v${trusted.version}`);
-  }
   checkSignatures(env, roleKeys(trusted, "root"), `root v${next.version} (by v${trusted.version} keys)`);
   checkSignatures(env, roleKeys(next, "root"), `root v${next.version} (by its own keys)`);
   return next;
@@ -144,22 +141,11 @@ export function verifyManifest(raw: unknown, root: Root): ModelManifest {
   return manifest;
 }
 
-export interface IndexOptions {
-  trustedVersion?: number | null;
-  nowMs?: number;
-  checkExpired?: boolean;
-}
-
-/** Index threshold, then version not lower than the trusted one, then expiry: a rollback
- * is reported as one even when the old index has also expired. */
-export function verifyIndex(raw: unknown, root: Root, opts: IndexOptions = {}): ChannelIndex {
+/** Index threshold. Signatures only: rollback and expiry are the trust policy's (trust.ts,
+ * checks 2.4, 2.5), which runs them after this. */
+export function verifyIndex(raw: unknown, root: Root): ChannelIndex {
   const env = parseEnvelope(raw);
   const index = typed(env, "channel-index");
   checkSignatures(env, roleKeys(root, "index"), `channel index ${index.fleet}/${index.channel}`);
-  const trusted = opts.trustedVersion;
-  if (trusted !== undefined && trusted !== null && index.version < trusted) {
-    throw new RollbackError(`channel index v${index.version} is older than trusted v${trusted}`);
-  }
-  if (opts.checkExpired ?? true) checkExpiry(index.expires, opts.nowMs ?? Date.now(), `channel index v${index.version}`);
   return index;
 }

@@ -4,7 +4,7 @@
  * throws one precise VerificationError; the client saves nothing until a check passed.
  */
 import { sha256Hex, utf8Decode } from "./bytes";
-import { checkExpiry, updateRoot, verifyIndex, verifyManifest, verifyRootSelf } from "./documents";
+import { checkExpiry, verifyIndex, verifyManifest, verifyRootSelf, verifyRootSignedBy } from "./documents";
 import {
   ExpiredError,
   FormatError,
@@ -52,11 +52,13 @@ export function parseJson(data: Uint8Array, what: string): unknown {
 
 /** check 1.1: the shipped (or saved) root, signed by a threshold of its own root keys.
  * Expiry is check 1.6, after any newer roots were fetched. */
-export function trustedRoot(raw: unknown, nowMs: number): Root {
-  return verifyRootSelf(raw, nowMs, false);
+export function trustedRoot(raw: unknown): Root {
+  return verifyRootSelf(raw);
 }
 
-/** checks 1.2-1.4 for one step of the root walk. */
+/** checks 1.2-1.4 for one step of the root walk. Exactly v(N+1), checked before the
+ * signatures: a replayed or older root is a rollback, a later one would skip the keys of the
+ * versions between; both are refused here and nowhere else. */
 export function nextRoot(trusted: Root, raw: unknown, steps = 1): Root {
   if (steps > MAX_ROOT_STEPS) {
     throw new RootChainError(`more than ${MAX_ROOT_STEPS} root versions in one update`); // check 1.2
@@ -69,7 +71,7 @@ export function nextRoot(trusted: Root, raw: unknown, steps = 1): Root {
       `server answered root v${String(version)} when asked for v${trusted.version + 1}`,
     );
   }
-  return updateRoot(trusted, raw); // checks 1.3, 1.4
+  return verifyRootSignedBy(trusted, raw); // checks 1.3, 1.4
 }
 
 /** check 1.5: did the `index` role's keys or threshold change between two roots? Then an
@@ -99,7 +101,7 @@ export interface IndexContext {
 
 /** checks 2.1-2.5. A genuine but expired index throws StaleIndexError carrying it. */
 export function checkIndex(raw: unknown, root: Root, ctx: IndexContext): ChannelIndex {
-  const index = verifyIndex(raw, root, { checkExpired: false }); // checks 2.1, 2.2
+  const index = verifyIndex(raw, root); // checks 2.1, 2.2
   if (index.fleet !== ctx.fleet || index.channel !== ctx.channel) {
     // check 2.3
     throw new WrongChannelError(
@@ -152,6 +154,11 @@ export function checkManifestBytes(data: Uint8Array, ref: FileRef): void {
   }
 }
 
+/** checks 3.2, 3.3: a model manifest, signed by a threshold of the publisher keys. */
+export function checkManifestSigned(raw: unknown, root: Root): ModelManifest {
+  return verifyManifest(raw, root);
+}
+
 /** checks 3.1-3.5 */
 export function checkManifest(
   data: Uint8Array,
@@ -160,7 +167,7 @@ export function checkManifest(
   installedVersion: number | null,
 ): ModelManifest {
   checkManifestBytes(data, entry.manifest); // check 3.1
-  const manifest = verifyManifest(parseJson(data, "manifest"), root); // checks 3.2, 3.3
+  const manifest = checkManifestSigned(parseJson(data, "manifest"), root); // checks 3.2, 3.3
   if (manifest.name !== entry.model || manifest.version !== entry.version) {
     // check 3.4
     throw new MixAndMatchError(
