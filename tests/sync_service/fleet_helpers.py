@@ -13,7 +13,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from packager.keys import load_root
-from packager.manifest import ChannelIndex, Root, verify_index
+from packager.manifest import ChannelIndex, Root, check_expiry, verify_index
 from tests.sync_service.bundle_factory import tar_dir
 
 Client = TestClient | httpx.Client
@@ -75,10 +75,18 @@ def get_index(client: Client, device_token: str, channel: str = "stable") -> htt
     return client.get(f"/v1/channels/{channel}/index", headers=bearer(device_token))
 
 
+def fresh_index(raw: Any, root: Root) -> ChannelIndex:
+    """A served index is signed by the index role and not expired (the schema layer checks
+    the signature; freshness is the device's policy, asserted here on what the service sends)."""
+    index = verify_index(raw, root)
+    check_expiry(index.expires, None, f"channel index v{index.version}")
+    return index
+
+
 def verified_index(client: Client, device_token: str, root: Root, channel: str = "stable") -> ChannelIndex:
     r = get_index(client, device_token, channel)
     assert r.status_code == 200, r.text
-    return verify_index(json.loads(r.content), root)
+    return fresh_index(json.loads(r.content), root)
 
 
 def event(

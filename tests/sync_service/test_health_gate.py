@@ -10,13 +10,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from packager.manifest import Root, verify_index
+from packager.manifest import Root
 from sync_service import metrics
 from sync_service.health_gate import judge
 from tests.sync_service.fleet_helpers import (
     bearer,
     create_release,
     event,
+    fresh_index,
     publish,
     register,
     report,
@@ -77,7 +78,7 @@ def test_gate_halts_a_failing_release_over_http(
         assert (
             status["release"]["halt_reason"] == "health gate: 1 of 20 reporting devices failed (5.0% >= 5.0%)"
         )
-        index = verify_index(
+        index = fresh_index(
             json.loads(http.get("/v1/channels/stable/index", headers=bearer(tokens[0])).content), root
         )
         assert [e.version for e in index.models["demo"]] == [1]  # the fallback only
@@ -86,7 +87,7 @@ def test_gate_halts_a_failing_release_over_http(
         version = index.version
         for i in range(20, 24):
             report(http, tokens[i], f"dev-{i:02d}", [event("install_failed", version=2, reason="disk_full")])
-        again = verify_index(
+        again = fresh_index(
             json.loads(http.get("/v1/channels/stable/index", headers=bearer(tokens[0])).content), root
         )
         assert again.version == version

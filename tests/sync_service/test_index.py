@@ -21,7 +21,7 @@ from device_sim.errors import StaleIndexError
 from device_sim.trust import check_index
 from packager.errors import BadSignatureError
 from packager.keys import load_private_key
-from packager.manifest import Root, parse_time, verify_index
+from packager.manifest import Root, parse_time
 from sync_service import crud
 from sync_service.index import (
     IndexSigner,
@@ -36,6 +36,7 @@ from sync_service.models import Channel, ChannelIndexDoc, ModelVersion, Release
 from tests.sync_service.fleet_helpers import (
     bearer,
     create_release,
+    fresh_index,
     get_index,
     publish,
     register,
@@ -127,7 +128,7 @@ def test_every_write_is_a_new_signed_version(
         session.commit()
     assert (first.version, second.version) == (1, 2)
     for stored in (first, second):
-        index = verify_index(json.loads(stored.body), root)
+        index = fresh_index(json.loads(stored.body), root)
         assert (index.fleet, index.channel, index.version, index.models) == (
             "field",
             "stable",
@@ -144,7 +145,7 @@ def test_tampered_index_fails_verification(app: FastAPI, fleet: str, signer: Ind
     doc = json.loads(stored.body)
     doc["signed"]["version"] += 1
     with pytest.raises(BadSignatureError):
-        verify_index(doc, root)
+        fresh_index(doc, root)
 
 
 def test_near_expiry_is_resigned_with_same_entries(
@@ -228,7 +229,7 @@ def test_index_etag_and_304(client: TestClient, fleet: str, device_token: str, r
     assert r.headers["etag"] == '"' + hashlib.sha256(r.content).hexdigest() + '"'
     assert r.headers["cache-control"] == "private, no-cache"
     assert r.headers["content-type"] == "application/json"
-    verify_index(r.json(), root)
+    fresh_index(r.json(), root)
     again = client.get(
         "/v1/channels/stable/index", headers={**bearer(device_token), "If-None-Match": r.headers["etag"]}
     )

@@ -15,13 +15,14 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from device_sim.trust import check_index
-from packager.manifest import ChannelIndex, Root, pick_entry, verify_index
+from packager.manifest import ChannelIndex, Root, pick_entry
 from sync_service import crud
 from sync_service.models import Device
 from tests.sync_service.fleet_helpers import (
     bearer,
     create_release,
     event,
+    fresh_index,
     publish,
     register,
     report,
@@ -250,7 +251,7 @@ def test_status_counts_rollout_versions_installs_and_failures(
         report(client, token, f"rep-{i}", events)
 
     status = client.get(f"/v1/releases/{rel['id']}/status", headers=auth).json()
-    index = verify_index(client.get("/v1/channels/stable/index", headers=bearer(devices[0])).json(), root)
+    index = fresh_index(client.get("/v1/channels/stable/index", headers=bearer(devices[0])).json(), root)
     ids = [f"bulk-{i:05d}" for i in range(2000)] + [f"rep-{i}" for i in range(3)]
     picked_v2 = sum(1 for d in ids if (e := pick_entry(index.models["demo"], d)) and e.version == 2)
     assert status["devices_in_rollout"] == picked_v2  # the server's bucket is the devices' bucket
@@ -362,7 +363,7 @@ def test_cli_rollback_reuses_the_old_artifacts(
     )
     assert code == 0, err
     assert "v5" in out
-    index = verify_index(client.get("/v1/channels/stable/index", headers=bearer(device)).json(), root)
+    index = fresh_index(client.get("/v1/channels/stable/index", headers=bearer(device)).json(), root)
     top = index.models["demo"][0]
     assert (top.version, top.rollout.percent) == (5, 100.0)
     raw = client.get(f"/v1/{top.manifest.path}", headers=bearer(device))
@@ -429,5 +430,5 @@ def test_concurrent_creates_leave_one_consistent_rollout(
         active = [r["version"] for r in releases if r["state"] == "active"]
         assert len(active) == 1
         assert active[0] == max(v for v, c in codes.items() if c == 201)
-        index = verify_index(http.get("/v1/channels/stable/index", headers=bearer(device)).json(), root)
+        index = fresh_index(http.get("/v1/channels/stable/index", headers=bearer(device)).json(), root)
     assert [e.version for e in index.models["demo"]] == active
