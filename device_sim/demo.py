@@ -144,20 +144,29 @@ def demo_service(
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server."""
+    """SIGTERM and SIGINT raise KeyboardInterrupt where the main thread is, so the finally
+    blocks stop the server.
+
+    SIGINT too, because asyncio.run otherwise turns Ctrl-C into a cancellation of its main
+    task, and a cancellation that arrives inside httpcore's shielded clean-up (closing a
+    pool or a response) is absorbed there: the demo then ran on to the end and exited 0
+    (seen twice in four runs of the Ctrl-C test on a busy machine). asyncio.run leaves a
+    handler that is not Python's default in place.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @dataclass
