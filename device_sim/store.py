@@ -25,13 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_sim.errors import StoreError
 from packager.errors import UsageError
-from packager.fsutil import fsync_dir
+from packager.fsutil import TMP_MARK, fsync_dir, write_atomic_with
 
 # The report kinds the service accepts, the TypeScript client's ReportKind (reports.ts).
 ReportKind = Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
 
 Hook = Callable[[str], None]
-TMP_MARK = ".tmp-"
 
 
 class Identity(BaseModel):
@@ -123,19 +122,12 @@ class Store:
     # ------------------------------------------------------------------ atomic primitives
 
     def write_bytes(self, path: Path, data: bytes, mode: int = 0o644) -> None:
-        tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.hook(f"write:{path.name}")
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
+            write_atomic_with(
+                path, lambda fh: fh.write(data), mode, before_replace=lambda: self.hook(f"write:{path.name}")
+            )
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {path}: {exc.strerror}") from None
 
     def write_json(self, path: Path, obj: Any, mode: int = 0o644) -> None:

@@ -8,9 +8,14 @@ a power cut. A reader sees the old bytes or the new, never half.
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-TMP_MARK = ".tmp-"  # temporary files are "<name>.tmp-<pid>", beside their target
+# Temporary files are "<name>.tmp-<pid>-<random>", beside their target: unique per writer
+# (the service writes from many threads), and found by TMP_MARK when a crash leaves one.
+TMP_MARK = ".tmp-"
 
 
 def fsync_dir(path: Path) -> None:
@@ -36,13 +41,35 @@ def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
     _write_fsynced(path, data, os.O_EXCL, mode)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (see the module docstring)."""
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+def temporary_beside(path: Path) -> Path:
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def write_atomic_with(
+    path: Path,
+    write: Callable[[BinaryIO], object],
+    mode: int = 0o644,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
+    """Replace ``path`` atomically and durably with what ``write`` writes to a file object
+    (a stream copy needs no bytes in memory). ``before_replace`` runs after the fsync and
+    before the rename: the device's crash tests stop there."""
+    tmp = temporary_beside(path)
     try:
-        _write_fsynced(tmp, data, os.O_TRUNC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
-    except BaseException:
+    except OSError:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (see the module docstring)."""
+    write_atomic_with(path, lambda fh: fh.write(data), mode)

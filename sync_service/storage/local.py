@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
+from packager.fsutil import write_atomic_with
 from sync_service.errors import BlobNotFound, StorageError
 from sync_service.storage.base import Storage, check_key
 
@@ -49,27 +49,20 @@ class LocalStorage(Storage):
         with fh:
             yield fh
 
-    def _write(self, key: str, copy: object) -> None:
+    def _write(self, key: str, copy: bytes | Path) -> None:
         dest = self._path(key)
+
+        def write(out: BinaryIO) -> None:
+            if isinstance(copy, bytes):
+                out.write(copy)
+            else:
+                with copy.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1024 * 1024)
+
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+            write_atomic_with(dest, write)
         except OSError as exc:
-            raise StorageError(f"cannot write {key}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(copy, bytes):
-                    out.write(copy)
-                else:
-                    assert isinstance(copy, Path)
-                    with copy.open("rb") as src:
-                        shutil.copyfileobj(src, out, 1024 * 1024)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise StorageError(f"cannot write {key}: {exc.strerror}") from None
 
     def put(self, key: str, source: Path) -> None:
