@@ -243,8 +243,12 @@ class Fleet:
             await asyncio.sleep(min(self.spec.sample_every_s, max(0.0, deadline - time.monotonic())))
         return done()
 
-    async def stop(self) -> FleetResult:
+    async def stop(self, drain_s: float = 0.0) -> FleetResult:
+        """Stop every device. With ``drain_s``, syncs in flight may finish first (up to that
+        long), so that what the service received is also in this fleet's accounting."""
         self._stop.set()
+        if drain_s > 0 and self._tasks:
+            await asyncio.wait(self._tasks, timeout=drain_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
