@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_sim.errors import StoreError
 from packager.errors import UsageError
-from packager.fsutil import TMP_MARK, fsync_dir, write_atomic_with
+from packager.fsutil import TMP_MARK, fsync_dir, temporary_beside, write_atomic_with
 
 # The report kinds the service accepts, the TypeScript client's ReportKind (reports.ts).
 ReportKind = Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
@@ -233,7 +233,7 @@ class Store:
         """checks 5.1-5.3. The caller has verified both documents (checks 3, 4)."""
         vdir = self.version_dir(inst)
         slot = self.slot(inst.name)
-        tmp = vdir.with_name(f"{vdir.name}{TMP_MARK}{os.getpid()}")
+        tmp = temporary_beside(vdir)
         try:
             if tmp.exists():
                 shutil.rmtree(tmp)

@@ -27,10 +27,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_fsynced(path: Path, data: bytes, flags: int, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, mode)
+def _create_fsynced(path: Path, write: Callable[[BinaryIO], object], mode: int) -> None:
+    """Create ``path`` (it must not exist), fill it with ``write`` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -38,7 +39,7 @@ def _write_fsynced(path: Path, data: bytes, flags: int, mode: int) -> None:
 def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Create ``path`` (it must not exist) with ``data`` on disk; the caller fsyncs the
     directory once it has written all its files (a staged bundle)."""
-    _write_fsynced(path, data, os.O_EXCL, mode)
+    _create_fsynced(path, lambda fh: fh.write(data), mode)
 
 
 def temporary_beside(path: Path) -> Path:
@@ -56,11 +57,7 @@ def write_atomic_with(
     before the rename: the device's crash tests stop there."""
     tmp = temporary_beside(path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _create_fsynced(tmp, write, mode)
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
