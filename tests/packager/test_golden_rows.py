@@ -118,6 +118,10 @@ def test_golden_sets_hold_both_labels_and_the_boundary(family: str, tmp_path: Pa
     for art in m.artifacts:
         tol = art.golden_tolerance
         assert tol.max_label_mismatches < min(m.golden.selection.normal, m.golden.selection.anomalous)
+    if family.startswith("isolation_forest"):
+        # our tree converter decides exactly as scikit-learn, a float32 step either side too
+        tol = m.artifacts[0].golden_tolerance
+        assert (tol.score_atol, tol.max_label_mismatches) == (1e-5, 0)
 
 
 def test_tolerance_never_allows_as_many_flips_as_a_label_has_rows() -> None:
@@ -175,6 +179,9 @@ def test_forests_package_without_flags(
     assert "IsolationForest" in m.golden.selection.note
     assert_both_sides(m.golden, model)
     assert main(["verify", str(out), "--root", str(keys_dir / "root.json")]) == 0
+    sel = m.golden.selection
+    line = f"golden rows: {sel.normal} normal, {sel.anomalous} anomalous, {sel.boundary} at the boundary"
+    assert f"{line} (from {source})" in capsys.readouterr().out
 
 
 def test_a_pipeline_without_statistics_is_refused_before_converting(
