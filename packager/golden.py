@@ -36,8 +36,11 @@ N_NEAR_THRESHOLD = 4
 N_EDGE = 4
 N_BOUNDARY_PAIRS = 3
 N_POOL_EXTRA = 1000  # rows added to a pool that lacks one of the labels
-SECTIONS = 8  # boundary search: float32 values probed per pair per reference call
-MAX_SECTIONS = 12  # 8**12 > 2**32: enough to reach adjacent float32 values
+# Boundary search: float32 values probed per pair per reference call. A forest's call
+# costs about the same for 20 rows as for 1,000 (per-tree overhead), so wide and few.
+SECTIONS = 128
+MAX_SECTIONS = 6  # 128**6 > 2**32: enough to reach adjacent float32 values
+MAX_WIDENING = 63  # float32 steps a pair may move apart before it is dropped
 
 # Lowest score tolerance per precision, whatever the measured deviation: headroom for a
 # device's runtime (another CPU, another BLAS) computing in a different order.
@@ -87,25 +90,22 @@ def select_golden_rows(
     take(order[label[order] != 1][:N_ANOMALOUS])
     take(np.argsort(np.abs(score - threshold), kind="stable")[:N_NEAR_THRESHOLD])
     take(_edge_rows(x))
-    # Searched for more pairs than kept: a reference that computes in float32 (an MLP on
-    # float32 rows) scores a boundary row within its own rounding of the threshold, so
-    # another batch size (BLAS blocking) may put it on the other side. Kept are the pairs
-    # that hold in the very batch whose outputs are recorded.
-    boundary = boundary_pairs(x, label, score, reference, threshold, pairs=3 * N_BOUNDARY_PAIRS)
-    pairs = boundary.reshape(-1, 2, x.shape[1])[:N_BOUNDARY_PAIRS]
-    spare = boundary.reshape(-1, 2, x.shape[1])[N_BOUNDARY_PAIRS:]
-    for attempt in range(6):
-        inputs = np.vstack([x[chosen], pairs.reshape(-1, x.shape[1])])
+    # A reference that computes in float32 (an MLP on float32 rows) scores a boundary row
+    # within its own rounding of the threshold, so another batch size (BLAS blocking) may
+    # put it on the other side. A pair that does not hold in the very batch whose outputs
+    # are recorded is widened, 1, 3, 7, ... float32 steps further apart, until it does.
+    pairs = boundary_pairs(x, label, score, reference, threshold).reshape(-1, 2, x.shape[1])
+    extra = np.zeros(pairs.shape[0], dtype=np.int64)
+    while True:
+        inputs = np.vstack([x[chosen], widened(pairs, extra).reshape(-1, x.shape[1])])
         golden_label, golden_score = _outputs(reference, inputs)
         sides = golden_label[len(chosen) :].reshape(-1, 2)
         holds = (sides[:, 0] == 1) & (sides[:, 1] != 1)
         if holds.all():
             break
-        missing = int(np.sum(~holds))
-        # the last attempt keeps no pair: an empty set of pairs trivially holds
-        pairs = np.concatenate([pairs[holds], spare[:missing]]) if attempt < 4 else pairs[:0]
-        spare = spare[missing:]
-    boundary = pairs.reshape(-1, x.shape[1])
+        extra[~holds] = 2 * extra[~holds] + 1
+        pairs, extra = pairs[extra <= MAX_WIDENING], extra[extra <= MAX_WIDENING]
+    boundary = inputs[len(chosen) :]
     return GoldenVectors(
         inputs=[[float(v) for v in row] for row in inputs],
         label=[int(v) for v in golden_label],
@@ -115,6 +115,7 @@ def select_golden_rows(
             normal=int(np.sum(golden_label == 1)),
             anomalous=int(np.sum(golden_label != 1)),
             boundary=int(boundary.shape[0]),
+            boundary_steps=int(1 + 2 * extra.max()) if extra.size else 1,
             note=note,
         ),
     )
@@ -223,6 +224,18 @@ def boundary_pairs(
     lo[rows, feature], hi[rows, feature] = _unordered(k_lo), _unordered(k_hi)
     done = np.abs(k_hi - k_lo) == 1
     out: NDArray[np.float32] = np.stack([lo[done], hi[done]], axis=1).reshape(-1, n)
+    return out
+
+
+def widened(pairs: NDArray[np.float32], extra: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Boundary pairs ``[k, 2, n]`` moved ``extra`` float32 steps further apart, each row
+    deeper into its own side, along the one feature in which they differ."""
+    out = pairs.copy()
+    for i in np.flatnonzero(extra):
+        (j,) = np.flatnonzero(pairs[i, 0] != pairs[i, 1])
+        k_lo, k_hi = _ordered(pairs[i, :, j])
+        away = 1 if k_hi > k_lo else -1
+        out[i, :, j] = _unordered(np.array([k_lo - away * extra[i], k_hi + away * extra[i]]))
     return out
 
 

@@ -251,7 +251,10 @@ class GoldenSelection(_Doc):
     )
     normal: int = Field(ge=0, description="rows the reference calls normal")
     anomalous: int = Field(ge=0, description="rows the reference calls anomalous")
-    boundary: int = Field(0, ge=0, description="rows one float32 step either side of the threshold")
+    boundary: int = Field(0, ge=0, description="rows a float32 step either side of the threshold, in pairs")
+    boundary_steps: int = Field(
+        1, ge=1, description="float32 steps between the widest pair's rows in the feature they differ in"
+    )
     note: str = ""
 
 

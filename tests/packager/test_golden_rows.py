@@ -24,7 +24,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardSca
 from sklearn.svm import OneClassSVM
 
 from packager.cli import main
-from packager.golden import Deviation, tolerance_for
+from packager.golden import Deviation, _ordered, tolerance_for
 from packager.keys import load_private_key, load_root
 from packager.manifest import GoldenVectors, ModelManifest, sha256_hex, sign, verify_manifest
 from packager.package import build_and_write
@@ -76,8 +76,8 @@ FAMILIES: dict[str, tuple[Factory, str]] = {
 
 def assert_both_sides(golden: GoldenVectors, reference: Any) -> None:
     """>= 10 normal, >= 8 anomalous, and boundary pairs: rows that differ in one feature,
-    by one float32 step, and that the reference puts on opposite sides; as ``selection``
-    records."""
+    by one float32 step (``boundary_steps`` for a reference that computes in float32),
+    and that the reference puts on opposite sides; as ``selection`` records."""
     labels = np.asarray(golden.label)
     sel = golden.selection
     assert sel is not None
@@ -92,7 +92,11 @@ def assert_both_sides(golden: GoldenVectors, reference: Any) -> None:
     for (lo, hi), (l_lo, l_hi) in zip(pairs, pair_labels, strict=True):
         assert (l_lo, l_hi) == (1, -1)
         (j,) = np.flatnonzero(lo != hi)
-        assert hi[j] in (np.nextafter(lo[j], np.float32(np.inf)), np.nextafter(lo[j], np.float32(-np.inf)))
+        gap = abs(int(_ordered(lo[j : j + 1])[0]) - int(_ordered(hi[j : j + 1])[0]))
+        assert 1 <= gap <= sel.boundary_steps
+        if sel.boundary_steps == 1:  # adjacent float32 values, independently of _ordered
+            up, down = np.nextafter(lo[j], np.float32(np.inf)), np.nextafter(lo[j], np.float32(-np.inf))
+            assert hi[j] in (up, down)
 
 
 def _manifest(bundle: Path, keys_dir: Path) -> ModelManifest:
@@ -118,6 +122,8 @@ def test_golden_sets_hold_both_labels_and_the_boundary(family: str, tmp_path: Pa
     for art in m.artifacts:
         tol = art.golden_tolerance
         assert tol.max_label_mismatches < min(m.golden.selection.normal, m.golden.selection.anomalous)
+    if family in ("isolation_forest", "isolation_forest-calibrated", "pca", "lightgbm", "classifier"):
+        assert m.golden.selection.boundary_steps == 1  # computed in float64 or on float32 trees
     if family.startswith("isolation_forest"):
         # our tree converter decides exactly as scikit-learn, a float32 step either side too
         tol = m.artifacts[0].golden_tolerance
