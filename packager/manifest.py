@@ -242,8 +242,9 @@ RowSource = Literal["calibration", "given", "model-statistics", "tree-leaves"]
 
 
 class GoldenSelection(_Doc):
-    """How the golden rows were chosen (docs/packager.md, "Rows without calibration").
-    Informational: a device checks the rows, not this record."""
+    """How the golden rows were chosen (docs/packager.md, "Rows without calibration"); the
+    parity rows come from the same source. Informational: a device checks the rows, not
+    this record."""
 
     source: RowSource = Field(
         description="calibration: the --calibration rows; given: rows the caller passed; "
