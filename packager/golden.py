@@ -144,7 +144,8 @@ def _with_both_labels(
     if all(int(np.sum((label == 1) == (side == 1))) >= n for side, n in wants.items()):
         return x, label, score
     low, high = x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64)
-    extra = rows_from_ranges(low, high, x.astype(np.float64), 2 * N_POOL_EXTRA)
+    drawn = rows_from_ranges(low, high, x.astype(np.float64), 2 * N_POOL_EXTRA)
+    extra = np.clip(drawn, low, high).astype(np.float32)  # inside the box, noise or not
     for side, n in wants.items():
         e_label, e_score = _outputs(reference, extra)
         have = int(np.sum((np.concatenate([label, e_label]) == 1) == (side == 1)))

@@ -271,3 +271,37 @@ def test_an_all_anomalous_artifact_fails_verify_and_the_device(
     assert np.abs(np.asarray(scores) - m.golden.score).max() <= m.artifacts[0].golden_tolerance.score_atol
     with pytest.raises(GoldenVectorError, match="label mismatches"):
         check_golden(labels, scores, m.golden, m.artifacts[0].golden_tolerance)
+
+
+# ------------------------------------------------------------------ pools short of a label
+
+
+def test_a_pool_of_normal_rows_only_still_gets_anomalous_golden_rows() -> None:
+    """Calibration rows the model calls all normal (clean data): the pool is widened
+    inside its own box until the reference calls enough rows anomalous."""
+    from packager.golden import select_golden_rows
+
+    det = trained.iforest()
+    label, _ = reference_outputs(det, _x().astype(np.float32))
+    clean = _x()[label == 1][:400]
+
+    def ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return reference_outputs(det, x)
+
+    g = select_golden_rows(clean, ref, 0.0)
+    assert_both_sides(g, det)
+    x = np.asarray(g.inputs, dtype=np.float32)
+    box = clean.astype(np.float32)
+    assert (x >= box.min(axis=0)).all() and (x <= box.max(axis=0)).all()  # never beyond its box
+
+
+def test_a_model_that_never_says_anomalous_gets_one_clear_error() -> None:
+    from packager.errors import UsageError
+    from packager.golden import select_golden_rows
+
+    def always_normal(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ones(len(x), dtype=np.int64), np.full(len(x), 0.5)
+
+    message = r"need 8 rows the model calls anomalous; only 0 found .*--calibration"
+    with pytest.raises(UsageError, match=message):
+        select_golden_rows(_x()[:200], always_normal, 0.0)
