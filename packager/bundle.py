@@ -36,6 +36,7 @@ from packager.manifest import (
     ModelManifest,
     Reference,
     Root,
+    RowSource,
     format_time,
     keyid_of,
     sha256_hex,
@@ -82,6 +83,8 @@ def write_bundle(
     keys: Sequence[Ed25519PrivateKey],
     out_dir: Path,
     golden_rows: NDArray[np.floating],
+    golden_source: RowSource = "calibration",
+    golden_note: str = "",
     description: str = "",
     force: bool = False,
     root: Root | None = None,
@@ -90,7 +93,8 @@ def write_bundle(
     """Write ``out_dir`` as a bundle of ``result``, signed by ``keys``; returns ``out_dir``.
 
     ``golden_rows`` is the pool the golden vectors are picked from (calibration or
-    held-out data). With ``root``, the keys must meet its publisher threshold.
+    held-out data, or the rows the pipeline drew: ``golden_source`` says which). With
+    ``root``, the keys must meet its publisher threshold.
     """
     out_dir = Path(out_dir)
     if not keys:
@@ -99,7 +103,9 @@ def write_bundle(
         check_publisher_keys(keys, root)
     check_out_dir(out_dir, force)
     card = result.card.model_copy(update={"description": description}) if description else result.card
-    golden = select_golden_rows(golden_rows, result.reference_outputs, card.threshold)
+    golden = select_golden_rows(
+        golden_rows, result.reference_outputs, card.threshold, source=golden_source, note=golden_note
+    )
     inputs = np.asarray(golden.inputs, dtype=np.float32)
     task = progress.add_task("writing bundle", total=len(result.artifacts) + 2) if progress else None
 

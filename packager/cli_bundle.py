@@ -114,6 +114,12 @@ def _verify(args: argparse.Namespace) -> int:
             f"  {c.target:<14} {c.precision:<5} golden max |Δscore| {c.deviation.max_abs_score_diff:.2e}, "
             f"{c.deviation.label_mismatches} label flip(s)"
         )
+    sel = m.golden.selection
+    if sel is not None:
+        console.print(
+            f"  golden rows: {sel.normal} normal, {sel.anomalous} anomalous, {sel.boundary} at the "
+            f"boundary (from {sel.source})", soft_wrap=True,
+        )
     what = "signatures and files" if args.skip_golden else "signatures, files and golden vectors"
     summary = f"OK: {m.name} v{m.version}, {len(m.artifacts)} artifact(s); {what} check out"
     console.print(summary, soft_wrap=True)

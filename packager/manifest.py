@@ -238,10 +238,32 @@ class Reference(_Doc):
     format: Literal["joblib"] = "joblib"
 
 
+RowSource = Literal["calibration", "given", "model-statistics", "tree-leaves"]
+
+
+class GoldenSelection(_Doc):
+    """How the golden rows were chosen (docs/packager.md, "Rows without calibration"); the
+    parity rows come from the same source. Informational: a device checks the rows, not
+    this record."""
+
+    source: RowSource = Field(
+        description="calibration: the --calibration rows; given: rows the caller passed; "
+        "model-statistics / tree-leaves: drawn by the packager from the fitted model"
+    )
+    normal: int = Field(ge=0, description="rows the reference calls normal")
+    anomalous: int = Field(ge=0, description="rows the reference calls anomalous")
+    boundary: int = Field(0, ge=0, description="rows a float32 step either side of the threshold, in pairs")
+    boundary_steps: int = Field(
+        1, ge=1, description="float32 steps between the widest pair's rows in the feature they differ in"
+    )
+    note: str = ""
+
+
 class GoldenVectors(_Doc):
     inputs: list[list[float]] = Field(min_length=1)
     label: list[int]
     score: list[float]
+    selection: GoldenSelection | None = None  # absent in bundles written before it existed
 
 
 class ModelManifest(_Doc):

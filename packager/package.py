@@ -34,32 +34,50 @@ def load_calibration(
     pipeline, which names the column."""
     if not path.is_file():
         raise UsageError(f"calibration file not found: {path}")
+    columns: list[str] | None = None
     try:
         if path.suffix == ".npy":
             data = np.load(path, allow_pickle=False)
         else:
-            data = _read_csv(path, features, required)
+            data, columns = _read_csv(path, features, required)
         x = np.asarray(data, dtype=np.float64)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read calibration data: {str(exc).splitlines()[0]}") from None
     if x.ndim != 2 or x.shape[0] == 0:
         raise UsageError(f"{path}: calibration data must be a non-empty table, got shape {x.shape}")
+    if columns is None and features is not None and len(features) == x.shape[1]:
+        columns = list(features)  # no header: the columns are the model's, in its order
+    _check_finite(path, x, columns)
     return x.astype(np.float32)
 
 
-def _read_csv(path: Path, features: Sequence[str] | None, required: bool) -> Any:
+def _check_finite(path: Path, x: NDArray[np.float64], columns: Sequence[str] | None) -> None:
+    """NaN/inf would poison INT8 scales and parity; name the first one as a person finds it
+    (1-based data row, header not counted; column number and name)."""
+    bad = ~np.isfinite(x) | (np.abs(x) > np.finfo(np.float32).max)
+    if not bad.any():
+        return
+    row, col = (int(v) for v in np.argwhere(bad)[0])
+    name = f" ({columns[col]!r})" if columns is not None and col < len(columns) else ""
+    raise UsageError(
+        f"{path}: row {row + 1}, column {col + 1}{name} is {float(x[row, col])}"
+        f" ({int(bad.sum())} non-finite value(s) in all); clean or drop those rows"
+    )
+
+
+def _read_csv(path: Path, features: Sequence[str] | None, required: bool) -> tuple[Any, list[str] | None]:
     import pandas as pd
 
     raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
     if not any(cell.strip() and not _is_number(cell) for cell in raw.iloc[0]):
-        return pd.read_csv(path, header=None).to_numpy()
+        return pd.read_csv(path, header=None).to_numpy(), None
     frame = pd.read_csv(path)  # the first row is a header
     missing = [f for f in features or () if f not in frame.columns]
     if features and not missing:
         frame = frame[list(features)]
     elif features and required:
         raise UsageError(f"{path}: no column {missing[0]!r} in the header ({', '.join(frame.columns)})")
-    return frame.to_numpy()
+    return frame.to_numpy(), [str(c) for c in frame.columns]
 
 
 def _is_number(cell: str) -> bool:
@@ -176,21 +194,24 @@ def build_and_write(
         if progress is not None and task is not None:
             built = f"built {len(result.artifacts)} artifact(s)"
             progress.update(task, description=built, total=1, completed=1)
+        if calibration is None and progress is not None:
+            # a line that stays, not a passing progress message: the user should act on it
+            progress.console.print(rows_advice(result.rows_note), soft_wrap=True)
+        pool = calibration if calibration is not None else result.rows
+        assert pool is not None
         return write_bundle(
-            result, name=name, version=version, keys=keys, out_dir=out_dir,
-            golden_rows=calibration if calibration is not None else _model_rows(result.reference),
+            result, name=name, version=version, keys=keys, out_dir=out_dir, golden_rows=pool,
+            golden_source=result.rows_source, golden_note=result.rows_note,
             description=description, force=force, root=root, progress=progress,
         )
 
 
-def _model_rows(reference: Any) -> NDArray[np.float32]:
-    """Without calibration data, the golden pool is drawn as the pipeline drew its parity
-    rows: from the feature ranges the model itself reveals."""
-    from packager.pipeline import DEFAULT_PARITY_ROWS, model_ranges, rows_from_ranges
-
-    low, high = model_ranges(reference)
-    rows: NDArray[np.float32] = rows_from_ranges(low, high, None, DEFAULT_PARITY_ROWS)
-    return rows
+def rows_advice(note: str) -> str:
+    """The one line ``package`` prints when it drew its own rows."""
+    return (
+        f"no --calibration: parity and golden rows drawn from {note}; "
+        "pass --calibration ROWS to check the artifacts against real data"
+    )
 
 
 def _sibling_root(key_paths: Sequence[Path]) -> Path | None:

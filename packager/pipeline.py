@@ -28,6 +28,7 @@ import numpy as np
 
 from packager.errors import PackagingError, ParityError, UnsupportedModelError, UsageError
 from packager.manifest import TARGETS, EpPlan, Feature, ModelCard, Parity, Quantization, TensorSpec
+from packager.model_rows import RowSource, draw, plan_rows, rows_from_ranges
 from packager.runtime import run_artifact
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class BuildResult:
     artifacts: list[BuiltArtifact]
     reference: Any
     onnx_fp32: Path
+    rows: np.ndarray | None = None  # the parity rows: the golden pool when no calibration is given
+    rows_source: RowSource = "calibration"
+    rows_note: str = ""
 
     def reference_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(label int64, score) of the reference; the score is float32-rounded, as float64."""
@@ -99,48 +103,10 @@ def _rows(name: str, rows: np.ndarray, n_features: int) -> np.ndarray:
     return matrix
 
 
-def rows_from_ranges(
-    low: np.ndarray, high: np.ndarray, base: np.ndarray | None, n: int, seed: int = 0
-) -> np.ndarray:
-    """Half uniform over [low, high] per feature, half real rows with small noise
-    (1% of each feature's range): the first probe the whole space, the second the
-    neighbourhood of real data, where the threshold sits."""
-    rng = np.random.default_rng(seed)
-    span = np.where(high > low, high - low, 1.0)
-    uniform = rng.uniform(low, low + span, size=(n - n // 2, low.shape[0]))
-    if base is None or base.shape[0] == 0:
-        centre = rng.uniform(low, low + span, size=(n // 2, low.shape[0]))
-    else:
-        centre = base[rng.integers(0, base.shape[0], size=n // 2)]
-    perturbed = centre + rng.normal(0.0, 0.01, size=centre.shape) * span
-    return np.vstack([uniform, perturbed]).astype(np.float32)
-
-
 def model_ranges(reference: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Feature ranges a model itself reveals, when no rows are given."""
-    from sklearn.ensemble import IsolationForest
-
-    from packager.detectors import IsolationForestDetector, _ReconstructionDetector
-
-    if isinstance(reference, _ReconstructionDetector):
-        mean, scale = reference.scaler_.mean_, reference.scaler_.scale_
-        return mean - 4 * scale, mean + 4 * scale
-    forest = reference.model_ if isinstance(reference, IsolationForestDetector) else reference
-    if isinstance(forest, IsolationForest):
-        n = forest.n_features_in_
-        low, high = np.full(n, np.inf), np.full(n, -np.inf)
-        for tree, feats in zip(forest.estimators_, forest.estimators_features_, strict=True):
-            split = tree.tree_.children_left != -1
-            f = np.asarray(feats)[tree.tree_.feature[split]]
-            np.minimum.at(low, f, tree.tree_.threshold[split])
-            np.maximum.at(high, f, tree.tree_.threshold[split])
-        low, high = np.where(np.isfinite(low), low, 0.0), np.where(np.isfinite(high), high, 1.0)
-        pad = 0.1 * np.maximum(high - low, 1e-3)
-        return low - pad, high + pad
-    raise UsageError(
-        f"{type(reference).__name__}: pass calibration rows or parity rows to check parity against"
-    )
-
+    """Feature ranges a model itself reveals, when no rows are given (packager.model_rows)."""
+    plan = plan_rows(reference)
+    return plan.low, plan.high
 
 
 def _card(conv: Any) -> ModelCard:
@@ -298,6 +264,12 @@ def build(
     except OSError as exc:
         raise UsageError(f"cannot create work directory {workdir}: {exc}") from exc
 
+    plan = None
+    if parity_rows is None and calibration is None:
+        from packager.convert import as_reference
+
+        # before the conversion, which may take minutes: refuse now if nothing bounds the inputs
+        plan = plan_rows(as_reference(model, feature_names))
     say("converting to ONNX")
     conv = to_onnx(model, feature_names)
     n = len(conv.feature_names)
@@ -309,15 +281,20 @@ def build(
         if calibration is not None
         else None
     )
+    source: RowSource = "calibration"
+    note = ""
     if parity_rows is not None:
         rows = _rows("parity rows", parity_rows, n)
         if not np.isfinite(rows).all():
             raise UsageError("parity rows contain NaN/inf")
+        source = "given"
     elif calib is not None:
         rows = rows_from_ranges(calib.min(axis=0), calib.max(axis=0), calib, DEFAULT_PARITY_ROWS)
     else:
-        low, high = model_ranges(conv.reference)
-        rows = rows_from_ranges(low, high, None, DEFAULT_PARITY_ROWS)
+        assert plan is not None
+        rows, normal = draw(plan, lambda x: reference_outputs(conv.reference, x), DEFAULT_PARITY_ROWS)
+        source, note = plan.source, f"{plan.note} ({normal} normal seeds)"
+        say(f"no calibration rows: parity and golden rows drawn from {note}")
 
     say(f"reference outputs on {rows.shape[0]} parity rows")
     ref_label, ref_score = reference_outputs(conv.reference, rows)
@@ -338,4 +315,7 @@ def build(
         art = _build_target(job, target, (precision or {}).get(target), has_weights)
         say(f"{target}: done ({art.precision}, parity max |diff| {art.parity.max_abs_score_diff:.2g})")
         artifacts.append(art)
-    return BuildResult(card=_card(conv), artifacts=artifacts, reference=conv.reference, onnx_fp32=onnx_fp32)
+    return BuildResult(
+        card=_card(conv), artifacts=artifacts, reference=conv.reference, onnx_fp32=onnx_fp32,
+        rows=rows, rows_source=source, rows_note=note,
+    )

@@ -39,6 +39,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with_nan = data.frame.to_numpy().copy()
     with_nan[5, 3] = np.nan
     np.savetxt(d / "nan.csv", with_nan, delimiter=",")
+    with_nan_header = data.frame.copy()
+    with_nan_header.iloc[2, 1] = np.nan
+    with_nan_header.to_csv(d / "nan-header.csv", index=False)
     with_inf = data.frame.to_numpy().copy()
     with_inf[9, 0] = np.inf
     np.save(d / "inf.npy", with_inf)
@@ -65,8 +68,12 @@ BAD_INPUT = [
     ("unsupported estimator", dict(model="dict.joblib"), (), "dict"),
     ("calibration columns", {}, ("--calibration", "{d}/narrow.npy"), "5 column(s), the model takes 12"),
     ("features count", {}, ("--features", "a,b,c"), "--features names 3 feature(s), the model takes 12"),
-    ("nan in calibration", {}, ("--calibration", "{d}/nan.csv"), "NaN/inf value(s) in column 3"),
-    ("inf in calibration", {}, ("--calibration", "{d}/inf.npy"), "NaN/inf value(s) in column 0"),
+    ("nan in calibration", {}, ("--calibration", "{d}/nan.csv"),
+     "nan.csv: row 6, column 4 ('cpu_util_pct') is nan"),
+    ("inf in calibration", {}, ("--calibration", "{d}/inf.npy"),
+     "inf.npy: row 10, column 1 ('battery_level') is inf"),
+    ("nan in header csv", {}, ("--calibration", "{d}/nan-header.csv"),
+     "nan-header.csv: row 3, column 2 ('battery_temp_c') is nan"),
     ("missing calibration", {}, ("--calibration", "{d}/none.csv"), "calibration file not found"),
     ("wrong key", {}, ("--key", "{d}/keys/index.key"), "is not a publisher key of root v1"),
     ("foreign root", {}, ("--root", "{d}/enc-keys/root.json"), "is not a publisher key of root v1"),
@@ -239,8 +246,8 @@ def test_calibration_files(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"no column 'q' in the header \(x, y, z\)"):
         load_calibration(tmp_path / "header.csv", ["q"], required=True)
     (tmp_path / "plain.csv").write_text("1,,3\n4,5,6\n")  # an empty first cell is not a header
-    got = load_calibration(tmp_path / "plain.csv")
-    assert got.shape == (2, 3) and np.isnan(got[0, 1])
+    with pytest.raises(UsageError, match=r"plain.csv: row 1, column 2 is nan \(1 non-finite"):
+        load_calibration(tmp_path / "plain.csv")  # row 1: the first line is data
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(UsageError, match="cannot read calibration data"):
         load_calibration(tmp_path / "empty.csv")

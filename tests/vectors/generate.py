@@ -318,6 +318,14 @@ def build_cases() -> list[dict[str, Any]]:
 
     # ---- manifests
     add("manifest-good", "verify_manifest", "ok", "2-of-3 publisher keys", root=root1, document=manifest)
+    chosen = manifest_signed()
+    chosen["golden"]["selection"] = {
+        "source": "tree-leaves", "normal": 1, "anomalous": 2, "boundary": 0,
+        "note": "IsolationForest: split thresholds and deepest leaves (600 normal seeds)",
+    }
+    add("manifest-golden-selection", "verify_manifest", "ok",
+        "golden.selection (how the rows were chosen; optional, added after 1.0) is accepted",
+        root=root1, document=signed_by(chosen, "publisher-1", "publisher-2"))
     add("manifest-three-signatures", "verify_manifest", "ok", "more than the threshold is fine", root=root1,
         document=signed_by(manifest_signed(), "publisher-3", "publisher-1", "publisher-2"))
     add("manifest-good-plus-unknown", "verify_manifest", "ok",
