@@ -2,20 +2,27 @@
 
 ``to_onnx`` picks the converter:
 
-==============================  ==========================================  ===========
-model                           converter                                    family
-==============================  ==========================================  ===========
-IsolationForest(Detector)       ``isolation_forest`` (one TreeEnsemble)      isolation_forest
-AutoencoderDetector/PCADetector ``reconstruction`` (hand-built MatMuls)      autoencoder / pca
-LGBMClassifier                  onnxmltools, via ClassifierDetector          lightgbm
-EllipticEnvelope                ``covariance`` (Mahalanobis, 3 nodes)        sklearn
-sklearn outlier detector/pipe   skl2onnx (label/scores → contract)           sklearn
-sklearn classifier / pipeline   skl2onnx, via ClassifierDetector             sklearn
-==============================  ==========================================  ===========
+==================================  ============================================  =================
+model                               converter                                     family
+==================================  ============================================  =================
+IsolationForest(Detector)           ``isolation_forest`` (one TreeEnsemble)       isolation_forest
+AutoencoderDetector/PCADetector     ``reconstruction`` (hand-built MatMuls)       autoencoder / pca
+LGBMClassifier                      onnxmltools, via ClassifierDetector           lightgbm
+EllipticEnvelope                    ``covariance`` (Mahalanobis, 3 nodes)         sklearn
+sklearn outlier detector            skl2onnx (label/scores → contract)            sklearn
+sklearn classifier                  skl2onnx, via ClassifierDetector              sklearn
+Pipeline, scalers/columns + trees   last step as above, steps *folded* into       its last step's
+                                    its thresholds/feature ids (``fold``)
+Pipeline, other supported steps     last step as above, steps as nodes before     its last step's
+                                    it (``steps``)
+Pipeline, any other step            refused, naming the step (``steps.refuse``)
+==================================  ============================================  =================
 
 and returns the graph together with the *reference*: the object whose ``predict`` and
-``decision_function`` the graph reproduces (the model itself, or the detector wrapping
-it), which is what parity is measured against.
+``decision_function`` the graph reproduces (the model itself, the detector wrapping it,
+or for a Pipeline ``pipelines.PipelineReference``: the pipeline fed float64 copies of the
+rows), which is what parity is measured against; a pipeline ending in LGBMClassifier is
+family sklearn. See docs/packager.md, "Pipelines: folded steps, nodes, refusals".
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ class Converted:
     feature_names: list[str]
     training_data_sha256: str | None
     threshold: float = 0.0
+    # a Pipeline's steps: "folded" into the trees' thresholds, or "nodes" before the detector
+    preprocessing: str | None = None
 
 
 def _is_lightgbm(model: Any) -> bool:
@@ -155,6 +164,7 @@ def to_onnx(model: Any, feature_names: Sequence[str] | None = None) -> Converted
         )
         inner = final_step(pipe)[1] if pipe is not None else reference
         family = "isolation_forest" if isinstance(inner, IsolationForest) else "sklearn"
+    how: str | None = None
     if pipe is not None:
 
         def final_graph(final: Any, width: int) -> onnx.ModelProto:
@@ -163,7 +173,7 @@ def to_onnx(model: Any, feature_names: Sequence[str] | None = None) -> Converted
                 return _graph(ClassifierDetector(final, failure_class=reference.failure_class), width)
             return _graph(as_reference(final), width)
 
-        graph, _how = convert_pipeline(pipe, final_graph)
+        graph, how = convert_pipeline(pipe, final_graph)
     else:
         graph = _graph(reference, len(names))
 
@@ -177,6 +187,7 @@ def to_onnx(model: Any, feature_names: Sequence[str] | None = None) -> Converted
         framework_version=version,
         feature_names=names,
         training_data_sha256=sha,
+        preprocessing=how,
     )
     set_metadata(graph, metadata(converted))
     return converted
@@ -213,7 +224,9 @@ def metadata(c: Converted) -> dict[str, str]:
     """What every exported ONNX model carries in its metadata_props."""
     import onnxruntime
 
+    extra = {"modelsync.preprocessing": c.preprocessing} if c.preprocessing else {}
     return {
+        **extra,
         "modelsync.family": c.family,
         "modelsync.feature_names": json.dumps(c.feature_names),
         "modelsync.threshold": repr(float(c.threshold)),
