@@ -18,6 +18,7 @@ NaN stays NaN through these steps, so each node's missing-value branch is unchan
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -135,8 +136,8 @@ def pipeline_transform(steps: list[Any], n_in: int, src: list[int], names: list[
     return run
 
 
-def _holds(z: np.ndarray, v: np.ndarray, mode: np.ndarray) -> np.ndarray:
-    z32 = z.astype(np.float32)
+def _holds(z: np.ndarray, sign: np.ndarray, v: np.ndarray, mode: np.ndarray) -> np.ndarray:
+    z32 = z.astype(np.float32) * sign.astype(np.float32)  # a float32 Neg: exact
     return np.select(
         [mode == "BRANCH_LEQ", mode == "BRANCH_LT", mode == "BRANCH_GTE"],
         [z32 <= v, z32 < v, z32 >= v],
@@ -145,20 +146,20 @@ def _holds(z: np.ndarray, v: np.ndarray, mode: np.ndarray) -> np.ndarray:
 
 
 def fold_thresholds(
-    cols: np.ndarray, values: np.ndarray, modes: np.ndarray, transform: Transform
+    cols: np.ndarray, signs: np.ndarray, values: np.ndarray, modes: np.ndarray, transform: Transform
 ) -> tuple[np.ndarray, np.ndarray]:
-    """New (values, modes) asking each question of the raw column instead of T's output.
+    """Each question ``sign * fl32(T_col(x)) <mode> value`` asked of the raw value ``x``:
+    (x*, down) where the rows that answer "yes" are ``x <= x*`` (down) or ``x >= x*``.
 
-    A down-set (x <= x*) becomes BRANCH_LEQ x*, an up-set BRANCH_GTE x*; an empty set is
-    x <= -inf (or x >= +inf), a full one x <= +inf (or x >= -inf): no finite row passes or
-    fails them respectively.
+    An empty down-set is x* = -inf, an empty up-set x* = +inf; a full one is the largest
+    (smallest) finite float32, so every finite row passes.
     """
     values = np.asarray(values, dtype=np.float32)
     uniq = sorted({int(c) for c in cols})
     probe = transform({j: np.array([-1e30, 1e30]) for j in uniq})
     rising = {j: bool(probe[j][1] >= probe[j][0]) for j in uniq}
-    inc = np.array([rising[int(c)] for c in cols])
-    down = np.isin(modes, _DOWN) == inc  # the "true" set is x <= x*
+    inc = np.array([rising[int(c)] for c in cols]) == (signs > 0)
+    down = np.isin(modes, _DOWN) == inc
     # down: largest ordinal that holds (lo holds, hi fails); up: smallest (lo fails, hi holds)
     lo = np.full(len(values), -_MAX_ORD - 1, dtype=np.int64)
     hi = np.full(len(values), _MAX_ORD + 1, dtype=np.int64)
@@ -172,7 +173,7 @@ def fold_thresholds(
         got = transform({j: x[cols == j].astype(np.float64) for j in uniq})
         for j in uniq:
             z[cols == j] = got[j]
-        ok = _holds(z, values, modes)
+        ok = _holds(z, signs, values, modes)
         move_lo = np.where(down, ok, ~ok) & open_
         move_hi = ~move_lo & open_
         lo = np.where(move_lo, mid, lo)
@@ -181,33 +182,67 @@ def fold_thresholds(
     new = _from_ord(np.clip(edge, -_MAX_ORD, _MAX_ORD)).astype(np.float32)
     new = np.where(edge < -_MAX_ORD, np.float32(-np.inf), new)
     new = np.where(edge > _MAX_ORD, np.float32(np.inf), new)
-    return new.astype(np.float32), np.where(down, "BRANCH_LEQ", "BRANCH_GTE")
+    return new.astype(np.float32), down
 
 
 def _attr(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
     return next((a for a in node.attribute if a.name == name), None)
 
 
-def foldable_trees(model: onnx.ModelProto, input_name: str) -> list[onnx.NodeProto] | None:
-    """The tree nodes reading ``input_name``, if they are its only readers and ask only
-    ordered questions (no BRANCH_EQ/NEQ, no tensor-valued thresholds)."""
-    readers = [n for n in model.graph.node if input_name in n.input]
-    if not readers or any(n.op_type not in TREE_OPS or n.domain != "ai.onnx.ml" for n in readers):
-        return None
-    for n in readers:
+@dataclass(frozen=True)
+class TreeInput:
+    """The tree operators reading the graph's input, and whether they read it through
+    ``concat(x, -x)`` (packager.convert.tree_layout's flag-free NaN routing)."""
+
+    trees: list[onnx.NodeProto]
+    negated: bool
+
+
+def _readers(model: onnx.ModelProto, name: str) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if name in n.input]
+
+
+def _ordered_trees(nodes: list[onnx.NodeProto]) -> bool:
+    for n in nodes:
+        if n.op_type not in TREE_OPS or n.domain != "ai.onnx.ml":
+            return False
         modes = _attr(n, "nodes_modes")
         if _attr(n, "nodes_values") is None or modes is None or _attr(n, "nodes_values_as_tensor"):
-            return None
+            return False
         if not {m.decode() for m in modes.strings} <= {"LEAF", *_DOWN, *_UP}:
-            return None
-    return readers
+            return False
+    return bool(nodes)
+
+
+def foldable_trees(model: onnx.ModelProto, input_name: str) -> TreeInput | None:
+    """The tree nodes a fold can rewrite: the input's only readers (directly, or through
+    ``Concat(x, Neg(x))``), asking only ordered questions (no BRANCH_EQ/NEQ, no
+    tensor-valued thresholds); None otherwise."""
+    readers = _readers(model, input_name)
+    if _ordered_trees(readers):
+        return TreeInput(readers, negated=False)
+    negs = [n for n in readers if n.op_type == "Neg"]
+    cats = [n for n in readers if n.op_type == "Concat"]
+    if len(readers) != 2 or len(negs) != 1 or len(cats) != 1:
+        return None
+    neg, cat = negs[0], cats[0]
+    axis = next((a.i for a in cat.attribute if a.name == "axis"), None)
+    if list(cat.input) != [input_name, neg.output[0]] or axis not in (1, -1):
+        return None
+    if _readers(model, neg.output[0]) != [cat]:
+        return None
+    trees = _readers(model, cat.output[0])
+    return TreeInput(trees, negated=True) if _ordered_trees(trees) else None
 
 
 def fold_into(
-    model: onnx.ModelProto, trees: list[onnx.NodeProto], src: list[int], n_in: int, transform: Transform
+    model: onnx.ModelProto, found: TreeInput, src: list[int], n_in: int, transform: Transform
 ) -> None:
-    """Rewrite ``trees`` in place to read the raw input (``n_in`` columns)."""
-    for node in trees:
+    """Rewrite the trees in place to read the raw input (``n_in`` columns, or its
+    ``concat(x, -x)``), asking each question of the raw column it comes from."""
+    width = len(src)
+    source = np.asarray(src, dtype=np.int64)
+    for node in found.trees:
         feats = _attr(node, "nodes_featureids")
         vals = _attr(node, "nodes_values")
         modes_attr = _attr(node, "nodes_modes")
@@ -216,10 +251,21 @@ def fold_into(
         v = np.asarray(vals.floats, dtype=np.float32)
         modes = np.array([m.decode() for m in modes_attr.strings])
         branch = modes != "LEAF"
-        new_v, new_modes = v.copy(), modes.copy()
+        col = np.where(f >= width, f - width, f) if found.negated else f
+        sign = np.where(f >= width, -1, 1) if found.negated else np.ones_like(f)
+        new_f, new_v, new_modes = np.zeros_like(f), v.copy(), modes.copy()
         if branch.any():
-            new_v[branch], new_modes[branch] = fold_thresholds(f[branch], v[branch], modes[branch], transform)
-        new_f = np.where(branch, np.asarray(src, dtype=np.int64)[f], 0)
+            x, down = fold_thresholds(col[branch], sign[branch], v[branch], modes[branch], transform)
+            raw = source[col[branch]]
+            if found.negated:
+                # x >= x*  <=>  -x <= -x*: every node stays BRANCH_LEQ on concat(x, -x)
+                new_f[branch] = np.where(down, raw, raw + n_in)
+                new_v[branch] = np.where(down, x, -x)
+                new_modes[branch] = "BRANCH_LEQ"
+            else:
+                new_f[branch] = raw
+                new_v[branch] = x
+                new_modes[branch] = np.where(down, "BRANCH_LEQ", "BRANCH_GTE")
         for name, attr in (
             ("nodes_featureids", helper.make_attribute("nodes_featureids", new_f.tolist())),
             ("nodes_values", helper.make_attribute("nodes_values", new_v.tolist())),

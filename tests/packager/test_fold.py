@@ -82,6 +82,8 @@ def boundary_rows(model: onnx.ModelProto, base: np.ndarray, ulps: int = ULPS) ->
             if a["nodes_modes"][i] == "LEAF":
                 continue
             f, v, mode = int(a["nodes_featureids"][i]), a["nodes_values"][i], a["nodes_modes"][i]
+            if f >= base.shape[1]:  # a column of concat(x, -x): -x <= v  <=>  x >= -v
+                f, v, mode = f - base.shape[1], -v, "BRANCH_GTE"
             row = np.clip(base[k % len(base)].astype(np.float32), low, high)
             k += 1
             for step in range(-ulps, ulps + 1):
@@ -157,8 +159,9 @@ def test_column_transformer_selects_reorders_duplicates_and_drops() -> None:
     )
     pipe = make_pipeline(ct, MinMaxScaler(), _forest()).fit(X)
     check_exact(pipe, X)
-    feats = set(_attrs(_trees(to_onnx(pipe).onnx)[0])["nodes_featureids"].tolist())
-    assert feats <= {0, 2, 5, 9}
+    feats = _attrs(_trees(to_onnx(pipe).onnx)[0])["nodes_featureids"]
+    # (a tree reading concat(x, -x) numbers the negated columns from X.shape[1] on)
+    assert set((feats % X.shape[1]).tolist()) <= {0, 2, 5, 9}
 
 
 def test_dataframe_columns_by_name_and_scaled_remainder() -> None:
@@ -209,14 +212,46 @@ def test_bisection_handles_falling_maps_and_empty_or_full_sets() -> None:
 
     values = np.array([1.0, 1.0, -20.0, 20.0], dtype=np.float32)
     modes = np.array(["BRANCH_LEQ", "BRANCH_GT", "BRANCH_LEQ", "BRANCH_LEQ"])
-    new, new_modes = fold_thresholds(np.zeros(4, dtype=np.int64), values, modes, falling)
+    cols, signs = np.zeros(4, dtype=np.int64), np.ones(4, dtype=np.int64)
+    new, down = fold_thresholds(cols, signs, values, modes, falling)
     # 5 - 2x <= 1 <=> x >= 2;  5 - 2x > 1 <=> x < 2;  never;  always
-    assert new_modes.tolist() == ["BRANCH_GTE", "BRANCH_LEQ", "BRANCH_GTE", "BRANCH_GTE"]
+    assert down.tolist() == [False, True, False, False]
     assert new[0] == 2.0 and new[1] == np.nextafter(np.float32(2.0), np.float32(0))
     assert new[2] == np.inf and new[3] == -np.finfo(np.float32).max
+    # the same questions of the negated value: -(5 - 2x) <= 1 <=> x <= 3
+    new, down = fold_thresholds(cols[:1], -signs[:1], values[:1], modes[:1], falling)
+    assert down.tolist() == [True] and new[0] == 3.0
 
 
 def test_pipeline_without_steps_and_passthrough_steps() -> None:
     X, _ = dataset("wine")
     pipe = Pipeline([("nothing", "passthrough"), ("scale", StandardScaler()), ("forest", _forest())]).fit(X)
     check_exact(pipe, X)
+
+
+def test_falling_scale_folds_into_greater_or_equal_questions() -> None:
+    # scikit-learn's own scalers always scale up; a flipped one (a sign convention set by
+    # hand) makes every question about that feature face the other way
+    X, _ = dataset("wine")
+    scaler = StandardScaler().fit(X)
+    scaler.scale_ = np.where(np.arange(X.shape[1]) % 2 == 0, -scaler.scale_, scaler.scale_)
+    pipe = make_pipeline(scaler, _forest())
+    pipe.steps[-1][1].fit(scaler.transform(X))
+    check_exact(pipe, X)
+    a = _attrs(_trees(to_onnx(pipe).onnx)[0])
+    # x >= x* is BRANCH_GTE, or BRANCH_LEQ on the negated copy where the trees read concat(x, -x)
+    up = (a["nodes_modes"] == "BRANCH_GTE") | (a["nodes_featureids"] >= X.shape[1])
+    assert up.any() and (a["nodes_modes"] != "BRANCH_GTE").any()
+
+
+def test_missing_values_take_the_same_branch_after_folding() -> None:
+    X, _ = dataset("breast_cancer")
+    ct = ColumnTransformer([("s", StandardScaler(), list(range(0, 30, 2)))], remainder=MinMaxScaler())
+    pipe = make_pipeline(ct, _forest()).fit(X)
+    rng = np.random.default_rng(2)
+    rows = X[rng.integers(0, len(X), 2000)].astype(np.float32)
+    rows[rng.random(rows.shape) < 0.2] = np.nan
+    conv = to_onnx(pipe)
+    label, score = _session(conv.onnx).run(["label", "score"], {"input": rows})
+    np.testing.assert_array_equal(label, conv.reference.predict(rows))
+    assert np.abs(score - conv.reference.decision_function(rows)).max() <= 1e-6
