@@ -101,7 +101,7 @@ def as_reference(model: Any, feature_names: Sequence[str] | None = None) -> Any:
 
         check_pipeline(model.estimator)
         return ClassifierDetector(
-            PipelineReference(model.estimator),
+            PipelineReference.of(model.estimator),
             failure_class=model.failure_class,
             feature_names=feature_names if feature_names is not None else model.feature_names_,
         )
@@ -115,7 +115,7 @@ def as_reference(model: Any, feature_names: Sequence[str] | None = None) -> Any:
         from packager.convert.pipelines import PipelineReference, check_pipeline
 
         is_clf = check_pipeline(model)
-        ref = PipelineReference(model)
+        ref = PipelineReference.of(model)
         names = _names(ref, feature_names)
         return ClassifierDetector(ref, feature_names=names) if is_clf else ref
     if _is_lightgbm(model):

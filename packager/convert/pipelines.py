@@ -33,14 +33,22 @@ from packager.convert.steps import Emitter, emit
 from packager.errors import UnsupportedModelError, UsageError
 
 
-class PipelineReference:
-    """A fitted Pipeline answering for float32 rows as it does for the same values in float64."""
+class PipelineReference(Pipeline):  # type: ignore[misc]  # sklearn ships no types
+    """The fitted pipeline's own steps, answering for float32 rows as the pipeline does for
+    the same values in float64. A Pipeline itself, so whatever reads a pipeline's steps
+    (row planning, golden rows) reads this one's; ``pipeline`` is the object given."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.n_features_in_ = input_width(pipeline)
-        self.feature_names_in_: Any = getattr(pipeline, "feature_names_in_", None)
-        self.classes_: Any = getattr(pipeline.steps[-1][1], "classes_", None)
+    pipeline: Pipeline
+
+    @classmethod
+    def of(cls, pipe: Pipeline) -> PipelineReference:
+        ref = cls(pipe.steps, transform_input=pipe.transform_input, memory=pipe.memory, verbose=pipe.verbose)
+        ref.pipeline = pipe
+        return ref
+
+    @property
+    def n_features_in_(self) -> int:
+        return input_width(self)
 
     @staticmethod
     def _x(X: Any) -> Any:
@@ -48,17 +56,17 @@ class PipelineReference:
             return X.astype(np.float64)
         return np.asarray(X, dtype=np.float64)
 
-    def predict(self, X: Any) -> np.ndarray:
-        return np.asarray(self.pipeline.predict(self._x(X)))
+    def predict(self, X: Any, **params: Any) -> np.ndarray:
+        return np.asarray(super().predict(self._x(X), **params))
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        return np.asarray(self.pipeline.decision_function(self._x(X)))
+    def decision_function(self, X: Any, **params: Any) -> np.ndarray:
+        return np.asarray(super().decision_function(self._x(X), **params))
 
     def score_samples(self, X: Any) -> np.ndarray:
-        return np.asarray(self.pipeline.score_samples(self._x(X)))
+        return np.asarray(super().score_samples(self._x(X)))
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return np.asarray(self.pipeline.predict_proba(self._x(X)))
+    def predict_proba(self, X: Any, **params: Any) -> np.ndarray:
+        return np.asarray(super().predict_proba(self._x(X), **params))
 
 
 def input_width(pipe: Pipeline) -> int:
