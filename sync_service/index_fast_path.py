@@ -9,6 +9,11 @@ common case:
 - the channel's newest index (``IndexCache``), held its TTL, then re-validated with one
   indexed query. A replica therefore serves a change made elsewhere within the TTL.
 
+Every answer also says how long a reverse proxy may keep it (``X-Accel-Expires``, read by
+nginx and hidden from clients; deploy/nginx/): until the token's last database check plus
+``TOKEN_TTL``, whole seconds rounded down, so a proxy's cache never serves a revoked token
+longer than the service itself would (docs/deploy.md).
+
 ``IndexFastPath`` answers a request whose token and index are both cached before FastAPI's
 router runs (routing and dependency solving cost more than the rest of the answer); every
 other request (first sight of a token, a cache miss, any error) goes on to the route
@@ -18,10 +23,11 @@ they cannot differ.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.routing import BaseRoute
@@ -41,6 +47,8 @@ class DeviceToken:
     kind: TokenKind
     fleet_id: int | None
     device_id: str | None
+    # wall-clock time of the database read this came from: the proxy's cache deadline
+    checked_at: float = field(default=0.0, compare=False)
 
 
 class TokenCache:
@@ -106,8 +114,18 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
-def answer_parts(stored: StoredIndex, if_none_match: str | None) -> tuple[int, dict[str, str], bytes]:
+def proxy_expiry(token: DeviceToken, ttl: float) -> str:
+    """nginx keeps an entry while the clock's whole second is <= the value given, so one
+    second less than the deadline's floor ends it before the deadline (``@0``: not kept)."""
+    return f"@{max(0, math.floor(token.checked_at + ttl) - 1)}"
+
+
+def answer_parts(
+    stored: StoredIndex, if_none_match: str | None, proxy_expires: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
     headers = {"ETag": stored.etag, "Cache-Control": CACHE_CONTROL}
+    if proxy_expires is not None:
+        headers["X-Accel-Expires"] = proxy_expires
     if if_none_match is not None and etag_matches(if_none_match, stored.etag):
         return 304, headers, b""
     return 200, headers, stored.body
@@ -156,7 +174,8 @@ class IndexFastPath:
         scheme, _, plain = authorization.partition(" ")
         if scheme.lower() != "bearer" or not plain.strip():
             return None
-        token = token_cache_for(state).get(hash_token(plain.strip()))
+        tokens = token_cache_for(state)
+        token = tokens.get(hash_token(plain.strip()))
         if token is None:
             # A cache get may have claimed the re-validation: the route must not ask again.
             scope.setdefault("state", {})[MISSED] = "token"
@@ -167,4 +186,4 @@ class IndexFastPath:
         if hit is None:
             scope.setdefault("state", {})[MISSED] = "index"
             return None
-        return answer_parts(hit[1], if_none_match)
+        return answer_parts(hit[1], if_none_match, proxy_expiry(token, tokens.ttl))
