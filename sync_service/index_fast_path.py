@@ -9,10 +9,11 @@ common case:
 - the channel's newest index (``IndexCache``), held its TTL, then re-validated with one
   indexed query. A replica therefore serves a change made elsewhere within the TTL.
 
-Every answer also says how long a reverse proxy may keep it (``X-Accel-Expires``, read by
-nginx and hidden from clients; deploy/nginx/): until the token's last database check plus
-``TOKEN_TTL``, whole seconds rounded down, so a proxy's cache never serves a revoked token
-longer than the service itself would (docs/deploy.md).
+A cached token is due again at ``token_deadline``: its database read plus ``TOKEN_TTL``,
+rounded down to a whole wall-clock second. Every answer says how long a reverse proxy may
+keep it (``X-Accel-Expires``, read by nginx and hidden from clients; deploy/nginx/): until
+that same deadline, so a proxy's cache never serves a revoked token longer than the
+service itself would, and both re-check at the same instant (docs/deploy.md).
 
 ``IndexFastPath`` answers a request whose token and index are both cached before FastAPI's
 router runs (routing and dependency solving cost more than the rest of the answer); every
@@ -51,31 +52,42 @@ class DeviceToken:
     checked_at: float = field(default=0.0, compare=False)
 
 
+def token_deadline(token: DeviceToken, ttl: float) -> int:
+    """The whole wall-clock second at which a token read from the database at
+    ``checked_at`` must be read again: the service and a proxy's cache (``proxy_expiry``)
+    drop it at the same instant, never later than ``ttl`` after the read."""
+    return math.floor(token.checked_at + ttl)
+
+
 class TokenCache:
     def __init__(self, ttl: float = TOKEN_TTL) -> None:
         self.ttl = ttl
+        # digest -> (token, monotonic time after which the next caller re-reads it)
         self._items: dict[str, tuple[DeviceToken, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, digest: str) -> DeviceToken | None:
-        """The cached token; after the TTL the first caller gets ``None`` and re-reads the
+        """The cached token; once it is due the first caller gets ``None`` and re-reads the
         database while the others keep the cached answer (no stampede)."""
         item = self._items.get(digest)
         if item is None:
             return None
         now = time.monotonic()
-        if now - item[1] > self.ttl:
+        if now > item[1]:
             with self._lock:
                 if self._items.get(digest) is item:
-                    self._items[digest] = (item[0], now)
+                    self._items[digest] = (item[0], now + self.ttl)
                     return None
         return item[0]
 
     def put(self, digest: str, token: DeviceToken) -> None:
+        # Due at the token's deadline (a whole second, so a proxy can share it) or after
+        # the TTL, whichever is first; monotonic, so a wall-clock jump cannot stretch it.
+        left = min(self.ttl, token_deadline(token, self.ttl) - time.time())
         with self._lock:
             if len(self._items) > 100_000:  # bound memory under a flood of distinct tokens
                 self._items.clear()
-            self._items[digest] = (token, time.monotonic())
+            self._items[digest] = (token, time.monotonic() + max(0.0, left))
 
     def forget(self, digest: str) -> None:
         with self._lock:
@@ -115,9 +127,9 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 
 
 def proxy_expiry(token: DeviceToken, ttl: float) -> str:
-    """nginx keeps an entry while the clock's whole second is <= the value given, so one
-    second less than the deadline's floor ends it before the deadline (``@0``: not kept)."""
-    return f"@{max(0, math.floor(token.checked_at + ttl) - 1)}"
+    """nginx keeps an entry while the clock's whole second is <= the value given: one less
+    than the token's deadline ends it at the deadline (``@0``: not kept)."""
+    return f"@{max(0, token_deadline(token, ttl) - 1)}"
 
 
 def answer_parts(
