@@ -322,6 +322,13 @@ server {{
     root {root};
     location = /static.json {{ default_type application/json; }}
 }}
+server {{
+    listen 127.0.0.1:{plain_port};
+    keepalive_timeout 75s;
+    keepalive_requests 10000;
+    root {root};
+    location = /static.json {{ default_type application/json; }}
+}}
 """
 
 
@@ -330,7 +337,8 @@ def nginx_runs(
     client_kind: str, args: argparse.Namespace, script: Path, progress: Any,
 ) -> dict[str, Any]:
     """The index check through the shipped nginx site (answered from its cache) and the
-    same nginx serving the index's bytes as a static file, alternating, both 304s."""
+    same nginx serving the index's bytes as a static file over TLS and over plain HTTP
+    (the service alone is measured over plain HTTP), alternating, all 304s."""
     from tests.deploy.nginx_harness import free_port as nginx_port
     from tests.deploy.nginx_harness import make_tls, running_nginx
 
@@ -338,11 +346,13 @@ def nginx_runs(
     static = work / "static"
     static.mkdir()
     (static / "static.json").write_bytes(index_body)
-    static_port = nginx_port()
-    extra = STATIC_SERVER.format(port=static_port, cert=tls.cert, key=tls.key, root=static)
+    static_port, plain_port = nginx_port(), nginx_port()
+    extra = STATIC_SERVER.format(port=static_port, plain_port=plain_port, cert=tls.cert, key=tls.key,
+                                 root=static)
     upstream = int(service_url.rsplit(":", 1)[1])
     with running_nginx(work / "nginx", upstream, tls, extra_http=extra) as ngx:
         static_url = f"https://127.0.0.1:{static_port}/static.json"
+        plain_url = f"http://127.0.0.1:{plain_port}/static.json"
         index_url = f"{ngx.url}/v1/channels/stable/index"
         with httpx.Client(verify=str(tls.ca), timeout=10) as http:
             static_etag = http.get(static_url).headers["etag"]
@@ -354,16 +364,19 @@ def nginx_runs(
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"nginx never answered the index from its cache: {r.headers}")
-        cached, static_runs = [], []
-        task = progress.add_task("nginx load runs", total=2 * args.rounds)
+        cached, static_runs, plain_runs = [], [], []
+        task = progress.add_task("nginx load runs", total=3 * args.rounds)
         for _ in range(args.rounds):
             cached.append(load(client_kind, index_url, {**device, "If-None-Match": etag}, args, script))
             progress.advance(task)
             static_runs.append(load(client_kind, static_url, {"If-None-Match": static_etag}, args, script))
             progress.advance(task)
-    via, plain = median_run(cached), median_run(static_runs)
-    return {"index_via_nginx": via, "static_nginx": plain,
-            "ratio_to_static": via["throughput_rps"] / plain["throughput_rps"]}
+            plain_runs.append(load(client_kind, plain_url, {"If-None-Match": static_etag}, args, script))
+            progress.advance(task)
+    via, tls_static, plain = median_run(cached), median_run(static_runs), median_run(plain_runs)
+    return {"index_via_nginx": via, "static_nginx": tls_static, "static_nginx_plain_http": plain,
+            "ratio_to_static": via["throughput_rps"] / tls_static["throughput_rps"],
+            "ratio_to_static_plain_http": via["throughput_rps"] / plain["throughput_rps"]}
 
 
 # --------------------------------------------------------------------------- report
@@ -395,6 +408,7 @@ def write_reports(out: Path, result: dict[str, Any]) -> None:
         for name, r in (
             ("index through nginx's cache, TLS (304)", n["index_via_nginx"]),
             ("static file, same nginx, TLS (304)", n["static_nginx"]),
+            ("static file, same nginx, plain HTTP (304)", n["static_nginx_plain_http"]),
         ):
             lines.append(
                 f"| {name} | {r['throughput_rps']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
@@ -407,9 +421,10 @@ def write_reports(out: Path, result: dict[str, Any]) -> None:
         "",
         *(
             [
-                f"Through nginx (deploy/nginx/modelsync.conf): index / static nginx "
-                f"**{n['ratio_to_static']:.0%}**; the service alone / static nginx "
-                f"{result['service_to_static']:.0%}.",
+                f"Through nginx (deploy/nginx/modelsync.conf): index / static nginx, both TLS: "
+                f"**{n['ratio_to_static']:.0%}**; index through nginx (TLS) / static nginx over plain "
+                f"HTTP: {n['ratio_to_static_plain_http']:.0%}; the service alone / static nginx over "
+                f"plain HTTP, both without TLS: {result['service_to_static_plain_http']:.0%}.",
                 "",
             ]
             if n is not None
@@ -456,9 +471,10 @@ def write_reports(out: Path, result: dict[str, Any]) -> None:
     values = [idx["throughput_rps"], bare["throughput_rps"]]
     colors = ["tab:blue", "tab:gray"]
     if n is not None:
-        names += ["index via\nnginx cache", "static\nnginx"]
-        values += [n["index_via_nginx"]["throughput_rps"], n["static_nginx"]["throughput_rps"]]
-        colors += ["tab:green", "tab:olive"]
+        names += ["index via\nnginx cache", "static\nnginx TLS", "static\nnginx HTTP"]
+        values += [n["index_via_nginx"]["throughput_rps"], n["static_nginx"]["throughput_rps"],
+                   n["static_nginx_plain_http"]["throughput_rps"]]
+        colors += ["tab:green", "tab:olive", "tab:brown"]
     ax1.bar(names, values, color=colors)
     ax1.axhline(2000, color="tab:red", linestyle="--", label="target 2,000/s")
     ax1.set_ylabel("checks per second")
@@ -639,8 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         "bare_endpoint": bare,
         "ratio_to_bare": ratio,
         "nginx": nginx,
-        "service_to_static": (
-            index_check["throughput_rps"] / nginx["static_nginx"]["throughput_rps"] if nginx else None
+        "service_to_static_plain_http": (
+            index_check["throughput_rps"] / nginx["static_nginx_plain_http"]["throughput_rps"]
+            if nginx else None
         ),
         "server_304_ratio": ratio_304,
         "targets": targets,
