@@ -106,7 +106,7 @@ def _keys_renew(args: argparse.Namespace) -> int:
     path = renew(args.directory, passphrase_from(args), lifetime=_lifetime(args))
     print(f"wrote {path}")
     _print_expiry(path)
-    print("copy root.json and roots/ to every server: devices pick the new root up on their next sync")
+    print("copy roots/, then root.json, to every server: devices pick the new root up on their next sync")
     return 0
 
 

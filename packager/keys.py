@@ -57,7 +57,7 @@ def describe_expiry(expires: str, now: datetime | None = None) -> str:
 
 def _span(delta: timedelta) -> str:
     if delta >= timedelta(days=2):
-        return f"{delta.days} days"
+        return f"{round(delta.total_seconds() / 86400)} days"  # a year's root: "365", not "364"
     hours = int(delta.total_seconds() // 3600)
     return f"{hours} hours" if hours != 1 else "1 hour"
 

@@ -54,7 +54,7 @@ def test_yearly_root_renewal_moves_devices_without_a_gap(
 ) -> None:
     keys = tmp_path / "keys"
     out = _run(capsys, "keys", "init", str(keys), "--lifetime-days", "3")
-    assert "root v1 expires" in out and "(in 2 days)" in out and "warning: renew it" in out, out
+    assert "root v1 expires" in out and "(in 3 days)" in out and "warning: renew it" in out, out
     out = _run(capsys, "keys", "show", str(keys))
     assert "root v1 expires" in out and "warning: renew it" in out, out
 
@@ -93,7 +93,7 @@ def test_yearly_root_renewal_moves_devices_without_a_gap(
         assert not stuck.ok and "expired" in (stuck.error or ""), stuck
 
         out = _run(capsys, "keys", "renew", str(keys))
-        assert "root v2 expires" in out and "(in 364 days)" in out and "warning" not in out, out
+        assert "root v2 expires" in out and "(in 365 days)" in out and "warning" not in out, out
         _publish_root(keys, server_keys)
         deadline = time.monotonic() + 30
         while http.get("/readyz").json()["warnings"]:
