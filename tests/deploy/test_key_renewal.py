@@ -21,6 +21,8 @@ from packager.cli import main
 from packager.manifest import utcnow
 from tests.deploy.conftest import prepare_database
 
+pytestmark = pytest.mark.slow  # 5-10 s: packages a model and starts a real serve
+
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     assert main(list(argv)) == 0
