@@ -16,8 +16,14 @@ v1's artifact (404 when the delta would not be smaller than the zstd body).
 
     .venv/bin/python benchmarks/bench_index.py --duration 10 --connections 64 --out benchmarks/results
 
+Through nginx (when Debian's nginx is installed; ``--no-nginx`` skips it): the shipped
+deploy/nginx/modelsync.conf over TLS in front of the same service, whose index cache
+answers the check, beside the same nginx serving a static file of the index's bytes
+(``If-None-Match`` → 304 from nginx's own ETag) on the same certificate and settings.
+
 Targets (issue 3, this 2-core machine): >= 2,000 checks/s, p99 < 50 ms, and >= 40% of the
-bare endpoint's throughput. Exit status 1 when one is missed.
+bare endpoint's throughput; (issue 9) the index through nginx's cache >= 50% of static
+nginx. Exit status 1 when one is missed.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--rows", type=int, default=4000)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--no-nginx", action="store_true", help="skip the runs through nginx")
     p.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)  # internal: run the bare server
     return p.parse_args(argv)
 
@@ -301,6 +308,77 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[len(ordered) // 2], "rounds": [round(r["throughput_rps"]) for r in runs]}
 
 
+# --------------------------------------------------------------------------- nginx
+
+STATIC_SERVER = """
+server {{
+    listen 127.0.0.1:{port} ssl http2;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:static_tls:10m;
+    keepalive_timeout 75s;
+    keepalive_requests 10000;
+    root {root};
+    location = /static.json {{ default_type application/json; }}
+}}
+server {{
+    listen 127.0.0.1:{plain_port};
+    keepalive_timeout 75s;
+    keepalive_requests 10000;
+    root {root};
+    location = /static.json {{ default_type application/json; }}
+}}
+"""
+
+
+def nginx_runs(
+    work: Path, service_url: str, index_body: bytes, device: dict[str, str], etag: str,
+    client_kind: str, args: argparse.Namespace, script: Path, progress: Any,
+) -> dict[str, Any]:
+    """The index check through the shipped nginx site (answered from its cache) and the
+    same nginx serving the index's bytes as a static file over TLS and over plain HTTP
+    (the service alone is measured over plain HTTP), alternating, all 304s."""
+    from tests.deploy.nginx_harness import free_port as nginx_port
+    from tests.deploy.nginx_harness import make_tls, running_nginx
+
+    tls = make_tls(work / "tls")
+    static = work / "static"
+    static.mkdir()
+    (static / "static.json").write_bytes(index_body)
+    static_port, plain_port = nginx_port(), nginx_port()
+    extra = STATIC_SERVER.format(port=static_port, plain_port=plain_port, cert=tls.cert, key=tls.key,
+                                 root=static)
+    upstream = int(service_url.rsplit(":", 1)[1])
+    with running_nginx(work / "nginx", upstream, tls, extra_http=extra) as ngx:
+        static_url = f"https://127.0.0.1:{static_port}/static.json"
+        plain_url = f"http://127.0.0.1:{plain_port}/static.json"
+        index_url = f"{ngx.url}/v1/channels/stable/index"
+        with httpx.Client(verify=str(tls.ca), timeout=10) as http:
+            static_etag = http.get(static_url).headers["etag"]
+            assert http.get(static_url, headers={"If-None-Match": static_etag}).status_code == 304
+            deadline = time.monotonic() + 30
+            while True:  # the cache answers: a HIT, and 304 for the device's ETag
+                r = http.get(index_url, headers={**device, "If-None-Match": etag})
+                if r.status_code == 304 and r.headers.get("x-cache-status") == "HIT":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx never answered the index from its cache: {r.headers}")
+        cached, static_runs, plain_runs = [], [], []
+        task = progress.add_task("nginx load runs", total=3 * args.rounds)
+        for _ in range(args.rounds):
+            cached.append(load(client_kind, index_url, {**device, "If-None-Match": etag}, args, script))
+            progress.advance(task)
+            static_runs.append(load(client_kind, static_url, {"If-None-Match": static_etag}, args, script))
+            progress.advance(task)
+            plain_runs.append(load(client_kind, plain_url, {"If-None-Match": static_etag}, args, script))
+            progress.advance(task)
+    via, tls_static, plain = median_run(cached), median_run(static_runs), median_run(plain_runs)
+    return {"index_via_nginx": via, "static_nginx": tls_static, "static_nginx_plain_http": plain,
+            "ratio_to_static": via["throughput_rps"] / tls_static["throughput_rps"],
+            "ratio_to_static_plain_http": via["throughput_rps"] / plain["throughput_rps"]}
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -325,16 +403,43 @@ def write_reports(out: Path, result: dict[str, Any]) -> None:
             f"| {name} | {r['throughput_rps']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['errors']} |"
         )
+    n = result.get("nginx")
+    if n is not None:
+        for name, r in (
+            ("index through nginx's cache, TLS (304)", n["index_via_nginx"]),
+            ("static file, same nginx, TLS (304)", n["static_nginx"]),
+            ("static file, same nginx, plain HTTP (304)", n["static_nginx_plain_http"]),
+        ):
+            lines.append(
+                f"| {name} | {r['throughput_rps']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['errors']} |"
+            )
     t = result["targets"]
     lines += [
         "",
         f"Index / bare throughput: **{result['ratio_to_bare']:.0%}**.",
         "",
+        *(
+            [
+                f"Through nginx (deploy/nginx/modelsync.conf): index / static nginx, both TLS: "
+                f"**{n['ratio_to_static']:.0%}**; index through nginx (TLS) / static nginx over plain "
+                f"HTTP: {n['ratio_to_static_plain_http']:.0%}; the service alone / static nginx over "
+                f"plain HTTP, both without TLS: {result['service_to_static_plain_http']:.0%}.",
+                "",
+            ]
+            if n is not None
+            else ["Through nginx: not run (nginx not installed or --no-nginx).", ""]
+        ),
         "| target | measured | met |",
         "| --- | --- | --- |",
         f"| >= 2,000 checks/s | {idx['throughput_rps']:,.0f} | {t['throughput']} |",
         f"| p99 < 50 ms | {idx['p99_ms']:.2f} ms | {t['p99']} |",
         f"| >= 40% of bare | {result['ratio_to_bare']:.0%} | {t['ratio']} |",
+        *(
+            [f"| through nginx >= 50% of static nginx | {n['ratio_to_static']:.0%} | {t['nginx_ratio']} |"]
+            if n is not None
+            else []
+        ),
         "",
         "Server-side 304 ratio after the run (modelsync_index_not_modified_ratio): "
         f"{result['server_304_ratio']:.4f}",
@@ -363,7 +468,14 @@ def write_reports(out: Path, result: dict[str, Any]) -> None:
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4))
     names = ["index (304)", "bare (304)"]
-    ax1.bar(names, [idx["throughput_rps"], bare["throughput_rps"]], color=["tab:blue", "tab:gray"])
+    values = [idx["throughput_rps"], bare["throughput_rps"]]
+    colors = ["tab:blue", "tab:gray"]
+    if n is not None:
+        names += ["index via\nnginx cache", "static\nnginx TLS", "static\nnginx HTTP"]
+        values += [n["index_via_nginx"]["throughput_rps"], n["static_nginx"]["throughput_rps"],
+                   n["static_nginx_plain_http"]["throughput_rps"]]
+        colors += ["tab:green", "tab:olive", "tab:brown"]
+    ax1.bar(names, values, color=colors)
     ax1.axhline(2000, color="tab:red", linestyle="--", label="target 2,000/s")
     ax1.set_ylabel("checks per second")
     ax1.legend()
@@ -512,6 +624,10 @@ def main(argv: list[str] | None = None) -> int:
                     progress.advance(task)
                     bare_runs.append(load(client_kind, bare_url, {"If-None-Match": BARE_ETAG}, args, script))
                     progress.advance(task)
+                nginx = None
+                if not args.no_nginx and shutil.which("nginx"):
+                    nginx = nginx_runs(work, base, first.content, device, etag, client_kind, args,
+                                       script, progress)
                 ratio_304 = server_304_ratio(http)
         finally:
             for proc in procs:
@@ -523,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         "p99": index_check["p99_ms"] < 50,
         "ratio": ratio >= 0.40,
     }
+    if nginx is not None:
+        targets["nginx_ratio"] = nginx["ratio_to_static"] >= 0.50
     result = {
         "client": client_kind,
         "connections": args.connections,
@@ -536,6 +654,11 @@ def main(argv: list[str] | None = None) -> int:
         "index_check": index_check,
         "bare_endpoint": bare,
         "ratio_to_bare": ratio,
+        "nginx": nginx,
+        "service_to_static_plain_http": (
+            index_check["throughput_rps"] / nginx["static_nginx_plain_http"]["throughput_rps"]
+            if nginx else None
+        ),
         "server_304_ratio": ratio_304,
         "targets": targets,
         "bytes": bytes_result,

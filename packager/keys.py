@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,40 @@ from packager.manifest import (
     check_expiry,
     expiry_in,
     keyid_of,
+    parse_time,
     public_raw,
     sign,
+    utcnow,
     verify_root_self,
 )
 
 ROOT_LIFETIME = timedelta(days=365)
+# How long before a root's expiry `keys show` and `serve` start to warn: a year's root is
+# renewed in the month before it lapses (docs/operations.md, "Yearly renewal").
+EXPIRY_WARNING = timedelta(days=30)
+
+
+def time_left(expires: str, now: datetime | None = None) -> timedelta:
+    return parse_time(expires) - (now or utcnow())
+
+
+def describe_expiry(expires: str, now: datetime | None = None) -> str:
+    """``2027-12-02T15:00:00Z (in 365 days)``, or ``(expired 3 days ago)``: for people."""
+    left = time_left(expires, now)
+    if left <= timedelta(0):
+        return f"{expires} (expired {_span(-left)} ago)"
+    return f"{expires} (in {_span(left)})"
+
+
+def _span(delta: timedelta) -> str:
+    if delta >= timedelta(days=2):
+        return f"{round(delta.total_seconds() / 86400)} days"  # a year's root: "365", not "364"
+    hours = int(delta.total_seconds() // 3600)
+    return f"{hours} hours" if hours != 1 else "1 hour"
+
+
+def expires_soon(expires: str, now: datetime | None = None) -> bool:
+    return time_left(expires, now) < EXPIRY_WARNING
 
 
 def private_pem(key: Ed25519PrivateKey, passphrase: bytes | None = None) -> bytes:
@@ -160,6 +188,7 @@ def init_keys(
     specs: dict[str, RoleSpec] | None = None,
     passphrase: bytes | None = None,
     force: bool = False,
+    lifetime: timedelta = ROOT_LIFETIME,
 ) -> Path:
     """Generate every role's keys and a root v1 signed by the root keys."""
     d = Path(directory)
@@ -179,6 +208,7 @@ def init_keys(
         1,
         {r: [k.public_key() for k in ks] for r, ks in private.items()},
         {r: s.threshold for r, s in specs.items()},
+        lifetime,
     )
     for role, ks in private.items():
         for i, k in enumerate(ks):
@@ -197,9 +227,11 @@ def rotate(
     add: int = 1,
     threshold: int | None = None,
     passphrase: bytes | None = None,
+    lifetime: timedelta = ROOT_LIFETIME,
 ) -> Path:
     """Write root v(N+1): ``add`` new keys for ``role``, the key ids in ``revoke`` removed,
-    signed by the current root keys and (when the root role changes) the new ones too."""
+    signed by the current root keys and (when the root role changes) the new ones too.
+    The new root expires ``lifetime`` from now."""
     d = Path(directory)
     current_env = read_json(d / "root.json")
     current = verify_root_self(current_env)
@@ -219,7 +251,7 @@ def rotate(
     thresholds: dict[str, int] = {r: current.roles[r].threshold for r in ROLES}
     if threshold is not None:
         thresholds[role] = threshold
-    signed = build_root_signed(current.version + 1, role_pubs, thresholds)
+    signed = build_root_signed(current.version + 1, role_pubs, thresholds, lifetime)
     signers = list(old_root_keys)
     if role == "root":
         signers += new_private
@@ -241,3 +273,14 @@ def rotate(
         save_keypair(d / _key_name(role, i), k, passphrase)
         taken.add(_key_name(role, i))
     return _save_root(d, envelope)
+
+
+def renew(
+    directory: str | Path, passphrase: bytes | None = None, lifetime: timedelta = ROOT_LIFETIME
+) -> Path:
+    """Root v(N+1) with the same keys and a new expiry, signed by the current root keys:
+    the yearly renewal. Devices reach it through the root chain (each version signed by
+    its predecessor's keys) on their next sync, before the old one lapses."""
+    if lifetime <= timedelta(0):
+        raise UsageError("the renewed root's lifetime must be positive")
+    return rotate(directory, "root", add=0, passphrase=passphrase, lifetime=lifetime)

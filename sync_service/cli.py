@@ -28,6 +28,13 @@ def register(sub: Any) -> None:
         "--storage", choices=("local", "s3"), help="blob backend (env MODELSYNC_STORAGE_BACKEND)"
     )
     serve.add_argument("--log-level", default="INFO", help="INFO, DEBUG, WARNING …")
+    serve.add_argument(
+        "--ssl-certfile", type=Path,
+        help="serve HTTPS with this PEM certificate chain (env MODELSYNC_SSL_CERTFILE)",
+    )
+    serve.add_argument(
+        "--ssl-keyfile", type=Path, help="the certificate's PEM private key (env MODELSYNC_SSL_KEYFILE)"
+    )
     serve.set_defaults(handler=_serve)
 
     register_admin(sub)
@@ -43,6 +50,7 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from sync_service.listen import plain_http_warning, tls_options
     from sync_service.logging import configure_logging
     from sync_service.main import create_app
 
@@ -53,17 +61,25 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         storage_backend=args.storage,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
+    tls = tls_options(settings)
     configure_logging(args.log_level.upper())
     app = create_app(settings)
-    logging.getLogger("modelsync.service").info(
-        "serving on http://%s:%s (data %s)", settings.host, settings.port, settings.data_dir
+    log = logging.getLogger("modelsync.service")
+    warning = plain_http_warning(settings, bool(tls))
+    if warning is not None:
+        log.warning(warning)
+    log.info(
+        "serving on %s://%s:%s (data %s)",
+        "https" if tls else "http", settings.host, settings.port, settings.data_dir,
     )
     # Idle keep-alive connections stay open longer than clients and load balancers keep theirs
     # (AWS ALB: 60 s), so the server is never the side that closes a connection a client is
     # about to reuse; uvicorn's 5 s default cost devices "Server disconnected" errors at scale.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_keep_alive=KEEP_ALIVE_S)
+                timeout_keep_alive=KEEP_ALIVE_S, **tls)
     return 0
 
 

@@ -9,6 +9,12 @@ common case:
 - the channel's newest index (``IndexCache``), held its TTL, then re-validated with one
   indexed query. A replica therefore serves a change made elsewhere within the TTL.
 
+A cached token is due again at ``token_deadline``: its database read plus ``TOKEN_TTL``,
+rounded down to a whole wall-clock second. Every answer says how long a reverse proxy may
+keep it (``X-Accel-Expires``, read by nginx and hidden from clients; deploy/nginx/): until
+that same deadline, so a proxy's cache never serves a revoked token longer than the
+service itself would, and both re-check at the same instant (docs/deploy.md).
+
 ``IndexFastPath`` answers a request whose token and index are both cached before FastAPI's
 router runs (routing and dependency solving cost more than the rest of the answer); every
 other request (first sight of a token, a cache miss, any error) goes on to the route
@@ -18,10 +24,11 @@ they cannot differ.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.routing import BaseRoute
@@ -41,33 +48,46 @@ class DeviceToken:
     kind: TokenKind
     fleet_id: int | None
     device_id: str | None
+    # wall-clock time of the database read this came from: the proxy's cache deadline
+    checked_at: float = field(default=0.0, compare=False)
+
+
+def token_deadline(token: DeviceToken, ttl: float) -> int:
+    """The whole wall-clock second at which a token read from the database at
+    ``checked_at`` must be read again: the service and a proxy's cache (``proxy_expiry``)
+    drop it at the same instant, never later than ``ttl`` after the read."""
+    return math.floor(token.checked_at + ttl)
 
 
 class TokenCache:
     def __init__(self, ttl: float = TOKEN_TTL) -> None:
         self.ttl = ttl
+        # digest -> (token, monotonic time after which the next caller re-reads it)
         self._items: dict[str, tuple[DeviceToken, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, digest: str) -> DeviceToken | None:
-        """The cached token; after the TTL the first caller gets ``None`` and re-reads the
+        """The cached token; once it is due the first caller gets ``None`` and re-reads the
         database while the others keep the cached answer (no stampede)."""
         item = self._items.get(digest)
         if item is None:
             return None
         now = time.monotonic()
-        if now - item[1] > self.ttl:
+        if now > item[1]:
             with self._lock:
                 if self._items.get(digest) is item:
-                    self._items[digest] = (item[0], now)
+                    self._items[digest] = (item[0], now + self.ttl)
                     return None
         return item[0]
 
     def put(self, digest: str, token: DeviceToken) -> None:
+        # Due at the token's deadline (a whole second, so a proxy can share it) or after
+        # the TTL, whichever is first; monotonic, so a wall-clock jump cannot stretch it.
+        left = min(self.ttl, token_deadline(token, self.ttl) - time.time())
         with self._lock:
             if len(self._items) > 100_000:  # bound memory under a flood of distinct tokens
                 self._items.clear()
-            self._items[digest] = (token, time.monotonic())
+            self._items[digest] = (token, time.monotonic() + max(0.0, left))
 
     def forget(self, digest: str) -> None:
         with self._lock:
@@ -106,8 +126,18 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
-def answer_parts(stored: StoredIndex, if_none_match: str | None) -> tuple[int, dict[str, str], bytes]:
+def proxy_expiry(token: DeviceToken, ttl: float) -> str:
+    """nginx keeps an entry while the clock's whole second is <= the value given: one less
+    than the token's deadline ends it at the deadline (``@0``: not kept)."""
+    return f"@{max(0, token_deadline(token, ttl) - 1)}"
+
+
+def answer_parts(
+    stored: StoredIndex, if_none_match: str | None, proxy_expires: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
     headers = {"ETag": stored.etag, "Cache-Control": CACHE_CONTROL}
+    if proxy_expires is not None:
+        headers["X-Accel-Expires"] = proxy_expires
     if if_none_match is not None and etag_matches(if_none_match, stored.etag):
         return 304, headers, b""
     return 200, headers, stored.body
@@ -156,7 +186,8 @@ class IndexFastPath:
         scheme, _, plain = authorization.partition(" ")
         if scheme.lower() != "bearer" or not plain.strip():
             return None
-        token = token_cache_for(state).get(hash_token(plain.strip()))
+        tokens = token_cache_for(state)
+        token = tokens.get(hash_token(plain.strip()))
         if token is None:
             # A cache get may have claimed the re-validation: the route must not ask again.
             scope.setdefault("state", {})[MISSED] = "token"
@@ -167,4 +198,4 @@ class IndexFastPath:
         if hit is None:
             scope.setdefault("state", {})[MISSED] = "index"
             return None
-        return answer_parts(hit[1], if_none_match)
+        return answer_parts(hit[1], if_none_match, proxy_expiry(token, tokens.ttl))

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # TLS terminated by uvicorn itself, for a small install without a reverse proxy
+    # (deploy/nginx/ is the fronted setup): both or neither.
+    ssl_certfile: Path | None = Field(None, description="PEM certificate chain served by `serve`")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
+    metrics_token: SecretStr | None = Field(
+        None, description="when set, GET /metrics needs `Authorization: Bearer <token>` (else 401)"
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from packager.errors import ModelSyncError
-from packager.keys import load_private_key, load_root
+from packager.keys import describe_expiry, expires_soon, load_private_key, load_root
 from packager.manifest import Root, keyid_of
 from sync_service.errors import ServiceConfigError
 
@@ -49,6 +50,8 @@ class ServiceKeys:
                 "offline private key %s sits beside the index key: move root and publisher keys "
                 "off the server", p
             )
+        for warning in self.expiry_warnings():
+            log.warning(warning["detail"])
 
     def _check_index_key(self, root: Root) -> None:
         if self.index_keyid not in root.roles["index"].keyids:
@@ -82,3 +85,21 @@ class ServiceKeys:
         if version == self.root.version:
             return self.root_path
         return None
+
+    def expiry_warnings(self, now: datetime | None = None) -> list[dict[str, str]]:
+        """What ``/readyz`` and the start-up log say when the trust material runs out soon.
+        The index key carries no expiry of its own: devices accept what it signs only while
+        a root listing it is valid, so the newest root's expiry is both deadlines."""
+        root = self.root
+        if not expires_soon(root.expires, now):
+            return []
+        when = describe_expiry(root.expires, now)
+        return [{
+            "code": "root_expires_soon",
+            "detail": (
+                f"root v{root.version} expires {when}, and with it the index key "
+                f"{self.index_keyid[:12]}…: devices then refuse every index. Renew it: "
+                "modelsync keys renew, then copy root.json and roots/ here (docs/operations.md, "
+                "\"Yearly renewal\")"
+            ),
+        }]

@@ -8,6 +8,7 @@ Re-signing on near-expiry happens here (sync_service/index.py).
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -21,15 +22,16 @@ from sync_service.api.deps import bearer_token
 from sync_service.auth import hash_token
 from sync_service.errors import Forbidden, Unauthorized, UnknownChannel
 from sync_service.index import IndexCache, IndexSigner, StoredIndex, cache_for, serve_index
-from sync_service.index_fast_path import MISSED, DeviceToken, answer_parts, token_cache_for
+from sync_service.index_fast_path import MISSED, DeviceToken, answer_parts, proxy_expiry, token_cache_for
 
 router = APIRouter(prefix="/v1/channels", tags=["devices"])
 
 
 def _load_token(engine: Any, plain: str) -> DeviceToken | None:
+    checked_at = time.time()  # before the read: a revocation after it is the next read's to see
     with Session(engine) as session:
         row = crud.get_token(session=session, plain=plain)
-        return None if row is None else DeviceToken(row.kind, row.fleet_id, row.device_id)
+        return None if row is None else DeviceToken(row.kind, row.fleet_id, row.device_id, checked_at)
 
 
 def _load_index(
@@ -78,7 +80,9 @@ async def get_channel_index(
     if stored is None:
         raise UnknownChannel(f"no channel {channel!r} in this device's fleet")
 
-    status, headers, body = answer_parts(stored, request.headers.get("if-none-match"))
+    status, headers, body = answer_parts(
+        stored, request.headers.get("if-none-match"), proxy_expiry(token, tokens.ttl)
+    )
     if status == 304:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)

@@ -1,4 +1,5 @@
-"""Liveness and readiness for load balancers and orchestrators."""
+"""Liveness and readiness for load balancers and orchestrators. ``/readyz`` also carries
+``warnings`` that need an operator but not a restart (a root about to expire)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from sync_service.api.deps import SessionDep, StorageDep
+from sync_service.api.deps import KeysDep, SessionDep, StorageDep
 from sync_service.api.errors import error_response
 from sync_service.errors import StorageError
 
@@ -18,8 +19,14 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "database or storage unreachable"}})
-def readyz(session: SessionDep, storage: StorageDep) -> JSONResponse:
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "ready: {status, warnings: [{code, detail}]} (warnings do not fail it)"},
+        503: {"description": "database or storage unreachable"},
+    },
+)
+def readyz(session: SessionDep, storage: StorageDep, keys: KeysDep) -> JSONResponse:
     try:
         session.exec(text("SELECT 1"))  # type: ignore[call-overload]
     except Exception as exc:
@@ -28,4 +35,4 @@ def readyz(session: SessionDep, storage: StorageDep) -> JSONResponse:
         storage.check()
     except StorageError as exc:
         return error_response(503, f"storage unreachable: {exc}", "storage_unavailable")
-    return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "ready", "warnings": keys.expiry_warnings()})
