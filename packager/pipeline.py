@@ -264,14 +264,11 @@ def build(
     except OSError as exc:
         raise UsageError(f"cannot create work directory {workdir}: {exc}") from exc
 
-    plan = None
-    if parity_rows is None and calibration is None:
-        from packager.convert import as_reference
-
-        # before the conversion, which may take minutes: refuse now if nothing bounds the inputs
-        plan = plan_rows(as_reference(model, feature_names))
+    # the conversion comes first (about a second, pipelines included) so that a step it
+    # cannot convert is named before any complaint about missing rows
     say("converting to ONNX")
     conv = to_onnx(model, feature_names)
+    plan = plan_rows(conv.reference) if parity_rows is None and calibration is None else None
     n = len(conv.feature_names)
     onnx_fp32 = workdir / "model.fp32.onnx"
     onnx.save(conv.onnx, onnx_fp32)

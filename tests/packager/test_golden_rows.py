@@ -183,14 +183,16 @@ def test_forests_package_without_flags(
     m = _manifest(out, keys_dir)
     assert m.golden.selection is not None and m.golden.selection.source == source
     assert "IsolationForest" in m.golden.selection.note
-    assert_both_sides(m.golden, model)
+    from packager.convert import as_reference
+
+    assert_both_sides(m.golden, as_reference(model))  # the float64 path the artifact follows
     assert main(["verify", str(out), "--root", str(keys_dir / "root.json")]) == 0
     sel = m.golden.selection
     line = f"golden rows: {sel.normal} normal, {sel.anomalous} anomalous, {sel.boundary} at the boundary"
     assert f"{line} (from {source})" in capsys.readouterr().out
 
 
-def test_a_pipeline_without_statistics_is_refused_before_converting(
+def test_a_pipeline_without_statistics_is_refused_naming_calibration(
     tmp_path: Path, keys_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = make_pipeline(FunctionTransformer(np.log1p), IsolationForest(n_estimators=5, random_state=0))
