@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 STUB   := react-native-stub
 LOCK   := constraints.txt
 
-.PHONY: demo test test-python test-quick test-stub lint typecheck bench clean distclean lock
+.PHONY: demo test system-deps test-python test-quick test-stub lint typecheck bench clean distclean lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,18 @@ $(STUB)/node_modules/.installed-stamp: $(STUB)/package.json $(STUB)/package-lock
 demo: $(STAMP)
 	$(BIN)/modelsync demo
 
-test: $(STAMP) lint typecheck test-python test-stub
+test: $(STAMP) system-deps lint typecheck test-python test-stub
+
+# Debian's nginx for the deploy tests (tests/deploy): installed when we are root with
+# apt-get; otherwise those tests skip, and under CI=true they fail instead.
+system-deps:
+	@if ! command -v nginx >/dev/null 2>&1 && ! test -x /usr/sbin/nginx; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's nginx for the deploy tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }; \
+	  else echo "nginx is not installed: tests/deploy will skip (sudo apt-get install nginx)"; fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
