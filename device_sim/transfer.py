@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NoReturn
+from typing import IO, Any, BinaryIO, Literal, NoReturn, cast
 
 import httpx
 import zstandard
@@ -185,7 +185,8 @@ class Http:
             # one piece in memory (check 4.1); a frame that asks for a window beyond
             # ZSTD_MAX_WINDOW is refused before the decoder allocates it.
             writer = (zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
-                      .stream_writer(sink, write_size=ZSTD_PIECE, closefd=False) if zstd else None)
+                      .stream_writer(cast("IO[bytes]", sink), write_size=ZSTD_PIECE, closefd=False)
+                      if zstd else None)  # the writer calls write() alone
             # aiter_raw() without a size: each piece as it arrives, written and flushed at
             # once, so a cut loses only what the network had not yet delivered.
             async for chunk in resp.aiter_raw():
@@ -201,7 +202,7 @@ class Http:
                     try:
                         writer.write(chunk)
                     except zstandard.ZstdError as exc:
-                        raise DownloadError(f"corrupt zstd stream: {exc}") from None
+                        raise DownloadError(f"corrupt zstd stream: {exc}", damaged=True) from None
                 fh.flush()
                 if progress is not None:
                     progress(f"artifact {artifact.sha256[:12]}", sink.size, declared)

@@ -194,7 +194,7 @@ describe("client flow against forged documents", () => {
     assert.equal((await savedJson(storage, "index/stable.json")).signed.version, 6);
   });
 
-  it("3.1: a manifest that is not the one the index names is refused and reported", async () => {
+  it("3.1: a manifest that is not the one the index names is refused, fetched once more, reported as a transfer failure", async () => {
     const genuine = sign(manifestSigned(3), "publisher-1", "publisher-2");
     const entry = entryFor(genuine, "battery-anomaly", 3);
     svc.routes.set(`/v1/${entry.manifest.path}`, { body: bytesOf(sign(manifestSigned(2), "publisher-1", "publisher-2")) });
@@ -202,9 +202,12 @@ describe("client flow against forged documents", () => {
     const { client } = await newClient();
     const r = await client.sync();
     assert.equal(r.models[0]?.error?.name, "MixAndMatchError");
+    assert.equal(r.models[0]?.transport, true);
+    assert.equal(svc.requests.filter((q) => q.path === `/v1/${entry.manifest.path}`).length, 2);
+    // the bytes at the path could be anyone's on the way: not counted against the model
     assert.deepEqual(
       svc.reports.flat().map((e: any) => [e.kind, e.model, e.version, e.reason]),
-      [["install_failed", "battery-anomaly", 3, "mix_and_match"]],
+      [["transfer_failed", "battery-anomaly", 3, "mix_and_match"]],
     );
   });
 
