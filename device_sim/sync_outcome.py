@@ -37,6 +37,8 @@ def exit_code(result: SyncResult) -> int:
         return exit_codes.UNREACHABLE
     if result.status == "stale" or (result.status == "failed" and result.refused):
         return exit_codes.VERIFICATION
+    if result.status == "failed" and result.error_code == "slow_retrieval":  # the deadline passed
+        return exit_codes.UNREACHABLE
     if result.status == "failed":
         return exit_codes.USAGE if result.error_code == "store" else exit_codes.INTERNAL
     failed = [o for o in result.outcomes if o.outcome == "failed"]
