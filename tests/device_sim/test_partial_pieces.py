@@ -1,4 +1,4 @@
-"""A cut download loses little (docs/device.md 4.1, "Resuming"): the bytes of each network
+"""A cut download loses little (docs/device.md 4.1, "Transport failures"): the bytes of each network
 read reach the partial file at once, and a zstd body's whole blocks are decoded into it as
 they arrive. The retry within the sync resumes there. Before, reads were gathered into
 64 KiB chunks, so a cut lost up to 64 KiB and a zstd body under 64 KiB left nothing."""
