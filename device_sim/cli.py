@@ -42,6 +42,8 @@ def register(sub: Any) -> None:
     syn.add_argument("--interval", type=float, default=300.0, metavar="S", help="poll interval (--loop)")
     syn.add_argument("--iterations", type=int, metavar="N", help="stop --loop after N syncs")
     syn.add_argument("--deadline", type=float, default=300.0, metavar="S", help="overall limit per sync")
+    syn.add_argument("--json", action="store_true",
+                     help="print the outcome as JSON (one object per sync): status, exit_code, models, why")
     syn.set_defaults(handler=_sync)
 
     st = dsub.add_parser("status", help="identity, trusted versions, installed models, queued reports")
@@ -120,27 +122,41 @@ def _print_result(result: Any) -> None:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    """Exit code by outcome (device_sim.sync_outcome, docs/device.md "Exit codes")."""
     import asyncio
+    import json
 
+    from device_sim import sync_outcome
     from device_sim.device import Device
 
-    with _download_bar() as progress:
+    def report(result: Any) -> None:
+        if args.json:
+            print(json.dumps(sync_outcome.as_json(result)), flush=True)
+            return
+        _print_result(result)
+        code = sync_outcome.exit_code(result)
+        for line in sync_outcome.why_nothing(result):
+            print(f"  why: {line}")
+        print(f"  {sync_outcome.word(code)} (exit {code})")
+
+    with _download_bar(enabled=not args.json) as progress:
         device = Device(args.state, config=_config(args), progress=progress)
         if args.loop:
-            asyncio.run(device.async_run(args.interval, args.iterations, on_result=_print_result))
+            asyncio.run(device.async_run(args.interval, args.iterations, on_result=report))
             return 0
         result = device.sync()
-    _print_result(result)
-    return 0 if result.ok else 1
+    report(result)
+    return sync_outcome.exit_code(result)
 
 
 @contextmanager
-def _download_bar() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar per artifact download (transient: it leaves the summary behind)."""
+def _download_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar per artifact download (transient: it leaves the summary behind);
+    none under --json, whose output is the JSON alone."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    transient=True)
+                    transient=True, disable=not enabled)
     tasks: dict[str, Any] = {}
 
     def update(what: str, done: int, total: int) -> None:

@@ -171,9 +171,15 @@ class GoldenVectorError(VerificationError):
 
 
 class DownloadError(ModelSyncError):
-    """The network failed us: a status the protocol does not allow, a cut, a timeout."""
+    """The network failed us: a status the protocol does not allow, a cut, a timeout.
+    ``damaged``: the bytes that did arrive cannot be trusted as a prefix (an undecodable
+    zstd stream), so a partial file made of them is discarded rather than resumed."""
 
     code = "download"
+
+    def __init__(self, message: str, *, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged
 
 
 class SlowRetrievalError(DownloadError):

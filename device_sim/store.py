@@ -28,7 +28,8 @@ from packager.errors import UsageError
 from packager.fsutil import TMP_MARK, fsync_dir, temporary_beside, write_atomic_with
 
 # The report kinds the service accepts, the TypeScript client's ReportKind (reports.ts).
-ReportKind = Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
+ReportKind = Literal["installed", "install_failed", "golden_failed", "transfer_failed", "stale_index",
+                     "inference_stats"]
 
 Hook = Callable[[str], None]
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import IO, Any, BinaryIO, Literal, NoReturn, cast
 
 import httpx
 import zstandard
@@ -22,9 +22,12 @@ from device_sim.errors import DownloadError, LengthMismatchError
 from packager.manifest import Artifact
 
 DISCARD_BYTES = 64 << 10  # an error or 304 body read to its end so the connection is reused
-# A zstd frame can expand a few bytes into 128 KiB: feed the decompressor small slices so
-# the length cap (check 4.1) is applied before a bomb can fill memory.
-ZSTD_SLICE = 256
+# A zstd frame can expand 4 bytes into 128 KiB: the decompressor writes pieces of at most
+# ZSTD_PIECE, each checked against the declared length (check 4.1) before the next is made.
+ZSTD_PIECE = 16 << 10
+# The largest window a transfer may ask for (zstd's recommended decoder limit; level 19,
+# the highest a packager would use, needs 8 MiB): the decoder's buffer is bounded too.
+ZSTD_MAX_WINDOW = 8 << 20
 
 Progress = Callable[[str, int, int], None]  # (what, bytes so far, bytes in all)
 # How a model's bytes came, as the "installed" report's data.transfer says.
@@ -173,33 +176,53 @@ class Http:
         declared = artifact.length
         # Compressed bytes are capped too: endless empty zstd frames produce no output.
         wire_cap = declared + declared // 16 + 4096
-        dec = zstandard.ZstdDecompressor().decompressobj() if zstd else None
-        size = offset
         wire = 0
         with open(part, "r+b" if offset else "wb") as fh:
             fh.seek(offset)
-            async for chunk in resp.aiter_raw(self.config.chunk_size):
+            sink = _CappedSink(fh, part, offset, declared)
+            # The decompressor hands the sink at most ZSTD_PIECE bytes per write and the
+            # sink refuses the one that passes the declared length, so a bomb stops with
+            # one piece in memory (check 4.1); a frame that asks for a window beyond
+            # ZSTD_MAX_WINDOW is refused before the decoder allocates it.
+            writer = (zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+                      .stream_writer(cast("IO[bytes]", sink), write_size=ZSTD_PIECE, closefd=False)
+                      if zstd else None)  # the writer calls write() alone
+            # aiter_raw() without a size: each piece as it arrives, written and flushed at
+            # once, so a cut loses only what the network had not yet delivered.
+            async for chunk in resp.aiter_raw():
                 wire += len(chunk)
                 transfer.wire += len(chunk)
-                if dec is None:
-                    pieces = [chunk]
+                if writer is None:
+                    sink.write(chunk)
                 else:
                     if wire > wire_cap:
-                        part.unlink(missing_ok=True)
+                        sink.discard()
                         raise LengthMismatchError("compressed artifact is longer than any encoding "
-                                                        f"of {declared} bytes")
+                                                  f"of {declared} bytes")
                     try:
-                        pieces = [dec.decompress(chunk[i : i + ZSTD_SLICE])
-                                  for i in range(0, len(chunk), ZSTD_SLICE)]
+                        writer.write(chunk)
                     except zstandard.ZstdError as exc:
-                        raise DownloadError(f"corrupt zstd stream: {exc}") from None
-                for piece in pieces:
-                    size += len(piece)
-                    if size > declared:  # check 4.1: endless data stops here
-                        fh.close()
-                        part.unlink(missing_ok=True)
-                        trust.check_length_so_far(size, declared)
-                    fh.write(piece)
+                        raise DownloadError(f"corrupt zstd stream: {exc}", damaged=True) from None
                 fh.flush()
                 if progress is not None:
-                    progress(f"artifact {artifact.sha256[:12]}", size, declared)
+                    progress(f"artifact {artifact.sha256[:12]}", sink.size, declared)
+
+
+class _CappedSink:
+    """The partial file as a zstd stream_writer's target: each piece is counted before it
+    is written and the first one past the declared length discards the file (check 4.1)."""
+
+    def __init__(self, fh: BinaryIO, part: Path, size: int, declared: int) -> None:
+        self.fh, self.part, self.size, self.declared = fh, part, size, declared
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.declared:  # endless data stops here, before the write
+            self.discard()
+            trust.check_length_so_far(self.size, self.declared)
+        self.fh.write(data)
+        return len(data)
+
+    def discard(self) -> None:
+        self.fh.close()
+        self.part.unlink(missing_ok=True)

@@ -12,8 +12,9 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from device_sim.errors import (
     ExpiredError,
@@ -41,6 +42,7 @@ from packager.manifest import (
     Root,
     check_expiry,
     pick_entry,
+    rollout_bucket,
     verify_index,
     verify_manifest,
     verify_root_self,
@@ -48,6 +50,9 @@ from packager.manifest import (
 )
 
 MAX_ROOT_STEPS = 32
+# Why check 2.6 passes over a model: no entry's rollout takes this device, the entry is not
+# newer than what is installed, or that version failed a permanent check here before.
+SkipReason = Literal["outside_rollout", "not_newer", "known_bad"]
 PLATFORM_TARGETS: dict[str, str] = {"android": "android-nnapi", "ios": "ios-coreml", "linux": "cpu"}
 
 
@@ -132,6 +137,52 @@ def wanted_entries(
         if entry.version <= installed.get(name, 0) or entry.version in failed.get(name, set()):
             continue
         out.append(entry)
+    return out
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Why check 2.6 passed over a model of the index (the sync's "why nothing")."""
+
+    model: str
+    version: int  # the newest entry's version
+    reason: SkipReason
+    detail: str
+    bucket: int | None = None  # the device's rollout bucket (0..9999) for that entry
+    percent: float | None = None
+
+
+def skipped_entries(
+    index: ChannelIndex,
+    device_id: str,
+    installed: dict[str, int],
+    failed: dict[str, set[int]],
+) -> list[Skipped]:
+    """The models ``wanted_entries`` leaves out, each with the reason it did."""
+    out: list[Skipped] = []
+    for name in sorted(index.models):
+        entries = index.models[name]
+        entry = pick_entry(entries, device_id)
+        if entry is not None and entry.model != name:
+            continue  # wanted_entries ignores a mislabelled entry too
+        if entry is None:
+            if not entries:
+                continue
+            newest = entries[0]
+            bucket = rollout_bucket(newest.rollout.salt, device_id)
+            out.append(Skipped(name, newest.version, "outside_rollout",
+                               f"v{newest.version} is rolled out to {newest.rollout.percent:g}% "
+                               f"(buckets below {newest.rollout.percent * 100:g} of 10000); this "
+                               f"device's bucket is {bucket}", bucket, newest.rollout.percent))
+            continue
+        have = installed.get(name, 0)
+        if entry.version <= have:
+            why = "installed" if entry.version == have else f"older than installed v{have}"
+            out.append(Skipped(name, entry.version, "not_newer", f"v{entry.version} is {why}"))
+        elif entry.version in failed.get(name, set()):
+            out.append(Skipped(name, entry.version, "known_bad",
+                               f"v{entry.version} failed a permanent check here before (runtime too old, "
+                               "no artifact for this target, unloadable or golden vectors): not retried"))
     return out
 
 

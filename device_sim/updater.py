@@ -24,11 +24,20 @@ import httpx
 
 from device_sim import errors, trust
 from device_sim.delta import apply_delta
-from device_sim.errors import DownloadError, ModelSyncError, SlowRetrievalError, VerificationError
+from device_sim.errors import (
+    DownloadError,
+    HashMismatchError,
+    LengthMismatchError,
+    MixAndMatchError,
+    ModelSyncError,
+    SlowRetrievalError,
+    VerificationError,
+)
 from device_sim.golden import GoldenRunner, run_golden
 from device_sim.store import Identity, Installed, ReportKind, Store
 from device_sim.transfer import Http, Progress, SyncConfig, Transfer, TransferKind
 from packager.manifest import (
+    MAX_MANIFEST_BYTES,
     Artifact,
     ChannelIndex,
     IndexEntry,
@@ -41,6 +50,10 @@ from packager.manifest import (
 MAX_ROOT_BYTES = 1 << 20
 MAX_INDEX_BYTES = 8 << 20
 REPORT_BATCH = 500
+# A model's bytes that arrived damaged or cut are fetched once more, from byte 0 after a
+# mismatch, before the failure is reported (as transfer_failed): one bit flipped on the path
+# must neither halt a rollout nor cost a poll interval.
+TRANSFER_ATTEMPTS = 2
 
 
 # The words are the TypeScript client's (react-native-stub/src/core/client.ts):
@@ -54,6 +67,21 @@ SyncStatus = Literal["ok", "not_modified", "stale", "failed", "offline"]
 DeferReason = Literal["metered", "storage_budget"]
 
 
+DEFER_DETAIL: dict[DeferReason, str] = {
+    "metered": "deferred on a metered link until Wi-Fi (not urgent, larger than metered_max_bytes)",
+    "storage_budget": "deferred: the installed models and this artifact would exceed the storage budget",
+}
+
+
+class _Damaged(Exception):
+    """A model's manifest or artifact bytes failed the way a path attacker can make them
+    fail (cut, undecodable, wrong length or hash): retried, then a transfer_failed report."""
+
+    def __init__(self, cause: ModelSyncError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass
 class ModelOutcome:
     model: str
@@ -63,6 +91,7 @@ class ModelOutcome:
     detail: str = ""
     transfer: TransferKind | None = None
     wire_bytes: int = 0
+    transport: bool = False  # failed as a transfer (the path's doing), not as a verified model
 
 
 @dataclass
@@ -71,9 +100,11 @@ class SyncResult:
     root_version: int | None = None
     index_version: int | None = None
     outcomes: list[ModelOutcome] = field(default_factory=list)
+    skipped: list[trust.Skipped] = field(default_factory=list)  # check 2.6's "why not"
     reports_sent: int = 0
     error: str | None = None
     error_code: str | None = None
+    refused: bool = False  # the sync stopped at a failed trust check, not the network
     wire_bytes: int = 0
 
     @property
@@ -141,6 +172,7 @@ class Updater:
         result.status = "offline" if offline else "failed"
         result.error = str(exc)
         result.error_code = errors.error_code(exc)
+        result.refused = isinstance(exc, VerificationError)
 
     async def _sync(self, result: SyncResult) -> None:
         root = await self.update_root()
@@ -150,8 +182,9 @@ class Updater:
             return
         result.index_version = index.version
         installed = self.store.installed_versions()
-        for entry in trust.wanted_entries(index, self.identity.device_id, installed,
-                                          self.store.failed()):  # check 2.6
+        failed = self.store.failed()
+        result.skipped = trust.skipped_entries(index, self.identity.device_id, installed, failed)
+        for entry in trust.wanted_entries(index, self.identity.device_id, installed, failed):  # check 2.6
             outcome = await self.update_model(entry, root)
             result.outcomes.append(outcome)
             result.wire_bytes += outcome.wire_bytes
@@ -222,24 +255,21 @@ class Updater:
         out = ModelOutcome(entry.model, entry.version, "failed")
         transfer = Transfer()
         try:
-            manifest_bytes, manifest, artifact = await self._fetch_manifest(entry, root, transfer)
-            deferred = self._deferred(entry, artifact)
-            if deferred:
-                out.outcome, out.reason = "deferred", deferred
-                return out
-            data = await self._fetch_artifact(artifact, entry.model, transfer)
-            labels, scores = await asyncio.to_thread(self.golden_runner, data, manifest.golden)  # 4.3
-            trust.check_golden(labels, scores, manifest.golden, artifact.golden_tolerance)  # check 4.4
-            inst = Installed(
-                name=manifest.name, version=manifest.version, target=artifact.target,
-                manifest_sha256=entry.manifest.sha256, artifact_sha256=artifact.sha256,
-                artifact_length=artifact.length, installed_at=format_time(self.now()),
-            )
-            self.store.install(inst, manifest_bytes, data)  # checks 5.1-5.3
-            self.store.enqueue("installed", model=inst.name, version=inst.version,  # check 5.4
-                               data={"target": artifact.target, "transfer": transfer.kind,
-                                     "wire_bytes": transfer.wire})
-            out.outcome = "installed"
+            for attempt in range(1, TRANSFER_ATTEMPTS + 1):
+                try:
+                    await self._install_entry(entry, root, out, transfer)
+                    break
+                except _Damaged:
+                    if attempt == TRANSFER_ATTEMPTS:
+                        raise
+                    transfer.kind = "full"  # the retry's own way of coming, reported if it lands
+        except _Damaged as damaged:
+            # Bytes anyone on the path can spoil or cut without a key: a transport failure,
+            # never counted against the model by the health gate (docs/protocol.md).
+            exc = damaged.cause
+            out.reason, out.detail, out.transport = errors.error_code(exc), str(exc), True
+            self.store.enqueue("transfer_failed", model=entry.model, version=entry.version, reason=out.reason,
+                               data={"detail": str(exc)[:500], "attempts": TRANSFER_ATTEMPTS})
         except VerificationError as exc:
             out.reason, out.detail = errors.error_code(exc), str(exc)
             golden = isinstance(exc, errors.GoldenVectorError)
@@ -248,11 +278,38 @@ class Updater:
                                data={"detail": str(exc)[:500]})
             if isinstance(exc, errors.PERMANENT):
                 self.store.mark_failed(entry.model, entry.version)
-        except DownloadError as exc:  # transient: the next poll retries (resuming)
-            out.reason, out.detail = exc.code, str(exc)
         finally:
             out.transfer, out.wire_bytes = transfer.kind, transfer.wire
         return out
+
+    async def _install_entry(self, entry: IndexEntry, root: Root, out: ModelOutcome,
+                             transfer: Transfer) -> None:
+        manifest_bytes, manifest, artifact = await self._fetch_manifest(entry, root, transfer)
+        deferred = self._deferred(entry, artifact)
+        if deferred:
+            out.outcome, out.reason = "deferred", deferred
+            out.detail = DEFER_DETAIL[deferred]
+            return
+        try:
+            data = await self._fetch_artifact(artifact, entry.model, transfer)
+        except (DownloadError, LengthMismatchError, HashMismatchError) as exc:
+            if not isinstance(exc, DownloadError) or exc.damaged:
+                # a mismatch or an undecodable body: the partial file is poisoned, the retry
+                # starts from byte 0; a plain cut keeps it and the retry resumes it
+                self.store.partial_path(artifact.sha256).unlink(missing_ok=True)
+            raise _Damaged(exc) from None
+        labels, scores = await asyncio.to_thread(self.golden_runner, data, manifest.golden)  # 4.3
+        trust.check_golden(labels, scores, manifest.golden, artifact.golden_tolerance)  # check 4.4
+        inst = Installed(
+            name=manifest.name, version=manifest.version, target=artifact.target,
+            manifest_sha256=entry.manifest.sha256, artifact_sha256=artifact.sha256,
+            artifact_length=artifact.length, installed_at=format_time(self.now()),
+        )
+        self.store.install(inst, manifest_bytes, data)  # checks 5.1-5.3
+        self.store.enqueue("installed", model=inst.name, version=inst.version,  # check 5.4
+                           data={"target": artifact.target, "transfer": transfer.kind,
+                                 "wire_bytes": transfer.wire})
+        out.outcome, out.reason, out.detail = "installed", None, ""
 
     def _deferred(self, entry: IndexEntry, artifact: Artifact) -> DeferReason | None:
         ident = self.identity
@@ -268,12 +325,20 @@ class Updater:
     async def _fetch_manifest(
         self, entry: IndexEntry, root: Root, transfer: Transfer
     ) -> tuple[bytes, ModelManifest, Artifact]:
-        resp = await self.http.get(f"/v1/{entry.manifest.path}")
-        if resp.status_code != 200:
-            await self.http.refuse(resp, f"manifest {entry.model} v{entry.version}")
-        # check 3.1: one byte past the entry's length is enough to know it is not that manifest
-        data = await self.http.read(resp, entry.manifest.length + 1, "manifest", strict=False)
-        transfer.wire += len(data)
+        if entry.manifest.length > MAX_MANIFEST_BYTES:  # signed by the index key: not the path's doing
+            raise errors.FormatError(f"manifest {entry.model} v{entry.version} is declared "
+                                     f"{entry.manifest.length} bytes, more than the {MAX_MANIFEST_BYTES} "
+                                     "a device reads (packager.manifest.MAX_MANIFEST_BYTES)")
+        try:
+            resp = await self.http.get(f"/v1/{entry.manifest.path}")
+            if resp.status_code != 200:
+                await self.http.refuse(resp, f"manifest {entry.model} v{entry.version}")
+            # check 3.1: one byte past the entry's length is enough to know it is not that manifest
+            data = await self.http.read(resp, entry.manifest.length + 1, "manifest", strict=False)
+            transfer.wire += len(data)
+            trust.check_manifest_bytes(data, entry.manifest)  # check 3.1: what the path may spoil
+        except (DownloadError, MixAndMatchError) as exc:
+            raise _Damaged(exc) from None
         slot = self.store.slot(entry.model)
         manifest = trust.check_manifest(data, root, entry,
                                         slot.current.version if slot else None)  # checks 3.1-3.5

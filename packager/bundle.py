@@ -30,6 +30,7 @@ from packager.errors import BundleError, KeyLoadError, UsageError, VerificationE
 from packager.fsutil import fsync_dir, write_new
 from packager.golden import golden_deviation, select_golden_rows, tolerance_for
 from packager.manifest import (
+    MAX_MANIFEST_BYTES,
     SPEC_VERSION,
     Artifact,
     Compressed,
@@ -171,7 +172,11 @@ def write_bundle(
                 verify_manifest(envelope, root)
             except VerificationError as exc:
                 raise KeyLoadError(f"signed manifest does not verify against root: {exc}") from None
-        write_new(tmp / MANIFEST, (json.dumps(envelope, indent=2) + "\n").encode())
+        manifest_bytes = (json.dumps(envelope, indent=2) + "\n").encode()
+        if len(manifest_bytes) > MAX_MANIFEST_BYTES:  # a device would refuse it (check 3.1)
+            raise UsageError(f"cannot write manifest: {len(manifest_bytes)} bytes, more than the "
+                             f"{MAX_MANIFEST_BYTES} a device reads (fewer golden rows or artifacts)")
+        write_new(tmp / MANIFEST, manifest_bytes)
         advance()
         fsync_dir(tmp)
         _install(tmp, out_dir)

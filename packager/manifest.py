@@ -38,6 +38,10 @@ from packager.errors import (
 )
 
 SPEC_VERSION = "1.0"
+# The largest manifest.json a packager writes and a device reads (docs/packager.md,
+# docs/device.md 3.1): a manifest is metadata and golden vectors, tens of KiB; the root and
+# index have caps of their own on the device (1 MiB, 8 MiB).
+MAX_MANIFEST_BYTES = 1 << 20
 
 Role = Literal["root", "publisher", "index"]
 ROLES: tuple[Role, ...] = ("root", "publisher", "index")

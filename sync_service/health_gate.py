@@ -5,6 +5,12 @@ Among the fleet's devices that reported on a release's model version (``installe
 when at least ``min_devices`` reported and the share of devices with a failure reaches
 ``failure_rate``, the release is halted, the reason records the numbers, and a new index
 is signed without it (docs/protocol.md, "Health gate").
+
+Only failures of verified bytes count. ``transfer_failed`` (bytes cut, undecodable, of the
+wrong length or hash, after the device's retry) is not an outcome: anyone on the path
+between some devices and the service can cause it without a key, and it says nothing about
+the model (docs/security.md, "A path attacker halting a rollout"). Older clients report
+the same failures as ``install_failed`` with these reasons; they are not counted either.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ OUTCOME_KINDS: tuple[ReportKind, ...] = ("installed", *FAILURE_KINDS)
 # A device that cannot take the artifact at all (onnxruntime older than the one that wrote
 # it, no artifact for its platform) says nothing about the model's health: not counted.
 INCOMPATIBLE_REASONS = ("runtime_too_old", "no_artifact_for_target")
+# Transport failures (the device's error codes, docs/device.md "Error classes"):
+TRANSPORT_REASONS = ("hash_mismatch", "length_mismatch", "download", "slow_retrieval")
+NOT_COUNTED_REASONS = (*INCOMPATIBLE_REASONS, *TRANSPORT_REASONS)
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,7 @@ def device_counts(session: Session, release: Release, fleet_id: int, model: str,
             DeviceEvent.model_name == model,
             DeviceEvent.model_version == version,
             col(DeviceEvent.received_at) >= window_start(release),
-            or_(col(DeviceEvent.reason).is_(None), col(DeviceEvent.reason).not_in(INCOMPATIBLE_REASONS)),
+            or_(col(DeviceEvent.reason).is_(None), col(DeviceEvent.reason).not_in(NOT_COUNTED_REASONS)),
         )
     )
     reporting = int(session.exec(base.where(col(DeviceEvent.kind).in_(OUTCOME_KINDS))).one())

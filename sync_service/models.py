@@ -15,7 +15,8 @@ from sync_service.auth import TokenKind
 # The words stored in (and answered from) the status columns, as on the wire.
 ReleaseState = Literal["active", "halted", "superseded"]
 BlobKind = Literal["manifest", "artifact", "reference"]
-ReportKind = Literal["installed", "install_failed", "golden_failed", "stale_index", "inference_stats"]
+ReportKind = Literal["installed", "install_failed", "golden_failed", "transfer_failed", "stale_index",
+                     "inference_stats"]
 Platform = Literal["android", "ios", "linux"]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import bsdiff4
 
 from packager.compression import zstd_copy
+from packager.fsutil import temporary_beside
 from sync_service.storage import BlobNotFound, Storage, blob_key, delta_key
 
 # bsdiff holds both files and a suffix array (8 bytes per input byte) in memory: beyond
@@ -126,12 +127,26 @@ def _ensure_zstd(storage: Storage, sha256: str, key: str) -> int:
     except BlobNotFound:
         pass
     length = storage.size(blob_key(sha256))
-    with tempfile.TemporaryDirectory(prefix="modelsync-zstd-") as tmp:
-        out_path = Path(tmp) / "z"
-        with storage.open(blob_key(sha256)) as src, out_path.open("wb") as out:
-            zstd_copy(src, out, length)
-        storage.put(key, out_path)
-        return out_path.stat().st_size
+    target = storage.local_path(key)
+    if target is None:  # an object store: a private temporary directory
+        with tempfile.TemporaryDirectory(prefix="modelsync-zstd-") as tmp:
+            return _compress_via(storage, sha256, length, key, Path(tmp) / "z")
+    # Beside its target, named like every temporary of ours: a process killed mid-copy
+    # leaves a ".tmp-" file in the blob store, which the store's sweep removes, never a
+    # directory in the system's temp dir that nothing would ever look at.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = temporary_beside(target)
+    try:
+        return _compress_via(storage, sha256, length, key, tmp_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _compress_via(storage: Storage, sha256: str, length: int, key: str, out_path: Path) -> int:
+    with storage.open(blob_key(sha256)) as src, out_path.open("wb") as out:
+        zstd_copy(src, out, length)
+    storage.put(key, out_path)
+    return out_path.stat().st_size
 
 
 def ensure_delta(storage: Storage, from_sha: str, to_sha: str) -> int | None:

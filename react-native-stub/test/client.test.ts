@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 
 import { sha256Hex } from "../src/core/bytes";
-import { ModelSyncClient } from "../src/core/client";
+import { MAX_MANIFEST_BYTES, ModelSyncClient } from "../src/core/client";
 import type { HttpFetch } from "../src/core/ports";
 import { NodeOrtRunner } from "../src/node/ortRunner";
 import { StaticNetwork } from "../src/node/network";
@@ -194,7 +194,7 @@ describe("client flow against forged documents", () => {
     assert.equal((await savedJson(storage, "index/stable.json")).signed.version, 6);
   });
 
-  it("3.1: a manifest that is not the one the index names is refused and reported", async () => {
+  it("3.1: a manifest that is not the one the index names is refused, fetched once more, reported as a transfer failure", async () => {
     const genuine = sign(manifestSigned(3), "publisher-1", "publisher-2");
     const entry = entryFor(genuine, "battery-anomaly", 3);
     svc.routes.set(`/v1/${entry.manifest.path}`, { body: bytesOf(sign(manifestSigned(2), "publisher-1", "publisher-2")) });
@@ -202,10 +202,25 @@ describe("client flow against forged documents", () => {
     const { client } = await newClient();
     const r = await client.sync();
     assert.equal(r.models[0]?.error?.name, "MixAndMatchError");
+    assert.equal(r.models[0]?.transport, true);
+    assert.equal(svc.requests.filter((q) => q.path === `/v1/${entry.manifest.path}`).length, 2);
+    // the bytes at the path could be anyone's on the way: not counted against the model
     assert.deepEqual(
       svc.reports.flat().map((e: any) => [e.kind, e.model, e.version, e.reason]),
-      [["install_failed", "battery-anomaly", 3, "mix_and_match"]],
+      [["transfer_failed", "battery-anomaly", 3, "mix_and_match"]],
     );
+  });
+
+  it("3.1: a manifest declared over MAX_MANIFEST_BYTES is refused unread", async () => {
+    const big = sign({ ...manifestSigned(3), padding: "x".repeat(MAX_MANIFEST_BYTES) }, "publisher-1", "publisher-2");
+    const entry = entryFor(big, "battery-anomaly", 3); // genuine, and named with its true length
+    svc.routes.set(`/v1/${entry.manifest.path}`, { body: bytesOf(big) });
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, { "battery-anomaly": [entry] }), "index-1"));
+    const { client } = await newClient();
+    const r = await client.sync();
+    assert.equal(r.models[0]?.error?.name, "FormatError", r.models[0]?.error?.message);
+    assert.match(r.models[0]?.error?.message ?? "", new RegExp(`more than the ${MAX_MANIFEST_BYTES}`));
+    assert.equal(svc.requests.filter((q) => q.path === `/v1/${entry.manifest.path}`).length, 0);
   });
 
   it("4.1: endless data is cut at the declared length and not resumed", async () => {

@@ -81,7 +81,11 @@ def test_tampered_artifact(repo: Repo, device: Device) -> None:
     repo.blobs[sha(good)] = good[:100] + bytes([good[100] ^ 0x40]) + good[101:]
     reason, _ = _model_failure(device)
     assert reason == "hash_mismatch"
-    assert repo.reports[-1]["kind"] == "install_failed" and repo.reports[-1]["reason"] == "hash_mismatch"
+    # tried twice, from byte 0 each time, then reported as the transport's failure: a
+    # path attacker's bit flip is not the model's (the health gate does not count it)
+    gets = [r for r in repo.requests if r.url.path == f"/v1/blobs/{sha(good)}"]
+    assert len(gets) == 2 and not any("range" in r.headers for r in gets)
+    assert repo.reports[-1]["kind"] == "transfer_failed" and repo.reports[-1]["reason"] == "hash_mismatch"
     assert device.store.failed() == {}  # a transport problem may pass: retried next time
     assert not device.store.partial_path(sha(good)).exists()
 

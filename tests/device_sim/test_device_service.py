@@ -80,7 +80,7 @@ def test_cli_against_a_live_server(
         assert cli_main(["device", "register", "--server", url, "--enroll-token", enroll, "--state",
                          str(state), "--platform", "linux", "--root", str(keys_dir / "root.json"),
                          "--device-id", "cli-1"]) == 0
-        assert cli_main(["device", "sync", "--state", str(state), "--once"]) == 0
+        assert cli_main(["device", "sync", "--state", str(state), "--once"]) == 10  # UPDATED
         assert cli_main(["device", "predict", "--state", str(state), "--csv", str(csv),
                          "--out", str(tmp_path / "out.csv")]) == 0
         assert cli_main(["device", "sync", "--state", str(state)]) == 0

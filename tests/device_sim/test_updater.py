@@ -402,6 +402,6 @@ def test_status_words_are_the_typescript_clients() -> None:
         return set(re.findall(r'"(\w+)"', found.group(1)))
 
     assert words(r'outcome: ("installed"[^;]*);', client) == set(get_args(ModelOutcomeKind))
-    assert words(r"export type ReportKind = ([^;]*);", reports) == set(get_args(ReportKind))
+    assert words(r"export type ReportKind =([^;]*);", reports) == set(get_args(ReportKind))
     outcome = words(r"export type SyncOutcome = ([^;]*);", client)
     assert outcome & set(get_args(SyncStatus)) == {"stale", "failed", "offline"}

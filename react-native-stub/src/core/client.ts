@@ -9,6 +9,7 @@ import { formatTime } from "./documents";
 import {
   ArtifactLoadError,
   DownloadError,
+  FormatError,
   GoldenVectorError,
   ModelSyncError,
   StaleIndexError,
@@ -21,13 +22,24 @@ import { executionProviders, fixedBatch } from "./providers";
 import { ReportQueue } from "./reports";
 import type { ChannelIndex, IndexEntry, ModelManifest, Root, Target } from "./schema";
 import { type DeviceIdentity, type Installed, State } from "./state";
-import { Deadline, type Endpoint, downloadToPart, failure, getCapped, readAll, request } from "./transfer";
+import {
+  Damaged,
+  Deadline,
+  type Endpoint,
+  damagedBy,
+  downloadToPart,
+  failure,
+  getCapped,
+  readAll,
+  request,
+} from "./transfer";
 import {
   PLATFORM_TARGETS,
   checkArtifact,
   checkGolden,
   checkIndex,
   checkManifest,
+  checkManifestBytes,
   finalRoot,
   indexRoleChanged,
   nextRoot,
@@ -85,6 +97,8 @@ export interface ModelResult {
   /** Deferred: "metered" | "storage_budget". Failed: the error's code. */
   reason?: string;
   error?: ModelSyncError;
+  /** Failed as a transfer (reported as transfer_failed), not as a verified model. */
+  transport?: boolean;
 }
 
 export interface SyncResult {
@@ -118,9 +132,15 @@ export interface ActiveModel {
   source: "installed" | "previous" | "embedded";
 }
 
-// Roots and indexes are small; anything larger is refused (the Python device's caps).
+// Roots, indexes and manifests are small; anything larger is refused (the Python device's
+// caps; MAX_MANIFEST_BYTES is packager.manifest's, which a packager never exceeds).
 const MAX_ROOT_BYTES = 1 << 20;
 const MAX_INDEX_BYTES = 8 << 20;
+export const MAX_MANIFEST_BYTES = 1 << 20;
+// A model's bytes that arrived damaged or cut are fetched once more (from byte 0 after a
+// mismatch) before the failure is reported as transfer_failed (device_sim's TRANSFER_ATTEMPTS).
+const TRANSFER_ATTEMPTS = 2;
+
 const REPORT_DEADLINE_MS = 60_000;
 
 export class ModelSyncClient {
@@ -340,17 +360,32 @@ export class ModelSyncClient {
     net: NetworkStatus,
   ): Promise<ModelResult> {
     const base = { model: entry.model, version: entry.version };
-    try {
-      const done = await this.install(ep, root, entry, id, net);
-      return done === null ? { ...base, outcome: "installed" } : { ...base, outcome: "deferred", reason: done };
-    } catch (err) {
-      if (!(err instanceof ModelSyncError)) throw err;
-      if (err instanceof VerificationError) {
-        const kind = err instanceof GoldenVectorError ? "golden_failed" : "install_failed";
-        await this.reports.enqueue(id.device_id, kind, { ...base, reason: err.code });
-        if (isPermanent(err)) await this.state.markFailed(entry.model, entry.version);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const done = await this.install(ep, root, entry, id, net);
+        return done === null ? { ...base, outcome: "installed" } : { ...base, outcome: "deferred", reason: done };
+      } catch (caught) {
+        const damaged = caught instanceof Damaged;
+        const err = caught instanceof Damaged ? caught.failure : caught;
+        if (!(err instanceof ModelSyncError)) throw err;
+        if (damaged && attempt < TRANSFER_ATTEMPTS) continue; // once more: from byte 0 after a mismatch
+        if (damaged) {
+          // What anyone on the path can spoil or cut without a key: a transport failure,
+          // which the health gate does not count against the model (docs/protocol.md).
+          await this.reports.enqueue(id.device_id, "transfer_failed", {
+            ...base,
+            reason: err.code,
+            data: { detail: err.message.slice(0, 500), attempts: TRANSFER_ATTEMPTS },
+          });
+          return { ...base, outcome: "failed", reason: err.code, error: err, transport: true };
+        }
+        if (err instanceof VerificationError) {
+          const kind = err instanceof GoldenVectorError ? "golden_failed" : "install_failed";
+          await this.reports.enqueue(id.device_id, kind, { ...base, reason: err.code });
+          if (isPermanent(err)) await this.state.markFailed(entry.model, entry.version);
+        }
+        return { ...base, outcome: "failed", reason: err.code, error: err };
       }
-      return { ...base, outcome: "failed", reason: err.code, error: err };
     }
   }
 
@@ -365,7 +400,17 @@ export class ModelSyncClient {
     const { model: name, version } = entry;
     this.emit({ phase: "manifest", model: name, version });
     const pointer = await this.state.pointer(name);
-    const data = await getCapped(ep, `v1/${entry.manifest.path}`, entry.manifest.length, "manifest"); // 3.1 cap
+    if (entry.manifest.length > MAX_MANIFEST_BYTES) {
+      throw new FormatError(
+        `manifest ${name} v${version} is declared ${entry.manifest.length} bytes, more than the ${MAX_MANIFEST_BYTES} a device reads`,
+      );
+    }
+    const data = await damagedBy(
+      getCapped(ep, `v1/${entry.manifest.path}`, entry.manifest.length, "manifest").then((d) => {
+        checkManifestBytes(d, entry.manifest); // check 3.1: what the path may spoil
+        return d;
+      }),
+    );
     const manifest = checkManifest(data, root, entry, pointer?.current.version ?? null); // checks 3.1-3.5
     const artifact = selectArtifact(manifest, this.target, this.opts.ortVersion); // checks 3.6, 3.7
 
@@ -378,21 +423,21 @@ export class ModelSyncClient {
     const storage = this.opts.storage;
     const part = `cache/${artifact.sha256}.part`;
     this.emit({ phase: "download", model: name, version, received: 0, total: artifact.length });
-    await downloadToPart(ep, storage, {
+    await damagedBy(downloadToPart(ep, storage, {
       sha256: artifact.sha256,
       length: artifact.length,
       compressedLength: artifact.compressed?.length ?? null,
       partPath: part,
       useZstd: compression,
       onBytes: (received, total) => this.emit({ phase: "download", model: name, version, received, total }),
-    }); // check 4.1 while downloading
+    })); // check 4.1 while downloading
     this.emit({ phase: "verify", model: name, version });
     const bytes = await storage.read(part);
     try {
       checkArtifact(bytes ?? new Uint8Array(0), artifact); // checks 4.1, 4.2
     } catch (err) {
-      await storage.remove(part); // a bad blob is not resumed
-      throw err;
+      await storage.remove(part); // a bad blob is not resumed: the retry starts from byte 0
+      throw new Damaged(err);
     }
 
     const dir = `models/${name}/v${version}`;

@@ -128,9 +128,13 @@ export class DownloadError extends ModelSyncError {
   static override readonly errorName: string = "DownloadError";
   override readonly code: string = "download";
   readonly status: number | undefined;
-  constructor(message: string, status?: number) {
+  /** The bytes that did arrive cannot be trusted as a prefix (an undecodable zstd stream):
+   * a partial file made of them is discarded, not resumed (the Python DownloadError's). */
+  readonly damaged: boolean;
+  constructor(message: string, status?: number, damaged = false) {
     super(message);
     this.status = status;
+    this.damaged = damaged;
   }
 }
 export class SlowRetrievalError extends DownloadError {

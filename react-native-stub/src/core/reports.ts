@@ -10,7 +10,13 @@ import { StoreError } from "./errors";
 import type { State } from "./state";
 import { type Endpoint, failure, request } from "./transfer";
 
-export type ReportKind = "installed" | "install_failed" | "golden_failed" | "stale_index" | "inference_stats";
+export type ReportKind =
+  | "installed"
+  | "install_failed"
+  | "golden_failed"
+  | "transfer_failed"
+  | "stale_index"
+  | "inference_stats";
 
 export interface ReportEvent {
   event_id: string;

@@ -7,7 +7,13 @@
 import { Decompress } from "fzstd";
 
 import { concatBytes, utf8Decode } from "./bytes";
-import { DownloadError, LengthMismatchError, SlowRetrievalError } from "./errors";
+import {
+  DownloadError,
+  HashMismatchError,
+  LengthMismatchError,
+  MixAndMatchError,
+  SlowRetrievalError,
+} from "./errors";
 import type { HttpFetch, HttpResponse, Storage } from "./ports";
 import { checkLengthSoFar } from "./trust";
 
@@ -53,6 +59,27 @@ export class Deadline {
   explain(what: string, err: unknown): DownloadError {
     if (this.expired) return new SlowRetrievalError(`${what}: not finished within the sync deadline of ${this.ms} ms`);
     return err instanceof DownloadError ? err : new DownloadError(`${what}: ${(err as Error).message}`);
+  }
+}
+
+/** A model's manifest or artifact bytes failed the way a path attacker can make them fail:
+ * cut or undecodable (DownloadError, not the sync deadline), or of the wrong length or hash. */
+export class Damaged extends Error {
+  constructor(readonly failure: unknown) {
+    super((failure as Error).message);
+  }
+}
+
+export async function damagedBy<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (err) {
+    const transport =
+      (err instanceof DownloadError && !(err instanceof SlowRetrievalError)) ||
+      err instanceof LengthMismatchError ||
+      err instanceof HashMismatchError ||
+      err instanceof MixAndMatchError;
+    throw transport ? new Damaged(err) : err;
   }
 }
 
@@ -161,7 +188,7 @@ export async function getCapped(ep: Endpoint, path: string, cap: number, what: s
 }
 
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
-const ZSTD_SLICE = 1024;
+const ZSTD_SLICE = 256;
 
 export interface ArtifactRequest {
   sha256: string;
@@ -224,15 +251,18 @@ export async function downloadToPart(ep: Endpoint, store: Storage, req: Artifact
   const encoding = (res.headers.get("content-encoding") ?? "identity").toLowerCase();
   try {
     if (encoding === "zstd") {
-      await readZstd(res, path, req, write, ep.deadline);
+      await readZstd(res, path, { ...req, received: () => received }, write, ep.deadline);
     } else if (encoding === "identity" || encoding === "") {
       await readBody(res, `GET ${path}`, write, ep.deadline);
     } else {
       throw new DownloadError(`GET ${path}: unexpected Content-Encoding ${encoding}`);
     }
   } catch (err) {
-    // A server that sends more than it declared is not resumed from: start over next time.
-    if (err instanceof LengthMismatchError) await store.remove(req.partPath);
+    // A server that sends more than it declared, or bytes that do not decode, is not
+    // resumed from: start over.
+    if (err instanceof LengthMismatchError || (err instanceof DownloadError && err.damaged)) {
+      await store.remove(req.partPath);
+    }
     throw err;
   }
   if (received !== req.length) {
@@ -246,7 +276,7 @@ export async function downloadToPart(ep: Endpoint, store: Storage, req: Artifact
 async function readZstd(
   res: HttpResponse,
   path: string,
-  req: ArtifactRequest,
+  req: ArtifactRequest & { received: () => number },
   write: (chunk: Uint8Array) => Promise<void>,
   deadline?: Deadline,
 ): Promise<void> {
@@ -258,23 +288,32 @@ async function readZstd(
   // An object, not a `let`: TypeScript does not see assignments made inside the callback.
   const st: { mode: "unknown" | "zstd" | "plain"; head: Uint8Array } = { mode: "unknown", head: new Uint8Array(0) };
   let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  // fzstd hands over one block (at most 128 KiB) per call: each is counted against the
+  // declared length as it is made, so a bomb stops one block past it (check 4.1) instead
+  // of after the whole slice has expanded.
   const decoder = new Decompress((data) => {
-    if (data.length > 0) pending.push(data);
+    if (data.length === 0) return;
+    pendingBytes += data.length;
+    checkLengthSoFar(req.received() + pendingBytes, req.length);
+    pending.push(data);
   });
   const flush = async (): Promise<void> => {
     const out = pending;
     pending = [];
+    pendingBytes = 0;
     for (const d of out) await write(d);
   };
-  // Small slices: a few input bytes can expand to a 128 KiB block, and check 4.1 must see
-  // the output before a zstd bomb fills memory.
+  // Small slices: a few input bytes can expand to a 128 KiB block; the slice bounds how
+  // many blocks wait in `pending` before they reach the partial file.
   const push = async (chunk: Uint8Array, final: boolean): Promise<void> => {
     for (let i = 0; i < chunk.length || (final && i === 0); i += ZSTD_SLICE) {
       const slice = chunk.subarray(i, i + ZSTD_SLICE);
       try {
         decoder.push(slice, final && i + ZSTD_SLICE >= chunk.length);
       } catch (err) {
-        throw new DownloadError(`GET ${path}: corrupt zstd stream: ${(err as Error).message}`);
+        if (err instanceof LengthMismatchError) throw err;
+        throw new DownloadError(`GET ${path}: corrupt zstd stream: ${(err as Error).message}`, undefined, true);
       }
       await flush();
     }
