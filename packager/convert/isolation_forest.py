@@ -20,8 +20,10 @@ ensemble sum is the exponent directly. Two details make float32 match float64:
   additions work on small residuals instead of a growing total (measured on 60,000
   uniform rows, 300 trees: max |score error| 2.9e-7 without centring, 8e-8 with it).
 
-A NaN feature follows each node's ``missing_go_to_left`` (``nodes_missing_value_tracks_true``),
-as scikit-learn's ``apply`` does, so rows with missing values score the same too.
+A NaN feature follows each node's ``missing_go_to_left``, as scikit-learn 1.9's ``apply``
+does at predict time (it accepts NaN there), so rows with missing values score the same too.
+The attributes say so with ``nodes_missing_value_tracks_true``; the graph routes NaN
+through negated features instead, which is exact and 1.1-1.5x faster (``tree_layout``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
 
 from packager.convert.outputs import INPUT, const, finish, input_info, make_model
+from packager.convert.tree_layout import negated_input_nodes, route_missing_by_negation
 
 
 def floor_float32(values: np.ndarray) -> np.ndarray:
@@ -122,12 +125,23 @@ def tree_ensemble_attributes(forest: IsolationForest) -> tuple[dict[str, Any], f
     return attrs, base
 
 
-def convert_isolation_forest(forest: IsolationForest, n_features: int) -> onnx.ModelProto:
-    attrs, _ = tree_ensemble_attributes(forest)
-    nodes = [
+def isolation_forest_nodes(
+    attrs: dict[str, Any], offset: float, n_features: int, *, source: str = INPUT
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """Nodes from ``source`` (float32 [N, n_features]) to decision_function ([N, 1]), the
+    initializers they use and the score tensor's name. ``attrs`` is what
+    :func:`tree_ensemble_attributes` returned, possibly with thresholds and feature indices
+    rewritten by a fold; missing values are routed without flags (``tree_layout``)."""
+    nodes: list[onnx.NodeProto] = []
+    routed = route_missing_by_negation(attrs, n_features)
+    if routed is not None:
+        extra, source = negated_input_nodes(source, "iforest")
+        nodes.extend(extra)
+        attrs = routed
+    nodes += [
         helper.make_node(
             "TreeEnsembleRegressor",
-            [INPUT],
+            [source],
             ["iforest_exponent"],
             domain="ai.onnx.ml",
             name="iforest_trees",
@@ -141,8 +155,19 @@ def convert_isolation_forest(forest: IsolationForest, n_features: int) -> onnx.M
     ]
     inits = [
         const("iforest_two", np.array(2.0, dtype=np.float32)),
-        const("iforest_minus_offset", np.array(-float(forest.offset_), dtype=np.float32)),
+        const("iforest_minus_offset", np.array(-float(offset), dtype=np.float32)),
     ]
+    return nodes, inits, "iforest_decision"
+
+
+def convert_isolation_forest(
+    forest: IsolationForest, n_features: int, *, attrs: dict[str, Any] | None = None
+) -> onnx.ModelProto:
+    """The artifact graph; ``attrs`` replaces ``tree_ensemble_attributes(forest)[0]``
+    (e.g. with a scaler folded into the thresholds)."""
+    if attrs is None:
+        attrs, _ = tree_ensemble_attributes(forest)
+    nodes, inits, score = isolation_forest_nodes(attrs, float(forest.offset_), n_features)
     graph = helper.make_graph(nodes, "isolation_forest", [input_info(n_features)], [], initializer=inits)
-    finish(graph, "iforest_decision", score_dtype=TensorProto.FLOAT)
+    finish(graph, score, score_dtype=TensorProto.FLOAT)
     return make_model(graph)

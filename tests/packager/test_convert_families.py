@@ -67,6 +67,29 @@ def test_lightgbm_failure_classifier() -> None:
     np.testing.assert_array_equal(ref.predict(holdout) == -1, model.predict(holdout) == -1)
 
 
+@pytest.mark.parametrize("failure", [0, 1])
+def test_lightgbm_binary_is_one_regressor_on_the_margin(failure: int) -> None:
+    """Binary LightGBM: TreeEnsembleRegressor on the half margin and a Tanh (no classifier,
+    no Gathers); scores match predict_proba's P(other) - P(failure), NaN rows included."""
+    X = trained.telemetry().to_numpy()
+    # -1 is read as the failure class (index 0 of [-1, 1]); of [0, 1] it is 1
+    y = np.where(trained.labels() == 1, -1, 1) if failure == 0 else trained.labels()
+    X_nan = X.copy()
+    X_nan[::5, 2] = np.nan  # LightGBM learns a default direction for missing values
+    model = LGBMClassifier(n_estimators=30, num_leaves=8, verbose=-1, random_state=0).fit(X_nan, y)
+    converted = to_onnx(model)
+    ops = [n.op_type for n in converted.onnx.graph.node]
+    assert "TreeEnsembleClassifier" not in ops and ops.count("TreeEnsembleRegressor") == 1 and "Tanh" in ops
+    ref = converted.reference
+    assert ref.failure_index == failure
+    rows = trained.holdout().astype(np.float32)
+    rows[::3, 2] = np.nan
+    session = ort.InferenceSession(converted.onnx.SerializeToString(), providers=["CPUExecutionProvider"])
+    label, score = session.run(["label", "score"], {"input": rows})
+    np.testing.assert_array_equal(label, ref.predict(rows))
+    assert np.abs(score - ref.decision_function(rows)).max() < 1e-6
+
+
 def test_generic_outlier_detector() -> None:
     model = LocalOutlierFactor(n_neighbors=20, novelty=True).fit(trained.telemetry().to_numpy())
     ref, agreement, diff = _parity(model)

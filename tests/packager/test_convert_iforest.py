@@ -87,3 +87,51 @@ def test_missing_values_follow_sklearn(train: np.ndarray) -> None:
     label, score = _run(forest, X)
     np.testing.assert_array_equal(label, forest.predict(X))
     assert np.abs(score - forest.decision_function(X)).max() <= 1e-6
+
+
+def test_missing_routed_without_flags_exactly_at_every_threshold(train: np.ndarray) -> None:
+    """The graph compares negated features instead of flagging NaN (tree_layout): rows on
+    each threshold, one float32 step either side, NaN and +-inf reach sklearn's leaves."""
+    forest = IsolationForest(n_estimators=12, random_state=7).fit(train)
+    model = to_onnx(forest).onnx
+    trees = next(n for n in model.graph.node if n.op_type == "TreeEnsembleRegressor")
+    flags = next(a for a in trees.attribute if a.name == "nodes_missing_value_tracks_true")
+    assert not any(flags.ints)
+    rng = np.random.default_rng(8)
+    rows = []
+    for est, feats in zip(forest.estimators_, forest.estimators_features_, strict=True):
+        split = est.tree_.children_left != -1
+        for f, t in zip(np.asarray(feats)[est.tree_.feature[split]], est.tree_.threshold[split], strict=True):
+            t32 = floor_float32(np.array([t]))[0]
+            for v in (t32, np.nextafter(t32, np.float32(np.inf)), np.nextafter(t32, np.float32(-np.inf))):
+                row = rng.uniform(-4, 4, size=8).astype(np.float32)
+                row[f] = v
+                rows.append(row)
+    X = np.array(rows, dtype=np.float32)
+    X[::4, 1] = np.nan
+    X[1::9, 6] = np.inf
+    X[2::9, 0] = -np.inf
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    label, score = session.run(["label", "score"], {"input": X})
+    np.testing.assert_array_equal(label, forest.predict(X))
+    assert np.abs(score - forest.decision_function(X)).max() <= 1e-6
+
+
+def test_negation_is_refused_where_it_would_not_be_exact() -> None:
+    from packager.convert.tree_layout import route_missing_by_negation
+
+    attrs = {
+        "nodes_modes": ["BRANCH_LT", "LEAF", "LEAF"],
+        "nodes_featureids": [0, 0, 0],
+        "nodes_values": [0.5, 0.0, 0.0],
+        "nodes_truenodeids": [1, 0, 0],
+        "nodes_falsenodeids": [2, 0, 0],
+        "nodes_missing_value_tracks_true": [1, 0, 0],
+    }
+    assert route_missing_by_negation(attrs, 1) is None
+    attrs["nodes_modes"] = ["BRANCH_LEQ", "LEAF", "LEAF"]
+    assert route_missing_by_negation(attrs, 0) is None  # feature 0 outside the input
+    routed = route_missing_by_negation(attrs, 1)
+    assert routed is not None
+    assert routed["nodes_featureids"][0] == 1 and routed["nodes_truenodeids"][0] == 2
+    assert np.float32(routed["nodes_values"][0]) == np.nextafter(np.float32(-0.5), np.float32(-np.inf))
