@@ -25,6 +25,7 @@ that maps these classes to status codes and error bodies.
         │   └── DeviceInOtherFleet  device_in_other_fleet
         ├── PayloadTooLarge         payload_too_large       over an upload or manifest cap
         ├── RangeNotSatisfiable     range_not_satisfiable   a byte range beyond the blob's end
+        ├── UnsupportedEncoding     unsupported_encoding    a request body in a content coding we do not read
         └── Unprocessable           unprocessable           well-formed but unusable input
 
 ``code`` is the snake_case word the API answers with. The data layer (crud_*.py, the
@@ -139,6 +140,10 @@ class RangeNotSatisfiable(ServiceError):
     def __init__(self, detail: str, *, length: int) -> None:
         super().__init__(detail)
         self.length = length  # the blob's: the answer names it (Content-Range: bytes */LENGTH)
+
+
+class UnsupportedEncoding(ServiceError):
+    code = "unsupported_encoding"
 
 
 class Unprocessable(ServiceError):

@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from sync_service.api.errors import install_error_handlers
-from sync_service.api.main import add_middleware, api_router
+from sync_service.api.main import add_middleware, api_router, api_routes
+from sync_service.api.openapi import install_openapi
 from sync_service.api.routes.bundles import clean_stale_uploads
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
@@ -70,8 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db_slots = session_slots(engine)
     app.state.storage = storage
     app.state.keys = keys
-    install_error_handlers(app)
+    install_error_handlers(app, api_routes())
     clean_stale_uploads(settings.data_dir / "uploads")
     app.include_router(api_router)
     add_middleware(app)
+    install_openapi(app, api_routes())
     return app

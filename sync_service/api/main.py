@@ -7,6 +7,7 @@ import stops the service at start-up instead of silently answering 404 for its r
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from sync_service.api.routes import (
     admin,
@@ -24,17 +25,27 @@ from sync_service.index_fast_path import IndexFastPath
 from sync_service.logging import RequestIdMiddleware
 from sync_service.metrics import MetricsMiddleware
 
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    root.router,
+    bundles.router,
+    blobs.router,
+    models_api.router,
+    admin.router,
+    releases.router,
+    channels.router,
+    devices.router,
+    metrics.router,
+)
 api_router = APIRouter()
-api_router.include_router(health.router)
-api_router.include_router(root.router)
-api_router.include_router(bundles.router)
-api_router.include_router(blobs.router)
-api_router.include_router(models_api.router)
-api_router.include_router(admin.router)
-api_router.include_router(releases.router)
-api_router.include_router(channels.router)
-api_router.include_router(devices.router)
-api_router.include_router(metrics.router)
+for _router in ROUTERS:
+    api_router.include_router(_router)
+
+
+def api_routes() -> list[APIRoute]:
+    """Every operation served, with its full path (each router's prefix is in its routes'),
+    for the OpenAPI schema's error statuses (sync_service/api/openapi.py)."""
+    return [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
 
 
 def add_middleware(app: FastAPI) -> None:

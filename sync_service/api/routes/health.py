@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from sync_service.api.deps import SessionDep, StorageDep
 from sync_service.api.errors import error_response
+from sync_service.api.openapi import refusals
 from sync_service.errors import StorageError
 
 router = APIRouter(tags=["operations"])
@@ -18,7 +19,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "database or storage unreachable"}})
+@router.get("/readyz", responses=refusals({StorageError: "database or storage unreachable"}))
 def readyz(session: SessionDep, storage: StorageDep) -> JSONResponse:
     try:
         session.exec(text("SELECT 1"))  # type: ignore[call-overload]

@@ -1,0 +1,72 @@
+"""/openapi.json tells the truth about errors (issue 8, item 7): every error answer is
+documented with our ``ErrorBody`` (FastAPI's default validation error, ``detail`` as a list,
+appears nowhere), and every operation behind a token lists 401 and 403. The schemathesis
+run (test_schemathesis_cli.py) checks the answers against it; this checks the schema itself
+and the answers that made it lie, fast."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from sync_service.api.openapi import ErrorBody
+
+OPEN = {"/healthz", "/readyz", "/metrics", "/v1/root/{version}.json"}
+
+
+def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, ops in schema["paths"].items() for method, op in ops.items()]
+
+
+def test_every_error_is_an_error_body(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["detail", "code"]
+    for path, method, op in _operations(schema):
+        for status, answer in op["responses"].items():
+            if int(status) >= 400:
+                ref = answer["content"]["application/json"]["schema"]["$ref"]
+                assert ref == "#/components/schemas/ErrorBody", (method, path, status)
+
+
+def test_every_operation_lists_its_statuses(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    ops = {(method, path): set(op["responses"]) for path, method, op in _operations(schema)}
+    for (method, path), statuses in ops.items():
+        if path not in OPEN:
+            assert {"401", "403"} <= statuses, (method, path, statuses)
+        if "{" in path:
+            assert "422" in statuses, (method, path)
+    assert {"400", "413", "415", "409", "403"} <= ops[("post", "/v1/bundles")]
+    assert {"404", "416", "503"} <= ops[("get", "/v1/blobs/{sha256}")]
+    assert {"404", "409"} <= ops[("patch", "/v1/releases/{release_id}")]
+    assert "409" not in ops[("get", "/v1/releases/{release_id}")]  # a read conflicts with nothing
+    # A token is needed where 401 is answered, and the schema says which kind.
+    assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+
+
+def test_undecodable_json_body_is_a_documented_400(client: TestClient, auth: dict[str, str]) -> None:
+    r = client.post(
+        "/v1/admin/fleets", content=b"\x12i\xff\x1d", headers={**auth, "Content-Type": "application/json"}
+    )
+    assert r.status_code in (400, 422), r.text
+    ErrorBody.model_validate(r.json())
+
+
+def test_405_allows_every_method_of_the_path(client: TestClient, auth: dict[str, str]) -> None:
+    r = client.request("OPTIONS", "/v1/releases/1", headers=auth)
+    assert r.status_code == 405
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "PATCH"}
+    assert r.json()["code"] == "method_not_allowed"
+
+
+def test_statuses_come_from_dependencies(app: FastAPI) -> None:
+    from sync_service.api.main import api_routes
+    from sync_service.api.openapi import statuses_of
+
+    by_path = {(r.path, tuple(sorted(r.methods))): statuses_of(r) for r in api_routes()}
+    assert by_path[("/v1/models", ("GET",))] == {401, 403}
+    assert by_path[("/healthz", ("GET",))] == set()
+    assert {401, 403, 422, 400} <= by_path[("/v1/releases", ("POST",))]
