@@ -20,6 +20,7 @@ import bsdiff4
 
 from packager.compression import zstd_copy
 from sync_service.storage import BlobNotFound, Storage, blob_key, delta_key
+from sync_service.storage.sweep import ZSTD_SCRATCH_PREFIX
 
 # bsdiff holds both files and a suffix array (8 bytes per input byte) in memory: beyond
 # this no delta is offered, and a process computes one delta at a time.
@@ -126,7 +127,7 @@ def _ensure_zstd(storage: Storage, sha256: str, key: str) -> int:
     except BlobNotFound:
         pass
     length = storage.size(blob_key(sha256))
-    with tempfile.TemporaryDirectory(prefix="modelsync-zstd-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=ZSTD_SCRATCH_PREFIX) as tmp:
         out_path = Path(tmp) / "z"
         with storage.open(blob_key(sha256)) as src, out_path.open("wb") as out:
             zstd_copy(src, out, length)

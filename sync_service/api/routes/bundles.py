@@ -30,6 +30,7 @@ from sync_service.errors import (
 )
 from sync_service.metrics import count_publish
 from sync_service.storage import Storage
+from sync_service.storage.sweep import UPLOAD_PREFIX
 from sync_service.transfer import POSITION_CAP, byte_position, ensure_zstd
 
 log = logging.getLogger("modelsync.bundles")
@@ -73,25 +74,6 @@ async def _receive(request: Request, dest: Path, cap: int) -> int:
     return received
 
 
-def clean_stale_uploads(uploads: Path, older_than_s: float = 3600) -> int:
-    """Remove temporary upload directories a killed process left behind. Only old ones:
-    another worker sharing the data directory may be receiving an upload right now."""
-    import time
-
-    removed = 0
-    if not uploads.is_dir():
-        return 0
-    cutoff = time.time() - older_than_s
-    for entry in uploads.iterdir():
-        try:
-            if entry.name.startswith("bundle-") and entry.stat().st_mtime < cutoff:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed += 1
-        except OSError:
-            continue
-    return removed
-
-
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "the identical version was already stored"},
     **refusals(
@@ -125,7 +107,7 @@ async def upload_bundle(request: Request, _user: PublishDep, settings: SettingsD
     app = request.app
     uploads = settings.data_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bundle-", dir=uploads))
+    workdir = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX, dir=uploads))
     try:
         tar_path = workdir / "upload.tar"
         await _receive(request, tar_path, settings.upload_max_bytes)
