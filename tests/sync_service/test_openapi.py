@@ -70,3 +70,19 @@ def test_statuses_come_from_dependencies(app: FastAPI) -> None:
     assert by_path[("/v1/models", ("GET",))] == {401, 403}
     assert by_path[("/healthz", ("GET",))] == set()
     assert {401, 403, 422, 400} <= by_path[("/v1/releases", ("POST",))]
+
+
+def test_schema_valid_reports_are_accepted(client: TestClient, enrollment_token: str) -> None:
+    """What schemathesis' positive_data_acceptance found: a report the schema allows was
+    refused with 422 (a 1.0 version, a date-time whose UTC moment is before year 1)."""
+    from tests.sync_service.fleet_helpers import bearer, event, register
+
+    token = register(client, enrollment_token, "d-ok")
+    events = [
+        {**event("installed"), "version": 1.0},
+        {**event("installed"), "at": "0001-01-01T00:00:00+23:58"},
+        {**event("installed"), "at": "9999-12-31T23:59:59-23:58"},
+    ]
+    r = client.post("/v1/devices/d-ok/reports", json={"events": events}, headers=bearer(token))
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 3

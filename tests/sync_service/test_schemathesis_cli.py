@@ -41,22 +41,40 @@ RUNS = (
 )
 
 
-def _schemathesis(schema_url: str, base_url: str, token: str, include: str | None, exclude: tuple[str, ...],
-                  report: Path) -> subprocess.CompletedProcess[str]:
+def _schemathesis(
+    schema_url: str, base_url: str, token: str, include: str | None, exclude: tuple[str, ...], report: Path
+) -> subprocess.CompletedProcess[str]:
     cmd = [
-        str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(CONFIG), "run", schema_url,
-        "--url", base_url,
-        "--checks", "all",
-        "--max-examples", str(MAX_EXAMPLES),
-        "--seed", str(SEED),
-        "--workers", "1",
-        "--phases", "examples,coverage,fuzzing",
-        "--max-redirects", "0",
-        "--request-timeout", "30",
-        "--suppress-health-check", "all",
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file",
+        str(CONFIG),
+        "run",
+        schema_url,
+        "--url",
+        base_url,
+        "--checks",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--workers",
+        "1",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-redirects",
+        "0",
+        "--request-timeout",
+        "30",
+        "--suppress-health-check",
+        "all",
         "--no-shrink",
-        "--header", f"Authorization: Bearer {token}",
-        "--report", "ndjson", "--report-ndjson-path", str(report),
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
     ]
     if include is not None:
         cmd += ["--include-path-regex", include]
