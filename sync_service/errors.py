@@ -5,6 +5,7 @@ that maps these classes to status codes and error bodies.
     ├── ServiceConfigError          service_config          the service cannot start: settings, keys, storage
     │   └── DatabaseNotMigrated     database_not_migrated   the database is empty or behind the migrations
     ├── StorageError                storage_unavailable     a blob store failed
+    ├── DatabaseUnavailable         database_unavailable    the database refused or dropped the connection
     │   └── BlobNotFound            blob_not_found          no object under that key
     └── ServiceError                internal_error          a request or operation is refused
         ├── BadRequest              bad_request             malformed input (tar, headers, query)
@@ -54,6 +55,13 @@ class StorageError(ModelSyncError):
 
 class BlobNotFound(StorageError):
     code = "blob_not_found"
+
+
+class DatabaseUnavailable(ModelSyncError):
+    """What sqlalchemy's OperationalError (connection refused or lost, SQLite locked,
+    PostgreSQL deadlock) is answered as: 503, worth retrying (sync_service/api/errors.py)."""
+
+    code = "database_unavailable"
 
 
 class ServiceError(ModelSyncError):

@@ -19,7 +19,7 @@ from sync_service.api.openapi import raises
 from sync_service.auth import TokenKind
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
-from sync_service.errors import Forbidden, StorageError, Unauthorized
+from sync_service.errors import DatabaseUnavailable, Forbidden, StorageError, Unauthorized
 from sync_service.index import IndexSigner
 from sync_service.storage import Storage
 
@@ -49,6 +49,7 @@ def _db_slots(request: Request) -> asyncio.Semaphore:
     return slots
 
 
+@raises(DatabaseUnavailable)
 async def get_session(request: Request) -> AsyncIterator[Session]:
     # Async on purpose: entering and leaving (returning the connection) run on the event
     # loop, never queued behind busy worker threads.

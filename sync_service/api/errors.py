@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
@@ -30,6 +31,7 @@ from packager.errors import (
 from sync_service.errors import (
     BadRequest,
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     NotFound,
     PayloadTooLarge,
@@ -56,6 +58,7 @@ STATUS: Mapping[type[Exception], int] = {
     Unprocessable: 422,
     ServiceError: 500,
     StorageError: 503,
+    DatabaseUnavailable: 503,
 }
 
 # Trust failures of uploaded documents carry no code of their own: (status, code).
@@ -162,8 +165,22 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, _one_line(detail), "validation_error")
 
 
+async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database failed on %s: %s", request.url.path, _one_line(str(exc))[:500])
+    # The driver's message may name hosts and users: only its class goes to the client.
+    detail = f"database unavailable ({type(getattr(exc, 'orig', None) or exc).__name__}): retry"
+    return error_response(503, detail, DatabaseUnavailable.code)
+
+
+async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:
+    # A bug: still the one error body (Starlette re-raises afterwards, so it is logged).
+    return error_response(500, "internal error", "internal_error")
+
+
 def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> None:
     """``routes``: the app's operations, for the ``Allow`` header of a 405."""
     app.add_exception_handler(ModelSyncError, _modelsync_handler)
+    app.add_exception_handler(OperationalError, _database_handler)
+    app.add_exception_handler(Exception, _internal_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler(routes))
     app.add_exception_handler(RequestValidationError, _validation_handler)

@@ -67,7 +67,7 @@ def test_statuses_come_from_dependencies(app: FastAPI) -> None:
     from sync_service.api.openapi import statuses_of
 
     by_path = {(r.path, tuple(sorted(r.methods))): statuses_of(r) for r in api_routes()}
-    assert by_path[("/v1/models", ("GET",))] == {401, 403}
+    assert by_path[("/v1/models", ("GET",))] == {401, 403, 503}  # 503: the database
     assert by_path[("/healthz", ("GET",))] == set()
     assert {401, 403, 422, 400} <= by_path[("/v1/releases", ("POST",))]
 
@@ -86,3 +86,26 @@ def test_schema_valid_reports_are_accepted(client: TestClient, enrollment_token:
     r = client.post("/v1/devices/d-ok/reports", json={"events": events}, headers=bearer(token))
     assert r.status_code == 200, r.text
     assert r.json()["accepted"] == 3
+
+
+def test_database_down_is_a_documented_503(app: FastAPI, client: TestClient, auth: dict[str, str]) -> None:
+    """A database that refuses connections (or drops them, or is locked) is 503
+    ``database_unavailable`` on every route that reads it, as the schema says; it was a
+    text/plain 500 without our error body."""
+    from sync_service.db import make_engine
+
+    schema = client.get("/openapi.json").json()
+    assert "503" in schema["paths"]["/v1/models"]["get"]["responses"]
+    assert "503" in schema["paths"]["/v1/channels/{channel}/index"]["get"]["responses"]
+    healthy = app.state.engine
+    # Nothing listens on the discard port: every connection is refused.
+    app.state.engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:9/secret_db")
+    try:
+        for path in ("/v1/models", "/v1/channels/stable/index", "/readyz"):
+            r = client.get(path, headers=auth)
+            assert r.status_code == 503, (path, r.status_code, r.text)
+            assert r.json()["code"] == "database_unavailable", r.text
+            assert "nobody" not in r.text and "secret" not in r.text  # no driver message
+    finally:
+        app.state.engine.dispose()
+        app.state.engine = healthy

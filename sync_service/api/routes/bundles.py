@@ -22,8 +22,10 @@ from sync_service.api.openapi import refusals
 from sync_service.bundles import IngestResult, ingest
 from sync_service.errors import (
     BadRequest,
+    DatabaseUnavailable,
     PayloadTooLarge,
     ServiceError,
+    StorageError,
     Unprocessable,
     UnsupportedEncoding,
     VersionExists,
@@ -86,6 +88,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
             UnsupportedEncoding: "a Content-Encoding other than identity: bundles are sent "
             "uncompressed",
             Unprocessable: "malformed manifest",
+            StorageError: "the blob store failed",
+            DatabaseUnavailable: "the database refused or dropped the connection: retry",
         }
     ),
 }

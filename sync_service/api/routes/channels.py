@@ -20,7 +20,7 @@ from sync_service import crud
 from sync_service.api.deps import bearer_token
 from sync_service.api.openapi import refusals
 from sync_service.auth import hash_token
-from sync_service.errors import Forbidden, Unauthorized, UnknownChannel
+from sync_service.errors import DatabaseUnavailable, Forbidden, Unauthorized, UnknownChannel
 from sync_service.index import IndexCache, IndexSigner, StoredIndex, cache_for, serve_index
 from sync_service.index_fast_path import MISSED, DeviceToken, answer_parts, token_cache_for
 
@@ -51,6 +51,7 @@ def _load_index(
                 Unauthorized: "missing, unknown or revoked token",
                 Forbidden: "not a device token",
                 UnknownChannel: "the token's fleet has no such channel",
+                DatabaseUnavailable: "the database refused or dropped the connection: retry",
             }
         ),
     },
