@@ -172,3 +172,15 @@ def test_no_header_gives_a_server_error(
     if r.status_code >= 400:
         body = r.json()  # the documented ErrorBody
         assert set(body) == {"detail", "code"} and all(isinstance(v, str) for v in body.values()), body
+
+
+@pytest.mark.parametrize("form", ['"{sha}"', 'W/"{sha}"', '"other", "{sha}"', '*', ' "x" ,W/"{sha}" '])
+def test_if_none_match_is_a_list_compared_weakly(
+    client: TestClient, auth: dict[str, str], bundle_factory: Callable[..., Path], form: str
+) -> None:
+    """RFC 9110 §13.1.2: a list of entity tags, weak comparison (a CDN or a client may send
+    several, or the weak form); the blob route matched only the exact single tag."""
+    sha = publish(client, auth, bundle_factory())["artifacts"][0]["sha256"]
+    r = client.get(f"/v1/blobs/{sha}", headers={**auth, "If-None-Match": form.format(sha=sha)})
+    assert r.status_code == 304, r.text[:200]
+    assert client.get(f"/v1/blobs/{sha}", headers={**auth, "If-None-Match": '"other"'}).status_code == 200

@@ -14,6 +14,7 @@ from sync_service import crud
 from sync_service.api.deps import Principal, ReaderDep, SessionDep, SettingsDep, StorageDep
 from sync_service.api.openapi import refusals
 from sync_service.errors import NotFound, RangeNotSatisfiable
+from sync_service.index_fast_path import etag_matches
 from sync_service.storage import Storage, blob_key, delta_key
 from sync_service.transfer import (
     UnsatisfiableRange,
@@ -80,7 +81,8 @@ async def get_blob(
     key = blob_key(sha256)
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes", "Vary": "Accept-Encoding"}
-    if request.headers.get("if-none-match") in (etag, "*"):
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and etag_matches(if_none_match, etag):  # a list, weak compare
         return Response(status_code=304, headers=headers)
 
     if settings.storage_backend == "s3" and settings.s3_presigned_downloads:
