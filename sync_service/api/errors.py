@@ -144,6 +144,7 @@ def _http_handler(routes: Sequence[BaseRoute]) -> Callable[[Request, Exception],
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
+            413: PayloadTooLarge.code,  # sync_service/api/body_cap.py
         }.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:

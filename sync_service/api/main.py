@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
+from sync_service.api.body_cap import BodyCap
 from sync_service.api.routes import (
     admin,
     blobs,
@@ -52,7 +53,8 @@ def add_middleware(app: FastAPI) -> None:
     """The service's ASGI layers, added innermost first (Starlette wraps each new one around
     the previous): request id and JSON access log outermost, so every log line of a request
     carries its id; then metrics; then the index check's fast path, which is therefore
-    counted and logged like any route."""
+    counted and logged like any route; then the request body cap."""
+    app.add_middleware(BodyCap)  # innermost: its 413s are counted and logged like any answer
     app.add_middleware(IndexFastPath, route=channels.index_route())
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)

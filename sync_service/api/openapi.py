@@ -79,6 +79,7 @@ def statuses_of(route: APIRoute) -> set[int]:
             has_input = True
         if dep.body_params:
             found.add(400)  # FastAPI's answer to a body it cannot decode (not UTF-8, say)
+            found.add(413)  # over the request body cap (sync_service/api/body_cap.py)
     if has_input:
         found.add(status_of(Unprocessable))  # the validation handler's answer
     return found

@@ -3,7 +3,8 @@ service decompresses no request body, so an 8 KiB zstd (or gzip) body that would
 to 256 MiB of zeros is refused with a documented 415 ``unsupported_encoding`` before a byte
 of it is read (it used to be taken for a tar and refused as ``bad_tar``), nothing is
 stored, and the server process's peak memory (VmHWM of a real ``modelsync serve``) stays
-within 16 MiB of what a normal upload of a real bundle costs it."""
+within 16 MiB of what a normal upload of a real bundle costs it. So does a 200 MiB JSON
+body sent without a token (sync_service/api/body_cap.py)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,20 @@ def test_bomb_upload_is_refused_in_bounded_memory(
         # Sent without saying so, the bomb is bytes that are not a tar: 400, not inflated.
         r = http.post("/v1/bundles", content=bomb, headers=tar)
         assert r.status_code == 400 and r.json()["code"] == "bad_tar", r.text
+        # 200 MiB of JSON, no token: refused at the body cap, never buffered (api/body_cap.py).
+        for declared in (True, False):
+            body = b'{"device_id": "' + b"a" * (200 * MIB) + b'"}'
+            content = body if declared else iter([body[i : i + MIB] for i in range(0, len(body), MIB)])
+            try:
+                r = httpx.post(
+                    f"{svc.url}/v1/devices/register",
+                    content=content,
+                    headers={"Content-Type": "application/json"},
+                    timeout=60,
+                )
+                assert r.status_code == 413 and r.json()["code"] == "payload_too_large", r.text
+            except (httpx.WriteError, httpx.RemoteProtocolError):
+                pass  # the server answered and hung up while the client was still sending
         after_bomb = peak_rss(svc.pid)
 
         assert stored(data_dir) == before  # nothing half-written, no upload directory left
