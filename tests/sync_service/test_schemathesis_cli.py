@@ -24,6 +24,7 @@ from device_sim.service_process import running_service
 from tests.sync_service.fleet_helpers import create_release, publish, register
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+REPO = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = 8
 SEED = 8
 REGISTER = r"^/v1/devices/register$"
@@ -80,8 +81,14 @@ def _schemathesis(
         cmd += ["--include-path-regex", include]
     if exclude:  # the option does not add up when given twice: the last one wins
         cmd += ["--exclude-path-regex", "|".join(f"({p})" for p in exclude)]
-    env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": "tests.sync_service.schemathesis_hooks"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "NO_COLOR": "1",
+        "SCHEMATHESIS_HOOKS": "tests.sync_service.schemathesis_hooks",
+        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    # Run in the report's directory: the CLI keeps a cache (.schemathesis/) where it runs.
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=report.parent)
 
 
 @pytest.mark.slow
