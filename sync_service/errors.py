@@ -5,6 +5,7 @@ that maps these classes to status codes and error bodies.
     ├── ServiceConfigError          service_config          the service cannot start: settings, keys, storage
     │   └── DatabaseNotMigrated     database_not_migrated   the database is empty or behind the migrations
     ├── StorageError                storage_unavailable     a blob store failed
+    ├── DatabaseUnavailable         database_unavailable    the database refused or dropped the connection
     │   └── BlobNotFound            blob_not_found          no object under that key
     └── ServiceError                internal_error          a request or operation is refused
         ├── BadRequest              bad_request             malformed input (tar, headers, query)
@@ -25,6 +26,7 @@ that maps these classes to status codes and error bodies.
         │   └── DeviceInOtherFleet  device_in_other_fleet
         ├── PayloadTooLarge         payload_too_large       over an upload or manifest cap
         ├── RangeNotSatisfiable     range_not_satisfiable   a byte range beyond the blob's end
+        ├── UnsupportedEncoding     unsupported_encoding    a request body in a content coding we do not read
         └── Unprocessable           unprocessable           well-formed but unusable input
 
 ``code`` is the snake_case word the API answers with. The data layer (crud_*.py, the
@@ -53,6 +55,13 @@ class StorageError(ModelSyncError):
 
 class BlobNotFound(StorageError):
     code = "blob_not_found"
+
+
+class DatabaseUnavailable(ModelSyncError):
+    """What sqlalchemy's OperationalError (connection refused or lost, SQLite locked,
+    PostgreSQL deadlock) is answered as: 503, worth retrying (sync_service/api/errors.py)."""
+
+    code = "database_unavailable"
 
 
 class ServiceError(ModelSyncError):
@@ -139,6 +148,10 @@ class RangeNotSatisfiable(ServiceError):
     def __init__(self, detail: str, *, length: int) -> None:
         super().__init__(detail)
         self.length = length  # the blob's: the answer names it (Content-Range: bytes */LENGTH)
+
+
+class UnsupportedEncoding(ServiceError):
+    code = "unsupported_encoding"
 
 
 class Unprocessable(ServiceError):

@@ -5,6 +5,7 @@ what the app then serves (routers, ASGI layers) is listed in sync_service/api/ma
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,22 +13,30 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from sync_service.api.errors import install_error_handlers
-from sync_service.api.main import add_middleware, api_router
-from sync_service.api.routes.bundles import clean_stale_uploads
+from sync_service.api.main import add_middleware, api_router, api_routes
+from sync_service.api.openapi import install_openapi
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
 from sync_service.db import ensure_migrated, make_engine, session_slots
 from sync_service.errors import ServiceConfigError
 from sync_service.storage import make_storage
+from sync_service.storage.sweep import sweep_litter, sweep_periodically
 
 log = logging.getLogger("modelsync.service")
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    sweeper = asyncio.create_task(
+        sweep_periodically(
+            app.state.storage, settings.data_dir, settings.stale_temp_s, settings.sweep_interval_s
+        )
+    )
     try:
         yield
     finally:
+        sweeper.cancel()
         app.state.engine.dispose()
 
 
@@ -70,8 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db_slots = session_slots(engine)
     app.state.storage = storage
     app.state.keys = keys
-    install_error_handlers(app)
-    clean_stale_uploads(settings.data_dir / "uploads")
+    install_error_handlers(app, api_routes())
+    sweep_litter(storage, settings.data_dir, settings.stale_temp_s)
     app.include_router(api_router)
     add_middleware(app)
+    install_openapi(app, api_routes())
     return app

@@ -21,6 +21,7 @@ import bsdiff4
 from packager.compression import zstd_copy
 from packager.fsutil import temporary_beside
 from sync_service.storage import BlobNotFound, Storage, blob_key, delta_key
+from sync_service.storage.sweep import ZSTD_SCRATCH_PREFIX
 
 # bsdiff holds both files and a suffix array (8 bytes per input byte) in memory: beyond
 # this no delta is offered, and a process computes one delta at a time.
@@ -129,7 +130,7 @@ def _ensure_zstd(storage: Storage, sha256: str, key: str) -> int:
     length = storage.size(blob_key(sha256))
     target = storage.local_path(key)
     if target is None:  # an object store: a private temporary directory
-        with tempfile.TemporaryDirectory(prefix="modelsync-zstd-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=ZSTD_SCRATCH_PREFIX) as tmp:
             return _compress_via(storage, sha256, length, key, Path(tmp) / "z")
     # Beside its target, named like every temporary of ours: a process killed mid-copy
     # leaves a ".tmp-" file in the blob store, which the store's sweep removes, never a

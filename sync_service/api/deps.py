@@ -10,14 +10,16 @@ from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, Request
+from pydantic import BeforeValidator, Field, Strict
 from sqlmodel import Session
 
 from packager.manifest import Root
 from sync_service import crud
+from sync_service.api.openapi import raises
 from sync_service.auth import TokenKind
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
-from sync_service.errors import Forbidden, Unauthorized
+from sync_service.errors import DatabaseUnavailable, Forbidden, StorageError, Unauthorized
 from sync_service.index import IndexSigner
 from sync_service.storage import Storage
 
@@ -47,6 +49,7 @@ def _db_slots(request: Request) -> asyncio.Semaphore:
     return slots
 
 
+@raises(DatabaseUnavailable)
 async def get_session(request: Request) -> AsyncIterator[Session]:
     # Async on purpose: entering and leaving (returning the connection) run on the event
     # loop, never queued behind busy worker threads.
@@ -55,6 +58,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             yield session
 
 
+@raises(StorageError)
 def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
@@ -89,6 +93,18 @@ def get_signer(keys: KeysDep, settings: SettingsDep) -> IndexSigner:
 
 
 SignerDep = Annotated[IndexSigner, Depends(get_signer)]
+
+def integral_number(value: Any) -> Any:
+    # JSON Schema counts 1.0 as an integer (the same number as 1), so the schema's "integer"
+    # cannot refuse it: accept it as 1. Booleans and numeric strings stay refused (Strict).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A JSON integer from 1 to PostgreSQL's INTEGER maximum: 1 or 1.0, never true/false or "1"
+# (lax pydantic would take both). The bounds come before the validator, so the schema has them.
+Version = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1), BeforeValidator(integral_number)]
 
 # One line of printable text, for free-text fields: PostgreSQL refuses NUL in text columns
 # (a 500 if it got there).
@@ -125,6 +141,7 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+@raises(Unauthorized)
 def get_principal(request: Request, session: SessionDep) -> Principal:
     row = crud.get_token(session=session, plain=bearer_token(request))
     if row is None or row.id is None:
@@ -148,6 +165,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def require_scope(scope: str) -> Callable[..., Principal]:
+    @raises(Forbidden)
     def check(principal: PrincipalDep) -> Principal:
         if not principal.is_publisher:
             raise Forbidden(f"a publisher token with scope {scope!r} is needed", code="wrong_token_kind")
@@ -163,24 +181,28 @@ def PublisherDep(scope: str) -> Any:
     return Annotated[Principal, Depends(require_scope(scope))]
 
 
+@raises(Forbidden)
 def _any_publisher(principal: PrincipalDep) -> Principal:
     if not principal.is_publisher:
         raise Forbidden("a publisher token is needed", code="wrong_token_kind")
     return principal
 
 
+@raises(Forbidden)
 def _device(principal: PrincipalDep) -> Principal:
     if not principal.is_device or principal.fleet_id is None:
         raise Forbidden("a device token is needed", code="wrong_token_kind")
     return principal
 
 
+@raises(Forbidden)
 def _enrollment(principal: PrincipalDep) -> Principal:
     if principal.kind != "enrollment" or principal.fleet_id is None:
         raise Forbidden("an enrollment token is needed", code="wrong_token_kind")
     return principal
 
 
+@raises(Forbidden)
 def _device_or_publisher(principal: PrincipalDep) -> Principal:
     if principal.is_publisher or (principal.is_device and principal.fleet_id is not None):
         return principal

@@ -7,12 +7,15 @@ and the handlers that write every error body as ``{"detail": "<one line>", "code
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from packager.errors import (
     BadSignatureError,
@@ -28,6 +31,7 @@ from packager.errors import (
 from sync_service.errors import (
     BadRequest,
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     NotFound,
     PayloadTooLarge,
@@ -36,6 +40,7 @@ from sync_service.errors import (
     StorageError,
     Unauthorized,
     Unprocessable,
+    UnsupportedEncoding,
 )
 
 log = logging.getLogger("modelsync.errors")
@@ -49,9 +54,11 @@ STATUS: Mapping[type[Exception], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     RangeNotSatisfiable: 416,
+    UnsupportedEncoding: 415,
     Unprocessable: 422,
     ServiceError: 500,
     StorageError: 503,
+    DatabaseUnavailable: 503,
 }
 
 # Trust failures of uploaded documents carry no code of their own: (status, code).
@@ -65,6 +72,18 @@ VERIFICATION: Mapping[type[VerificationError], tuple[int, str]] = {
     RollbackError: (409, "rollback"),
     VerificationError: (422, "verification_failed"),
 }
+
+
+def status_of(cls: type[Exception]) -> int:
+    """The status every instance of ``cls`` is answered with (the OpenAPI schema's)."""
+    if issubclass(cls, StorageError):
+        return 503
+    for base in cls.__mro__:
+        if base in STATUS:
+            return STATUS[base]
+        if base in VERIFICATION:
+            return VERIFICATION[base][0]
+    return 500
 
 
 def status_and_code(exc: Exception) -> tuple[int, str]:
@@ -84,6 +103,8 @@ def headers_for(exc: Exception) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, RangeNotSatisfiable):
         return {"Content-Range": f"bytes */{exc.length}"}
+    if isinstance(exc, UnsupportedEncoding):
+        return {"Accept-Encoding": "identity"}  # RFC 9110 §15.5.16
     return {}
 
 
@@ -104,12 +125,33 @@ async def _modelsync_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, _one_line(str(exc)), code, headers_for(exc))
 
 
-async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
-        exc.status_code, "http_error"
-    )
-    return error_response(exc.status_code, _one_line(str(exc.detail)), code, exc.headers)
+def _allow(routes: Sequence[BaseRoute], path: str) -> str:
+    """Every method the path is served with (Starlette's 405 names only the first route
+    matching the path, so ``GET`` for a path that also takes ``PATCH``)."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
+def _http_handler(routes: Sequence[BaseRoute]) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {
+            400: "bad_request",  # FastAPI's, for a body it could not decode
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: PayloadTooLarge.code,  # sync_service/api/body_cap.py
+        }.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allow(routes, request.url.path) or headers.get("Allow", "")
+        return error_response(exc.status_code, _one_line(str(exc.detail)), code, headers)
+
+    return handle
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -124,7 +166,22 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, _one_line(detail), "validation_error")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database failed on %s: %s", request.url.path, _one_line(str(exc))[:500])
+    # The driver's message may name hosts and users: only its class goes to the client.
+    detail = f"database unavailable ({type(getattr(exc, 'orig', None) or exc).__name__}): retry"
+    return error_response(503, detail, DatabaseUnavailable.code)
+
+
+async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:
+    # A bug: still the one error body (Starlette re-raises afterwards, so it is logged).
+    return error_response(500, "internal error", "internal_error")
+
+
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> None:
+    """``routes``: the app's operations, for the ``Allow`` header of a 405."""
     app.add_exception_handler(ModelSyncError, _modelsync_handler)
-    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(OperationalError, _database_handler)
+    app.add_exception_handler(Exception, _internal_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler(routes))
     app.add_exception_handler(RequestValidationError, _validation_handler)

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     index_lifetime: timedelta = timedelta(days=7)
 
     upload_max_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    stale_temp_s: float = Field(
+        3600, gt=0, description="temporaries and upload directories older than this are litter"
+    )
+    sweep_interval_s: float = Field(600, gt=0, description="how often litter is swept")
     health_failure_rate: float = Field(0.05, gt=0, le=1)
     health_min_devices: int = Field(20, ge=1)
     # Only a brand-new, empty embedded SQLite file (no database_url) is migrated on its own.

@@ -80,6 +80,11 @@ class Storage(ABC):
                 left -= len(data)
                 yield data
 
+    def sweep(self, older_than_s: float) -> int:
+        """Remove what writers killed mid-write left behind, if older than ``older_than_s``
+        (a younger one may be a write in progress, perhaps of another replica); the count."""
+        return 0
+
     @abstractmethod
     def check(self) -> None:
         """Raise StorageError unless the store is reachable and usable (readiness)."""

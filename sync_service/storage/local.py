@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
-from packager.fsutil import write_atomic_with
+from packager.fsutil import TMP_MARK, write_atomic_with
 from sync_service.errors import BlobNotFound, StorageError
 from sync_service.storage.base import Storage, check_key
 
@@ -90,6 +91,24 @@ class LocalStorage(Storage):
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def sweep(self, older_than_s: float) -> int:
+        # write_atomic_with's temporaries (``<name>.tmp-<pid>-<hex>``, beside the object)
+        # of a killed process: never renamed, never read, never removed by anyone else.
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for directory, _dirs, names in os.walk(self.root):
+            for name in names:
+                if TMP_MARK not in name:
+                    continue
+                path = Path(directory) / name
+                try:
+                    if path.lstat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except OSError:  # gone already (another replica's sweep), or unreadable
+                    continue
+        return removed
 
     def check(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):

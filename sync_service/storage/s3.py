@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -138,6 +139,26 @@ class S3Storage(Storage):
             )
         except Exception as exc:
             raise self._fail("presign", key, exc) from None
+
+    def sweep(self, older_than_s: float) -> int:
+        # A multipart upload of a killed process is never completed or aborted: S3 keeps
+        # (and bills) its parts until someone aborts it.
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        removed = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        removed += 1
+        except Exception as exc:
+            raise StorageError(f"S3 sweep of {self.bucket} failed: {exc}") from None
+        return removed
 
     def check(self) -> None:
         try:

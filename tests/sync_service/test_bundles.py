@@ -361,7 +361,7 @@ def test_failure_between_blob_writes_and_commit_leaves_no_version(
 def test_stale_upload_directories_are_cleaned(tmp_path: Path) -> None:
     import os
 
-    from sync_service.api.routes.bundles import clean_stale_uploads
+    from sync_service.storage.sweep import clean_stale_uploads
 
     old, fresh = tmp_path / "bundle-old", tmp_path / "bundle-new"
     old.mkdir()

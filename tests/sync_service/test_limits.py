@@ -172,7 +172,6 @@ def test_percent_must_be_a_number(
         {"percent": False},
         {"version": True},
         {"version": "1"},
-        {"version": 1.0},
         {"urgent": "yes"},
         {"urgent": 1},
     ],
@@ -194,7 +193,7 @@ def test_report_numbers_are_strict(client: TestClient, enrollment: str) -> None:
     token = client.post("/v1/devices/register", json=registration("d1"), headers=bearer(enrollment)).json()[
         "device_token"
     ]
-    for version in (True, "1", 1.0):
+    for version in (True, "1"):  # 1.0 is a JSON integer (JSON Schema's reading): accepted
         r = client.post(
             "/v1/devices/d1/reports",
             json={"events": [{**event("installed"), "version": version}]},

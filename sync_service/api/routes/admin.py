@@ -4,7 +4,7 @@ appear once, in the answer that creates them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from packager.manifest import format_time
 from sync_service import crud
 from sync_service.api.deps import TEXT_LINE, AdminDep, SessionDep
+from sync_service.api.openapi import refusals
 from sync_service.auth import SCOPES, Scope, TokenKind
-from sync_service.errors import Conflict, NotFound, Unprocessable
+from sync_service.errors import Conflict, NotFound
 from sync_service.models import TOKEN_NAME_MAX, ApiToken
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
@@ -38,13 +39,23 @@ class FleetPublic(BaseModel):
     created: str
 
 
-class TokenCreate(BaseModel):
-    kind: Literal["publisher", "enrollment"]
-    scopes: list[Scope] = Field(
-        default_factory=list, description="publisher tokens only"
-    )
-    fleet: str | None = Field(None, pattern=crud.NAME_PATTERN, description="enrollment tokens only")
+# One model per kind, so the schema itself says which fields each kind takes (a single model
+# documented requests as valid that the route then refused).
+class PublisherTokenCreate(BaseModel):
+    kind: Literal["publisher"]
+    scopes: list[Scope] = Field(min_length=1, description="at least one")
+    fleet: None = Field(None, description="publisher tokens belong to no fleet")
     name: str = Field("", max_length=TOKEN_NAME_MAX, pattern=TEXT_LINE)
+
+
+class EnrollmentTokenCreate(BaseModel):
+    kind: Literal["enrollment"]
+    scopes: list[Scope] = Field(default_factory=list, max_length=0, description="none")
+    fleet: str = Field(pattern=crud.NAME_PATTERN)
+    name: str = Field("", max_length=TOKEN_NAME_MAX, pattern=TEXT_LINE)
+
+
+TokenCreate = Annotated[PublisherTokenCreate | EnrollmentTokenCreate, Field(discriminator="kind")]
 
 
 class TokenPublic(BaseModel):
@@ -61,7 +72,7 @@ class TokenCreated(TokenPublic):
     token: str = Field(description="the secret: shown once, only its hash is stored")
 
 
-_CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "already exists"}}
+_CONFLICT = refusals({Conflict: "already exists"})
 
 
 def _fleet_public(session: SessionDep, fleet_id: int) -> FleetPublic:
@@ -107,7 +118,7 @@ def create_fleet(body: FleetCreate, _admin: AdminDep, session: SessionDep) -> Fl
     "/fleets/{fleet}/channels",
     status_code=201,
     response_model=FleetPublic,
-    responses={**_CONFLICT, 404: {"description": "no such fleet"}},
+    responses=refusals({Conflict: "already exists", NotFound: "no such fleet"}),
 )
 def create_channel(
     fleet: FleetName, body: ChannelCreate, _admin: AdminDep, session: SessionDep
@@ -138,25 +149,11 @@ def list_tokens(_admin: AdminDep, session: SessionDep, include_revoked: bool = F
     "/tokens",
     status_code=201,
     response_model=TokenCreated,
-    responses={
-        404: {"description": "no such fleet"},
-        422: {"description": "scopes or fleet do not fit the kind"},
-    },
+    responses=refusals({NotFound: "no such fleet"}),
 )
 def create_token(body: TokenCreate, _admin: AdminDep, session: SessionDep) -> TokenCreated:
     fleet_id = None
-    if body.kind == "publisher":
-        if body.fleet is not None:
-            raise Unprocessable("publisher tokens belong to no fleet", code="bad_token_request")
-        if not body.scopes:
-            raise Unprocessable(
-                f"a publisher token needs scopes from {list(SCOPES)}", code="bad_token_request"
-            )
-    else:
-        if body.scopes:
-            raise Unprocessable("enrollment tokens carry no scopes", code="bad_token_request")
-        if body.fleet is None:
-            raise Unprocessable("an enrollment token needs a fleet", code="bad_token_request")
+    if isinstance(body, EnrollmentTokenCreate):
         fleet = crud.get_fleet(session=session, name=body.fleet)
         if fleet is None:
             raise NotFound(f"no fleet {body.fleet!r}", code="fleet_not_found")
@@ -170,7 +167,7 @@ def create_token(body: TokenCreate, _admin: AdminDep, session: SessionDep) -> To
 
 
 @router.post(
-    "/tokens/{token_id}/revoke", response_model=TokenPublic, responses={404: {"description": "no such token"}}
+    "/tokens/{token_id}/revoke", response_model=TokenPublic, responses=refusals({NotFound: "no such token"})
 )
 def revoke_token(token_id: int, _admin: AdminDep, session: SessionDep) -> TokenPublic:
     # Device tokens are managed by (re-)registration, not here.

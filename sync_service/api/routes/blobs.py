@@ -3,7 +3,7 @@ and GET /v1/blobs/{sha256}/delta?from= (bsdiff4). docs/protocol.md, "Devices".""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -12,7 +12,9 @@ from sqlmodel import Session
 
 from sync_service import crud
 from sync_service.api.deps import Principal, ReaderDep, SessionDep, SettingsDep, StorageDep
+from sync_service.api.openapi import refusals
 from sync_service.errors import NotFound, RangeNotSatisfiable
+from sync_service.index_fast_path import etag_matches
 from sync_service.storage import Storage, blob_key, delta_key
 from sync_service.transfer import (
     UnsatisfiableRange,
@@ -47,12 +49,16 @@ def _stream(storage: Storage, key: str, start: int, end: int) -> StreamingRespon
     return StreamingResponse(body, media_type="application/octet-stream")
 
 
-_BLOB_RESPONSES: dict[int | str, dict[str, str]] = {
-    206: {"description": "partial content (one Range)"},
+_BLOB_RESPONSES: dict[int | str, dict[str, Any]] = {
+    206: {"description": "partial content (one Range)", "content": {"application/octet-stream": {}}},
     304: {"description": "If-None-Match matched"},
     307: {"description": "redirect to a presigned download URL (S3 backend)"},
-    404: {"description": "unknown, or not released to the device's fleet"},
-    416: {"description": "Range starts at or beyond the end"},
+    **refusals(
+        {
+            NotFound: "unknown, or not released to the device's fleet",
+            RangeNotSatisfiable: "Range starts at or beyond the end",
+        }
+    ),
 }
 
 
@@ -75,7 +81,8 @@ async def get_blob(
     key = blob_key(sha256)
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes", "Vary": "Accept-Encoding"}
-    if request.headers.get("if-none-match") in (etag, "*"):
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and etag_matches(if_none_match, etag):  # a list, weak compare
         return Response(status_code=304, headers=headers)
 
     if settings.storage_backend == "s3" and settings.s3_presigned_downloads:
@@ -124,7 +131,7 @@ async def get_blob(
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "a BSDIFF4 patch"},
-        404: {"description": "no delta smaller than the zstd blob, or either blob unknown/not allowed"},
+        **refusals({NotFound: "no delta smaller than the zstd blob, or either blob unknown/not allowed"}),
     },
 )
 async def get_delta(

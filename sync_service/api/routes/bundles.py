@@ -9,18 +9,30 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from packager.errors import VerificationError
+from packager.errors import ThresholdError, VerificationError
 from sync_service.api.deps import PublishDep, SettingsDep
+from sync_service.api.openapi import refusals
 from sync_service.bundles import IngestResult, ingest
-from sync_service.errors import BadRequest, PayloadTooLarge, ServiceError
+from sync_service.errors import (
+    BadRequest,
+    DatabaseUnavailable,
+    PayloadTooLarge,
+    ServiceError,
+    StorageError,
+    Unprocessable,
+    UnsupportedEncoding,
+    VersionExists,
+)
 from sync_service.metrics import count_publish
 from sync_service.storage import Storage
+from sync_service.storage.sweep import UPLOAD_PREFIX
 from sync_service.transfer import POSITION_CAP, byte_position, ensure_zstd
 
 log = logging.getLogger("modelsync.bundles")
@@ -30,6 +42,13 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 async def _receive(request: Request, dest: Path, cap: int) -> int:
+    # The service decompresses no request body, so no upload can be a bomb: a coded body
+    # is refused before a byte of it is read, not mistaken for a tar (RFC 9110 §8.4).
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        raise UnsupportedEncoding(
+            f"Content-Encoding {coding[:40]!r} is not accepted: send the tar uncompressed"
+        )
     declared = request.headers.get("content-length")
     size: int | None = None
     if declared is not None:
@@ -57,33 +76,22 @@ async def _receive(request: Request, dest: Path, cap: int) -> int:
     return received
 
 
-def clean_stale_uploads(uploads: Path, older_than_s: float = 3600) -> int:
-    """Remove temporary upload directories a killed process left behind. Only old ones:
-    another worker sharing the data directory may be receiving an upload right now."""
-    import time
-
-    removed = 0
-    if not uploads.is_dir():
-        return 0
-    cutoff = time.time() - older_than_s
-    for entry in uploads.iterdir():
-        try:
-            if entry.name.startswith("bundle-") and entry.stat().st_mtime < cutoff:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed += 1
-        except OSError:
-            continue
-    return removed
-
-
-_RESPONSES: dict[int | str, dict[str, str]] = {
+_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "the identical version was already stored"},
-    400: {"description": "malformed tar, paths outside the bundle, missing/extra files, hash mismatch"},
-    401: {"description": "no or invalid token"},
-    403: {"description": "wrong scope, or the manifest's publisher signatures are not trusted"},
-    409: {"description": "same name and version, different manifest"},
-    413: {"description": "over the upload cap"},
-    422: {"description": "malformed manifest"},
+    **refusals(
+        {
+            BadRequest: "malformed tar or Content-Length, paths outside the bundle, missing/extra "
+            "files, hash mismatch, a body cut short",
+            ThresholdError: "the manifest's publisher signatures are not trusted",
+            VersionExists: "same name and version, different manifest",
+            PayloadTooLarge: "over the upload cap",
+            UnsupportedEncoding: "a Content-Encoding other than identity: bundles are sent "
+            "uncompressed",
+            Unprocessable: "malformed manifest",
+            StorageError: "the blob store failed",
+            DatabaseUnavailable: "the database refused or dropped the connection: retry",
+        }
+    ),
 }
 
 
@@ -103,7 +111,7 @@ async def upload_bundle(request: Request, _user: PublishDep, settings: SettingsD
     app = request.app
     uploads = settings.data_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bundle-", dir=uploads))
+    workdir = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX, dir=uploads))
     try:
         tar_path = workdir / "upload.tar"
         await _receive(request, tar_path, settings.upload_max_bytes)

@@ -19,8 +19,9 @@ from starlette.routing import BaseRoute
 
 from sync_service import crud
 from sync_service.api.deps import bearer_token
+from sync_service.api.openapi import refusals
 from sync_service.auth import hash_token
-from sync_service.errors import Forbidden, Unauthorized, UnknownChannel
+from sync_service.errors import DatabaseUnavailable, Forbidden, Unauthorized, UnknownChannel
 from sync_service.index import IndexCache, IndexSigner, StoredIndex, cache_for, serve_index
 from sync_service.index_fast_path import MISSED, DeviceToken, answer_parts, proxy_expiry, token_cache_for
 
@@ -47,9 +48,14 @@ def _load_index(
     responses={
         200: {"content": {"application/json": {}}, "description": "the signed channel-index envelope"},
         304: {"description": "If-None-Match matched the current ETag; no body"},
-        401: {"description": "missing, unknown or revoked token"},
-        403: {"description": "not a device token"},
-        404: {"description": "the token's fleet has no such channel"},
+        **refusals(
+            {
+                Unauthorized: "missing, unknown or revoked token",
+                Forbidden: "not a device token",
+                UnknownChannel: "the token's fleet has no such channel",
+                DatabaseUnavailable: "the database refused or dropped the connection: retry",
+            }
+        ),
     },
 )
 async def get_channel_index(

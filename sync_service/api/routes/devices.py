@@ -4,15 +4,24 @@ rollout health gate, sync_service/health_gate.py)."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, status
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sync_service import crud, crud_devices
-from sync_service.api.deps import TEXT_LINE, DeviceDep, EnrollmentDep, SessionDep, SettingsDep, SignerDep
-from sync_service.errors import Forbidden, UnknownFleet
+from sync_service.api.deps import (
+    TEXT_LINE,
+    DeviceDep,
+    EnrollmentDep,
+    SessionDep,
+    SettingsDep,
+    SignerDep,
+    Version,
+)
+from sync_service.api.openapi import refusals
+from sync_service.errors import DeviceInOtherFleet, Forbidden, UnknownFleet
 from sync_service.index import cache_for
 from sync_service.index_fast_path import token_cache_for
 from sync_service.models import DEVICE_ID_MAX, PROVIDERS_MAX, Device, Platform, ReportKind
@@ -23,8 +32,6 @@ log = logging.getLogger("modelsync.devices")
 MAX_EVENTS = 500
 DEVICE_ID = rf"^[A-Za-z0-9][A-Za-z0-9._:-]{{0,{DEVICE_ID_MAX - 1}}}$"
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID, max_length=DEVICE_ID_MAX)]
-# A JSON number, never true/false or a numeric string (lax pydantic would take both).
-Version = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
 
 
 class DeviceRegister(BaseModel):
@@ -76,7 +83,11 @@ class ReportEvent(BaseModel):
         try:
             return value.astimezone(UTC)
         except OverflowError:
-            raise ValueError("timestamp out of range") from None
+            # A valid RFC 3339 time whose UTC moment is before year 1 or after 9999: the
+            # schema's date-time allows it, so it is kept, at the nearest representable end.
+            offset = value.utcoffset()
+            assert offset is not None
+            return (datetime.min if offset > timedelta(0) else datetime.max).replace(tzinfo=UTC)
 
 
 class ReportBatch(BaseModel):
@@ -92,7 +103,12 @@ class ReportAccepted(BaseModel):
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"description": "the device id is enrolled in another fleet"}},
+    responses=refusals(
+        {
+            DeviceInOtherFleet: "the device id is enrolled in another fleet",
+            UnknownFleet: "the enrollment token's fleet no longer exists",
+        }
+    ),
 )
 def register_device(
     body: DeviceRegister, request: Request, session: SessionDep, enrollment: EnrollmentDep
@@ -117,7 +133,7 @@ def register_device(
 
 @router.post(
     "/{device_id}/reports",
-    responses={403: {"description": "the token belongs to another device"}},
+    responses=refusals({Forbidden: "the token belongs to another device"}),
 )
 def post_reports(
     device_id: DeviceId,

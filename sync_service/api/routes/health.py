@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from sync_service.api.deps import KeysDep, SessionDep, StorageDep
 from sync_service.api.errors import error_response
+from sync_service.api.openapi import refusals
 from sync_service.errors import StorageError
 
 router = APIRouter(tags=["operations"])
@@ -22,8 +23,8 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     responses={
+        **refusals({StorageError: "database or storage unreachable"}),
         200: {"description": "ready: {status, warnings: [{code, detail}]} (warnings do not fail it)"},
-        503: {"description": "database or storage unreachable"},
     },
 )
 def readyz(session: SessionDep, storage: StorageDep, keys: KeysDep) -> JSONResponse:

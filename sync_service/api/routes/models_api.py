@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from packager.manifest import format_time
 from sync_service import crud
 from sync_service.api.deps import AnyPublisherDep, SessionDep
+from sync_service.api.openapi import refusals
 from sync_service.errors import NotFound
 
 router = APIRouter(prefix="/v1/models", tags=["release engineers"])
@@ -48,7 +49,7 @@ def list_models(_user: AnyPublisherDep, session: SessionDep) -> list[ModelSummar
 @router.get(
     "/{name}/versions/{version}",
     response_model=ModelVersionPublic,
-    responses={404: {"description": "no such model version"}},
+    responses=refusals({NotFound: "no such model version"}),
 )
 def get_model_version(
     name: str,

@@ -4,15 +4,24 @@ channel's next signed index (sync_service/crud_releases.py)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
 from sync_service import crud_releases
-from sync_service.api.deps import TEXT_LINE, ReleaseDep, SessionDep, SignerDep
+from sync_service.api.deps import TEXT_LINE, ReleaseDep, SessionDep, SignerDep, Version
+from sync_service.api.openapi import refusals
 from sync_service.crud_releases import ReleaseView
-from sync_service.errors import UnknownRelease
+from sync_service.errors import (
+    NewerReleaseActive,
+    ReleaseSuperseded,
+    UnknownChannel,
+    UnknownFleet,
+    UnknownModelVersion,
+    UnknownRelease,
+    VersionNotNewer,
+)
 from sync_service.index import cache_for
 from sync_service.models import ReleaseState
 
@@ -22,9 +31,8 @@ Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ReleaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # JSON numbers and booleans as the schema says, strictly: lax pydantic took `false` for 0%
-# and "50" for 50%.
+# and "50" for 50%. (1.0 is a JSON integer, as JSON Schema counts: deps.Version.)
 Percent = Annotated[float, Strict(), Field(ge=0, le=100, allow_inf_nan=False)]
-Version = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
 
 
 class ReleaseCreate(BaseModel):
@@ -88,13 +96,26 @@ def _committed(request: Request, session: SessionDep, view: ReleaseView) -> Rele
     return _public(view)
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "unknown fleet, channel, model version or release"},
-    409: {"description": "the change conflicts with the release's state or a newer release"},
-}
+UNKNOWN: dict[type[Exception], str] = {UnknownRelease: "no such release"}
+CHANGE = refusals({**UNKNOWN, ReleaseSuperseded: "the release is superseded"})
+CREATE = refusals(
+    {
+        UnknownFleet: "unknown fleet",
+        UnknownChannel: "unknown channel",
+        UnknownModelVersion: "unknown model version",
+        VersionNotNewer: "a release of the same or a newer version exists in the channel",
+    }
+)
+RESUME = refusals(
+    {
+        **UNKNOWN,
+        ReleaseSuperseded: "the release is superseded",
+        NewerReleaseActive: "a newer release of the model is active",
+    }
+)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=CREATE)
 def create_release(
     body: ReleaseCreate, request: Request, session: SessionDep, signer: SignerDep, _user: ReleaseDep
 ) -> ReleasePublic:
@@ -114,7 +135,7 @@ def list_releases(
     return [_public(v) for v in views]
 
 
-@router.get("/{release_id}", responses=ERRORS)
+@router.get("/{release_id}", responses=refusals(UNKNOWN))
 def get_release(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleasePublic:
     view = crud_releases.get_release(session=session, release_id=release_id)
     if view is None:
@@ -122,7 +143,7 @@ def get_release(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -
     return _public(view)
 
 
-@router.patch("/{release_id}", responses=ERRORS)
+@router.patch("/{release_id}", responses=CHANGE)
 def set_percent(
     release_id: ReleaseId,
     body: PercentUpdate,
@@ -137,7 +158,7 @@ def set_percent(
     return _committed(request, session, view)
 
 
-@router.post("/{release_id}/halt", responses=ERRORS)
+@router.post("/{release_id}/halt", responses=CHANGE)
 def halt_release(
     release_id: ReleaseId,
     body: HaltRequest,
@@ -152,7 +173,7 @@ def halt_release(
     return _committed(request, session, view)
 
 
-@router.post("/{release_id}/resume", responses=ERRORS)
+@router.post("/{release_id}/resume", responses=RESUME)
 def resume_release(
     release_id: ReleaseId, request: Request, session: SessionDep, signer: SignerDep, _user: ReleaseDep
 ) -> ReleasePublic:
@@ -160,6 +181,6 @@ def resume_release(
     return _committed(request, session, view)
 
 
-@router.get("/{release_id}/status", responses=ERRORS)
+@router.get("/{release_id}/status", responses=refusals(UNKNOWN))
 def release_status(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleaseStatus:
     return ReleaseStatus.model_validate(crud_releases.release_status(session=session, release_id=release_id))

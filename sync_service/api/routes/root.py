@@ -6,12 +6,13 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from sync_service.api.deps import KeysDep
+from sync_service.api.openapi import refusals
 from sync_service.errors import NotFound
 
 router = APIRouter(prefix="/v1/root", tags=["devices"])
 
 
-@router.get("/{version}.json", responses={404: {"description": "no such root version"}})
+@router.get("/{version}.json", responses=refusals({NotFound: "no such root version"}))
 def get_root_version(version: int, keys: KeysDep) -> Response:
     path = keys.root_file(version) if version >= 1 else None
     if path is None:
