@@ -1,6 +1,6 @@
-"""The service's subcommands: ``serve``, ``admin`` (cli_admin.py), ``publish`` and
-``release`` (cli_release.py). Handlers are small and import
-their heavy modules lazily (``modelsync --help`` must stay fast)."""
+"""The service's subcommands: ``serve``, ``admin`` (cli_admin.py), ``publish``, ``release``
+(cli_release.py), ``models`` and ``devices`` (cli_inventory.py). Handlers are small and
+import their heavy modules lazily (``modelsync --help`` must stay fast)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from sync_service.cli_admin import register_admin
 from sync_service.cli_common import add_database_args, add_server_args, settings_from
+from sync_service.cli_inventory import register_inventory
 from sync_service.cli_release import register_release
 
 KEEP_ALIVE_S = 75
@@ -38,6 +39,7 @@ def register(sub: Any) -> None:
     publish.set_defaults(handler=_publish)
 
     register_release(sub)
+    register_inventory(sub)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from sync_service.api.routes import (
     channels,
     devices,
     health,
+    inventory,
     metrics,
     models_api,
     releases,
@@ -34,6 +35,7 @@ api_router.include_router(admin.router)
 api_router.include_router(releases.router)
 api_router.include_router(channels.router)
 api_router.include_router(devices.router)
+api_router.include_router(inventory.router)
 api_router.include_router(metrics.router)
 
 

@@ -122,7 +122,7 @@ def test_non_empty_output_needs_force(
 def test_verify_and_inspect_need_a_bundle(
     tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["verify", str(tmp_path), "--root", str(inputs / "keys" / "root.json")]) == 2
+    assert main(["verify", str(tmp_path), "--root", str(inputs / "keys" / "root.json")]) == 3
     assert "no manifest.json" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "not a directory" in capsys.readouterr().err
