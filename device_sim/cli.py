@@ -24,13 +24,15 @@ def register(sub: Any) -> None:
     reg.add_argument("--enroll-token", metavar="TOKEN",
                      help="fleet enrollment token (default: $MODELSYNC_ENROLL_TOKEN)")
     reg.add_argument("--state", required=True, type=Path, help=STATE_HELP)
-    reg.add_argument("--platform", required=True, choices=["android", "ios", "linux"])
+    reg.add_argument("--platform", required=True, choices=["android", "ios", "linux"],
+                     help="the platform it simulates: picks the artifact target")
     reg.add_argument("--root", required=True, type=Path, metavar="ROOT_JSON",
                      help="the root.json shipped with the app: the device's first trust anchor")
     reg.add_argument("--device-id", help="default: a random dev-… id")
-    reg.add_argument("--channel", default="stable")
+    reg.add_argument("--channel", default="stable", help="the fleet's channel to follow (default: stable)")
     reg.add_argument("--metered", action="store_true", help="defer large downloads unless urgent")
-    reg.add_argument("--metered-max-bytes", type=int, default=1_000_000, metavar="N")
+    reg.add_argument("--metered-max-bytes", type=int, default=1_000_000, metavar="N",
+                     help="with --metered: largest download not deferred (default 1000000)")
     reg.add_argument("--storage-budget", type=int, metavar="BYTES", help="most bytes models may take")
     reg.set_defaults(handler=_register)
 
@@ -58,9 +60,9 @@ def register(sub: Any) -> None:
     run = dsub.add_parser("run", help="live like a field device: sync on a schedule, score telemetry between")
     run.add_argument("--state", required=True, type=Path, help=STATE_HELP)
     run.add_argument("--csv", type=Path, help="telemetry to score after each sync")
-    run.add_argument("--interval", type=float, default=300.0, metavar="S")
+    run.add_argument("--interval", type=float, default=300.0, metavar="S", help="seconds between syncs")
     run.add_argument("--iterations", type=int, metavar="N", help="stop after N rounds")
-    run.add_argument("--deadline", type=float, default=300.0, metavar="S")
+    run.add_argument("--deadline", type=float, default=300.0, metavar="S", help="overall limit per sync")
     run.set_defaults(handler=_run)
 
     try:

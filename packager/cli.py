@@ -74,7 +74,7 @@ def _print_json_error(code: str, message: str, exit_code: int) -> None:
 
 def report_error(args: Any, exc: BaseException, code: str, message: str, exit_code: int) -> int:
     """One line on stderr, and under --json the same as an object on stdout."""
-    if getattr(args, "json", False):
+    if getattr(args, "json", False) is True:  # `device parity --json PATH` is a file, not a mode
         _print_json_error(code, message, exit_code)
     print(f"modelsync: error: {message}", file=sys.stderr)
     return exit_code

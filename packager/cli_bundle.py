@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
         "LightGBM model, or a modelsync detector) into one ORT artifact per target, check each "
         "against the scikit-learn reference, and write a signed bundle to -o DIR.",
     )
-    pkg.add_argument("model", type=Path, metavar="MODEL")
+    pkg.add_argument("model", type=Path, metavar="MODEL", help="the trained model: a .joblib or .pkl file")
     pkg.add_argument("--name", required=True, help="model name: lowercase letters, digits, . _ -")
     pkg.add_argument("--version", type=int, required=True, metavar="N", help="model version (>= 1)")
     pkg.add_argument(
@@ -53,13 +53,13 @@ def register(sub: Any) -> None:
         "verify",
         help="check a bundle completely: signatures, files, hashes, golden vectors",
     )
-    ver.add_argument("bundle", type=Path, metavar="DIR")
+    ver.add_argument("bundle", type=Path, metavar="DIR", help="the bundle directory `package -o` wrote")
     ver.add_argument("--root", type=Path, required=True, help="trusted root.json")
     ver.add_argument("--skip-golden", action="store_true", help="check signatures and files only")
     ver.set_defaults(handler=_verify)
 
     ins = sub.add_parser("inspect", help="print a bundle's manifest as tables (signature not checked)")
-    ins.add_argument("bundle", type=Path, metavar="DIR")
+    ins.add_argument("bundle", type=Path, metavar="DIR", help="the bundle directory `package -o` wrote")
     ins.set_defaults(handler=_inspect)
 
 
