@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
     reg.add_argument("--metered-max-bytes", type=int, default=1_000_000, metavar="N",
                      help="with --metered: largest download not deferred (default 1000000)")
     reg.add_argument("--storage-budget", type=int, metavar="BYTES", help="most bytes models may take")
+    reg.add_argument("--force", action="store_true",
+                     help="replace a device already in --state: retires its id on the server first")
+    reg.add_argument("--json", action="store_true", help="print the new identity (or the error) as JSON")
     reg.set_defaults(handler=_register)
 
     syn = dsub.add_parser("sync", help="check for and install new models (verified), send reports")
@@ -48,6 +51,7 @@ def register(sub: Any) -> None:
 
     st = dsub.add_parser("status", help="identity, trusted versions, installed models, queued reports")
     st.add_argument("--state", required=True, type=Path, help=STATE_HELP)
+    st.add_argument("--json", action="store_true", help="print the status (or the error) as JSON")
     st.set_defaults(handler=_status)
 
     pred = dsub.add_parser("predict", help="score telemetry rows with the installed model")
@@ -55,6 +59,7 @@ def register(sub: Any) -> None:
     pred.add_argument("--csv", required=True, type=Path, help="rows with a header naming the features")
     pred.add_argument("--model", help="model name (needed when several are installed)")
     pred.add_argument("--out", type=Path, help="write label,score per row to this CSV")
+    pred.add_argument("--json", action="store_true", help="print the counts (or the error) as JSON")
     pred.set_defaults(handler=_predict)
 
     run = dsub.add_parser("run", help="live like a field device: sync on a schedule, score telemetry between")
@@ -91,14 +96,19 @@ def _register(args: argparse.Namespace) -> int:
         raise UsageError("give --enroll-token or set MODELSYNC_ENROLL_TOKEN")
     device = Device.register(args.state, server=args.server, enroll_token=token, platform=args.platform,
                              root_envelope=read_json(args.root), device_id=args.device_id,
-                             channel=args.channel)
+                             channel=args.channel, strict=True, force=args.force)
     ident = device.store.identity.model_copy(update={
         "metered": args.metered, "metered_max_bytes": args.metered_max_bytes,
         "storage_budget_bytes": args.storage_budget,
     })
     Store.open(args.state).save_identity(ident)
-    print(f"registered {ident.device_id} in fleet {ident.fleet} ({ident.platform} → {ident.target}); "
-          f"state in {args.state}")
+    if args.json:
+        from packager.cli_common import print_json
+
+        print_json({k: v for k, v in ident.model_dump(mode="json").items() if k != "token"})
+        return 0
+    print(f"registered {ident.device_id} in fleet {ident.fleet}/{ident.channel} "
+          f"({ident.platform} → {ident.target}); state in {args.state}")
     return 0
 
 
@@ -161,6 +171,13 @@ def _status(args: argparse.Namespace) -> int:
     from device_sim.device import Device
 
     st = Device(args.state).status()
+    if args.json:
+        import dataclasses
+
+        from packager.cli_common import print_json
+
+        print_json(dataclasses.asdict(st))
+        return 0
     console = Console()
     console.print(f"[bold]{st.device_id}[/]  fleet {st.fleet}/{st.channel}  {st.platform} → {st.target}  "
                   f"onnxruntime {st.ort_version}  server {st.server}", highlight=False)
@@ -197,7 +214,14 @@ def _predict(args: argparse.Namespace) -> int:
     device = Device(args.state)
     frame = _read_csv(args.csv)
     pred = device.predict(frame, model=args.model)
-    print(f"{len(pred)} rows, {pred.anomalies} anomalous ({100 * pred.anomalies / max(len(pred), 1):.1f}%)")
+    if args.json:
+        from packager.cli_common import print_json
+
+        out = str(args.out) if args.out else None
+        print_json({"rows": len(pred), "anomalies": pred.anomalies, "out": out})
+    else:
+        share = 100 * pred.anomalies / max(len(pred), 1)
+        print(f"{len(pred)} rows, {pred.anomalies} anomalous ({share:.1f}%)")
     if args.out:
         import csv
 
@@ -205,7 +229,8 @@ def _predict(args: argparse.Namespace) -> int:
             writer = csv.writer(fh)
             writer.writerow(["label", "score"])
             writer.writerows(zip(pred.labels.tolist(), pred.scores.tolist(), strict=True))
-        print(f"wrote {args.out}")
+        if not args.json:
+            print(f"wrote {args.out}")
     device.queue_stats()  # sent with the next sync's reports
     return 0
 
