@@ -74,7 +74,8 @@ def _publish(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from sync_service.client import ServiceClient, resolve_server, resolve_token
+    from modelsync.api import publish
+    from sync_service.client import resolve_server, resolve_token
 
     server = resolve_server(args.server)
     token = resolve_token(args.token_file)
@@ -87,17 +88,16 @@ def _publish(args: argparse.Namespace) -> int:
         disable=not sys.stderr.isatty(),
         console=None,
     )
-    with progress, ServiceClient(server, token) as client:
+    with progress:
         task = progress.add_task(f"upload {args.bundle.name}", total=None)
-        status, body = client.publish(
-            args.bundle, on_progress=lambda sent, total: progress.update(task, completed=sent, total=total)
+        done = publish(
+            args.bundle, server=server, token=token,
+            on_progress=lambda sent, total: progress.update(task, completed=sent, total=total),
         )
     if args.json:
-        print(json.dumps(body, indent=2))
-    elif status == 201:
-        print(f"published {body['name']} v{body['version']} (manifest {body['manifest_sha256'][:12]}…)")
+        print(json.dumps(done.raw, indent=2))
+    elif done.created:
+        print(f"published {done.name} v{done.version} (manifest {done.manifest_sha256[:12]}…)")
     else:
-        print(
-            f"{body['name']} v{body['version']} was already published with this exact manifest: nothing to do"
-        )
+        print(f"{done.name} v{done.version} was already published with this exact manifest: nothing to do")
     return 0

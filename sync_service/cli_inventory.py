@@ -68,8 +68,18 @@ def _emit(args: argparse.Namespace, data: Any, title: str, columns: list[str], r
     return 0
 
 
+def _where(args: argparse.Namespace) -> dict[str, Any]:
+    from sync_service.client import resolve_server, resolve_token
+
+    return {"server": resolve_server(args.server), "token": resolve_token(args.token_file)}
+
+
 def _models_list(args: argparse.Namespace) -> int:
-    data = _get(args, "GET", "/v1/models")
+    import dataclasses
+
+    from modelsync.api import list_models
+
+    data = [dataclasses.asdict(m) for m in list_models(**_where(args))]
     rows = [[m["name"], ", ".join(str(v) for v in m["versions"]), str(m["latest"])] for m in data]
     return _emit(args, data, "models", ["model", "versions", "latest"], rows)
 
@@ -90,8 +100,11 @@ DEVICE_COLUMNS = ["device", "fleet", "platform", "onnxruntime", "last seen", "st
 
 
 def _devices_list(args: argparse.Namespace) -> int:
-    params = {"fleet": args.fleet} if args.fleet else {}
-    data = _get(args, "GET", "/v1/devices", params=params)
+    import dataclasses
+
+    from modelsync.api import list_devices
+
+    data = [dataclasses.asdict(d) for d in list_devices(fleet=args.fleet, **_where(args))]
     return _emit(args, data, "devices", DEVICE_COLUMNS, [_device_row(d) for d in data])
 
 

@@ -150,46 +150,25 @@ def _client(args: argparse.Namespace) -> Any:
     return ServiceClient(resolve_server(args.server), resolve_token(args.token_file))
 
 
-def check_channel(api: Any, fleet: str, channel: str | None) -> None:
-    """A fleet (and channel) that does not exist is an error, not an empty answer."""
-    from packager.errors import NotFoundError
+def _where(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``server`` and ``token`` keywords of modelsync.api, from the flags."""
+    from sync_service.client import resolve_server, resolve_token
 
-    info = api.json("GET", f"/v1/fleets/{fleet}")
-    if channel is not None and channel not in info["channels"]:
-        raise NotFoundError(
-            f"fleet {fleet!r} has no channel {channel!r}; its channels: {', '.join(info['channels'])}"
-        )
+    return {"server": resolve_server(args.server), "token": resolve_token(args.token_file)}
 
 
-def find_release(
-    api: Any, *, fleet: str, channel: str, model: str | None, states: tuple[str, ...]
-) -> dict[str, Any]:
-    """The newest release of ``model`` on fleet/channel in one of ``states``."""
-    from packager.errors import NotFoundError
+def _release_id(args: argparse.Namespace, states: tuple[Any, ...]) -> int:
+    from modelsync.api import find_release
 
-    check_channel(api, fleet, channel)
-    found = [
-        r for r in api.json("GET", "/v1/releases", params={"fleet": fleet, "channel": channel})
-        if r["state"] in states and (model is None or r["model"] == model)
-    ]
-    models = sorted({r["model"] for r in found})
-    if len(models) > 1:
-        raise UsageError(f"{fleet}/{channel} releases several models ({', '.join(models)}): add --model")
-    if not found:
-        what = f" of {model}" if model else ""
-        raise NotFoundError(f"no {' or '.join(states)} release{what} on {fleet}/{channel}")
-    return max(found, key=lambda r: r["id"])
-
-
-def _release_id(args: argparse.Namespace, api: Any, states: tuple[str, ...]) -> int:
     if args.release_id is not None:
         if args.fleet:
             raise UsageError("name the release by RELEASE_ID or by --fleet/--channel, not both")
         return int(args.release_id)
     if not args.fleet:
         raise UsageError("name the release: RELEASE_ID, or --fleet FLEET [--channel CHANNEL] [--model M]")
-    found = find_release(api, fleet=args.fleet, channel=args.channel, model=args.model, states=states)
-    return int(found["id"])
+    found = find_release(fleet=args.fleet, channel=args.channel, model=args.model, states=states,
+                         **_where(args))
+    return found.id
 
 
 def _print_release(args: argparse.Namespace, release: dict[str, Any], verb: str) -> int:
@@ -213,53 +192,47 @@ def _create_body(args: argparse.Namespace, channel: str, model: str, version: in
 
 
 def _create(args: argparse.Namespace) -> int:
-    with _client(args) as api:
-        body = _create_body(args, args.channel, args.model, args.version)
-        release = api.json("POST", "/v1/releases", json=body)
-    return _print_release(args, release, "created")
+    from modelsync.api import release
+
+    created = release(fleet=args.fleet, channel=args.channel, model=args.model, version=args.version,
+                      percent=args.percent, urgent=args.urgent, **_where(args))
+    return _print_release(args, created.raw, "created")
 
 
 def _set(args: argparse.Namespace) -> int:
-    with _client(args) as api:
-        rid = _release_id(args, api, ("active",))
-        release = api.json("PATCH", f"/v1/releases/{rid}", json={"percent": args.percent})
-    return _print_release(args, release, "updated")
+    from modelsync.api import set_percent
+
+    updated = set_percent(args.percent, release_id=_release_id(args, ("active",)), **_where(args))
+    return _print_release(args, updated.raw, "updated")
 
 
 def _halt(args: argparse.Namespace) -> int:
+    rid = _release_id(args, ("active",))
     with _client(args) as api:
-        rid = _release_id(args, api, ("active",))
         release = api.json("POST", f"/v1/releases/{rid}/halt", json={"reason": args.reason})
     return _print_release(args, release, "halted")
 
 
 def _resume(args: argparse.Namespace) -> int:
+    rid = _release_id(args, ("halted",))
     with _client(args) as api:
-        rid = _release_id(args, api, ("halted",))
         release = api.json("POST", f"/v1/releases/{rid}/resume")
     return _print_release(args, release, "resumed")
 
 
 def _promote(args: argparse.Namespace) -> int:
-    if args.source == args.dest:
-        raise UsageError("--from and --to name the same channel")
-    with _client(args) as api:
-        check_channel(api, args.fleet, args.dest)
-        source = find_release(
-            api, fleet=args.fleet, channel=args.source, model=args.model, states=("active",)
-        )
-        release = api.json(
-            "POST", "/v1/releases", json=_create_body(args, args.dest, source["model"], source["version"])
-        )
-    return _print_release(args, release, f"created (promoted from {args.source})")
+    from modelsync.api import promote
+
+    created = promote(fleet=args.fleet, source=args.source, dest=args.dest, model=args.model,
+                      percent=args.percent, urgent=args.urgent, **_where(args))
+    return _print_release(args, created.raw, f"created (promoted from {args.source})")
 
 
 def _list(args: argparse.Namespace) -> int:
-    params = {k: v for k in ("fleet", "channel", "state") if (v := getattr(args, k)) is not None}
-    with _client(args) as api:
-        if args.fleet:
-            check_channel(api, args.fleet, args.channel)
-        releases = api.json("GET", "/v1/releases", params=params)
+    from modelsync.api import list_releases
+
+    releases = [r.raw for r in list_releases(fleet=args.fleet, channel=args.channel, state=args.state,
+                                             **_where(args))]
     if args.json:
         print(json.dumps(releases, indent=2))
         return 0
@@ -280,9 +253,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with _client(args) as api:
-        rid = _release_id(args, api, ("active", "halted", "superseded"))
-        status = api.json("GET", f"/v1/releases/{rid}/status")
+    from modelsync.api import status as release_status
+
+    status = release_status(release_id=_release_id(args, ("active", "halted", "superseded")),
+                            **_where(args)).raw
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
