@@ -177,7 +177,7 @@ def test_end_to_end_console_script_on_fresh_directory(tmp_path: Path, inputs: Pa
     flipped[-1] ^= 0xFF
     ort.write_bytes(bytes(flipped))
     tampered = run("verify", "out", "--root", "keys/root.json")
-    assert tampered.returncode == 2
+    assert tampered.returncode == 3  # VERIFICATION
     assert tampered.stderr.strip().startswith("modelsync: error:") and ort.name in tampered.stderr
 
 
