@@ -165,10 +165,10 @@ def _download_bar() -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from device_sim.device import Device
+    from packager.cli_common import console as make_console
 
     st = Device(args.state).status()
     if args.json:
@@ -178,7 +178,7 @@ def _status(args: argparse.Namespace) -> int:
 
         print_json(dataclasses.asdict(st))
         return 0
-    console = Console()
+    console = make_console()  # unbounded in a pipe: table cells are never cut
     console.print(f"[bold]{st.device_id}[/]  fleet {st.fleet}/{st.channel}  {st.platform} → {st.target}  "
                   f"onnxruntime {st.ort_version}  server {st.server}", highlight=False)
     console.print(f"trusted root v{st.root_version}, index "

@@ -143,5 +143,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print_json(manifest.model_dump(mode="json"))
         return 0
-    print_manifest(manifest)
+    from packager.cli_common import console
+
+    print_manifest(manifest, console())
     return 0
