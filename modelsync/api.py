@@ -26,12 +26,14 @@ __all__ = [
     "Release",
     "ReleaseStatus",
     "find_release",
+    "halt",
     "list_devices",
     "list_models",
     "list_releases",
     "promote",
     "publish",
     "release",
+    "resume",
     "set_percent",
     "status",
 ]
@@ -203,6 +205,39 @@ def set_percent(
         rid = release_id if release_id is not None else _find(
             api, _need(fleet), channel, model, ("active",))["id"]
         return Release.from_json(api.json("PATCH", f"/v1/releases/{rid}", json={"percent": percent}))
+
+
+def halt(
+    reason: str,
+    *,
+    release_id: int | None = None,
+    fleet: str | None = None,
+    channel: str = "stable",
+    model: str | None = None,
+    server: str | None = None,
+    token: str | None = None,
+) -> Release:
+    """Stop a rollout (the release leaves the index), by id or fleet/channel."""
+    with _client(server, token) as api:
+        rid = release_id if release_id is not None else _find(
+            api, _need(fleet), channel, model, ("active",))["id"]
+        return Release.from_json(api.json("POST", f"/v1/releases/{rid}/halt", json={"reason": reason}))
+
+
+def resume(
+    *,
+    release_id: int | None = None,
+    fleet: str | None = None,
+    channel: str = "stable",
+    model: str | None = None,
+    server: str | None = None,
+    token: str | None = None,
+) -> Release:
+    """Resume a halted release, by id or fleet/channel (its newest halted release)."""
+    with _client(server, token) as api:
+        rid = release_id if release_id is not None else _find(
+            api, _need(fleet), channel, model, ("halted",))["id"]
+        return Release.from_json(api.json("POST", f"/v1/releases/{rid}/resume"))
 
 
 def promote(

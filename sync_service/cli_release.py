@@ -207,17 +207,17 @@ def _set(args: argparse.Namespace) -> int:
 
 
 def _halt(args: argparse.Namespace) -> int:
-    rid = _release_id(args, ("active",))
-    with _client(args) as api:
-        release = api.json("POST", f"/v1/releases/{rid}/halt", json={"reason": args.reason})
-    return _print_release(args, release, "halted")
+    from modelsync.api import halt
+
+    halted = halt(args.reason, release_id=_release_id(args, ("active",)), **_where(args))
+    return _print_release(args, halted.raw, "halted")
 
 
 def _resume(args: argparse.Namespace) -> int:
-    rid = _release_id(args, ("halted",))
-    with _client(args) as api:
-        release = api.json("POST", f"/v1/releases/{rid}/resume")
-    return _print_release(args, release, "resumed")
+    from modelsync.api import resume
+
+    resumed = resume(release_id=_release_id(args, ("halted",)), **_where(args))
+    return _print_release(args, resumed.raw, "resumed")
 
 
 def _promote(args: argparse.Namespace) -> int:

@@ -36,6 +36,8 @@ def test_publish_release_status_and_listings(
     assert created.state == "active"
     raised = modelsync.set_percent(100, fleet=fleet, **where)
     assert raised.id == created.id and raised.percent == 100
+    assert modelsync.halt("bad reports", fleet=fleet, **where).state == "halted"
+    assert modelsync.resume(fleet=fleet, **where).state == "active"
     register(client, enrollment_token, "dev-api-1")
     st = modelsync.status(fleet=fleet, **where)
     assert st.release.id == created.id and st.devices_registered == 1 and st.devices_in_rollout == 1
