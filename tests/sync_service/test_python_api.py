@@ -28,9 +28,10 @@ def test_publish_release_status_and_listings(
     where: dict[str, str], fleet: str, client: TestClient, enrollment_token: str,
     bundle_factory: Callable[..., Path],
 ) -> None:
-    first = modelsync.publish(bundle_factory(version=1), **where)
+    bundle = bundle_factory(version=1)
+    first = modelsync.publish(bundle, **where)
     assert (first.name, first.version, first.created) == ("demo", 1, True)
-    assert modelsync.publish(bundle_factory(version=1), **where).created is False
+    assert modelsync.publish(bundle, **where).created is False  # the same manifest again
     created = modelsync.release(fleet=fleet, model="demo", version=1, percent=25, **where)
     assert (created.fleet, created.channel, created.percent) == ("field", "stable", 25)
     assert created.state == "active"
