@@ -24,14 +24,19 @@ def register(sub: Any) -> None:
     reg.add_argument("--enroll-token", metavar="TOKEN",
                      help="fleet enrollment token (default: $MODELSYNC_ENROLL_TOKEN)")
     reg.add_argument("--state", required=True, type=Path, help=STATE_HELP)
-    reg.add_argument("--platform", required=True, choices=["android", "ios", "linux"])
+    reg.add_argument("--platform", required=True, choices=["android", "ios", "linux"],
+                     help="the platform it simulates: picks the artifact target")
     reg.add_argument("--root", required=True, type=Path, metavar="ROOT_JSON",
                      help="the root.json shipped with the app: the device's first trust anchor")
     reg.add_argument("--device-id", help="default: a random dev-… id")
-    reg.add_argument("--channel", default="stable")
+    reg.add_argument("--channel", default="stable", help="the fleet's channel to follow (default: stable)")
     reg.add_argument("--metered", action="store_true", help="defer large downloads unless urgent")
-    reg.add_argument("--metered-max-bytes", type=int, default=1_000_000, metavar="N")
+    reg.add_argument("--metered-max-bytes", type=int, default=1_000_000, metavar="N",
+                     help="with --metered: largest download not deferred (default 1000000)")
     reg.add_argument("--storage-budget", type=int, metavar="BYTES", help="most bytes models may take")
+    reg.add_argument("--force", action="store_true",
+                     help="replace a device already in --state: retires its id on the server first")
+    reg.add_argument("--json", action="store_true", help="print the new identity (or the error) as JSON")
     reg.set_defaults(handler=_register)
 
     syn = dsub.add_parser("sync", help="check for and install new models (verified), send reports")
@@ -48,6 +53,7 @@ def register(sub: Any) -> None:
 
     st = dsub.add_parser("status", help="identity, trusted versions, installed models, queued reports")
     st.add_argument("--state", required=True, type=Path, help=STATE_HELP)
+    st.add_argument("--json", action="store_true", help="print the status (or the error) as JSON")
     st.set_defaults(handler=_status)
 
     pred = dsub.add_parser("predict", help="score telemetry rows with the installed model")
@@ -55,14 +61,15 @@ def register(sub: Any) -> None:
     pred.add_argument("--csv", required=True, type=Path, help="rows with a header naming the features")
     pred.add_argument("--model", help="model name (needed when several are installed)")
     pred.add_argument("--out", type=Path, help="write label,score per row to this CSV")
+    pred.add_argument("--json", action="store_true", help="print the counts (or the error) as JSON")
     pred.set_defaults(handler=_predict)
 
     run = dsub.add_parser("run", help="live like a field device: sync on a schedule, score telemetry between")
     run.add_argument("--state", required=True, type=Path, help=STATE_HELP)
     run.add_argument("--csv", type=Path, help="telemetry to score after each sync")
-    run.add_argument("--interval", type=float, default=300.0, metavar="S")
+    run.add_argument("--interval", type=float, default=300.0, metavar="S", help="seconds between syncs")
     run.add_argument("--iterations", type=int, metavar="N", help="stop after N rounds")
-    run.add_argument("--deadline", type=float, default=300.0, metavar="S")
+    run.add_argument("--deadline", type=float, default=300.0, metavar="S", help="overall limit per sync")
     run.set_defaults(handler=_run)
 
     try:
@@ -91,14 +98,19 @@ def _register(args: argparse.Namespace) -> int:
         raise UsageError("give --enroll-token or set MODELSYNC_ENROLL_TOKEN")
     device = Device.register(args.state, server=args.server, enroll_token=token, platform=args.platform,
                              root_envelope=read_json(args.root), device_id=args.device_id,
-                             channel=args.channel)
+                             channel=args.channel, strict=True, force=args.force)
     ident = device.store.identity.model_copy(update={
         "metered": args.metered, "metered_max_bytes": args.metered_max_bytes,
         "storage_budget_bytes": args.storage_budget,
     })
     Store.open(args.state).save_identity(ident)
-    print(f"registered {ident.device_id} in fleet {ident.fleet} ({ident.platform} → {ident.target}); "
-          f"state in {args.state}")
+    if args.json:
+        from packager.cli_common import print_json
+
+        print_json({k: v for k, v in ident.model_dump(mode="json").items() if k != "token"})
+        return 0
+    print(f"registered {ident.device_id} in fleet {ident.fleet}/{ident.channel} "
+          f"({ident.platform} → {ident.target}); state in {args.state}")
     return 0
 
 
@@ -169,13 +181,20 @@ def _download_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], No
 
 
 def _status(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from device_sim.device import Device
+    from packager.cli_common import console as make_console
 
     st = Device(args.state).status()
-    console = Console()
+    if args.json:
+        import dataclasses
+
+        from packager.cli_common import print_json
+
+        print_json(dataclasses.asdict(st))
+        return 0
+    console = make_console()  # unbounded in a pipe: table cells are never cut
     console.print(f"[bold]{st.device_id}[/]  fleet {st.fleet}/{st.channel}  {st.platform} → {st.target}  "
                   f"onnxruntime {st.ort_version}  server {st.server}", highlight=False)
     console.print(f"trusted root v{st.root_version}, index "
@@ -211,7 +230,14 @@ def _predict(args: argparse.Namespace) -> int:
     device = Device(args.state)
     frame = _read_csv(args.csv)
     pred = device.predict(frame, model=args.model)
-    print(f"{len(pred)} rows, {pred.anomalies} anomalous ({100 * pred.anomalies / max(len(pred), 1):.1f}%)")
+    if args.json:
+        from packager.cli_common import print_json
+
+        out = str(args.out) if args.out else None
+        print_json({"rows": len(pred), "anomalies": pred.anomalies, "out": out})
+    else:
+        share = 100 * pred.anomalies / max(len(pred), 1)
+        print(f"{len(pred)} rows, {pred.anomalies} anomalous ({share:.1f}%)")
     if args.out:
         import csv
 
@@ -219,7 +245,8 @@ def _predict(args: argparse.Namespace) -> int:
             writer = csv.writer(fh)
             writer.writerow(["label", "score"])
             writer.writerows(zip(pred.labels.tolist(), pred.scores.tolist(), strict=True))
-        print(f"wrote {args.out}")
+        if not args.json:
+            print(f"wrote {args.out}")
     device.queue_stats()  # sent with the next sync's reports
     return 0
 

@@ -34,7 +34,7 @@ def register_device_commands(device_sub: Any) -> None:
 
 def register_top(sub: Any) -> None:
     fleet = sub.add_parser("fleet", help="simulate N devices against a sync service and report convergence")
-    fleet.add_argument("--devices", type=int, default=100, metavar="N")
+    fleet.add_argument("--devices", type=int, default=100, metavar="N", help="devices (default 100)")
     fleet.add_argument("--server", required=True, help="service URL, e.g. http://127.0.0.1:8000")
     fleet.add_argument("--enroll-token", help="fleet enrollment token (env MODELSYNC_ENROLL_TOKEN)")
     fleet.add_argument(
@@ -42,11 +42,12 @@ def register_top(sub: Any) -> None:
         type=Path,
         help="root.json the devices ship with (default: trust the server's root v1 on first use, and say so)",
     )
-    fleet.add_argument("--channel", default="stable")
+    fleet.add_argument("--channel", default="stable", help="the channel the devices follow (default: stable)")
     fleet.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds to run")
-    fleet.add_argument("--poll-interval", type=float, default=5.0, metavar="S")
+    fleet.add_argument("--poll-interval", type=float, default=5.0, metavar="S",
+                       help="seconds between a device's syncs (default 5)")
     fleet.add_argument("--out", type=Path, default=Path("fleet-out"), help="report directory")
-    fleet.add_argument("--seed", type=int, default=0)
+    fleet.add_argument("--seed", type=int, default=0, help="seeds device ids, jitter and faults (default 0)")
     fleet.add_argument(
         "--networks",
         default="wifi=0.7,cellular=0.2,lossy=0.1",
@@ -71,9 +72,11 @@ def register_top(sub: Any) -> None:
     fleet.set_defaults(handler=_fleet)
 
     demo = sub.add_parser("demo", help="end to end: keys, package, serve, publish, release, a fleet, parity")
-    demo.add_argument("--workdir", type=Path, default=Path("demo-out"))
-    demo.add_argument("--devices", type=int, default=50, metavar="N")
-    demo.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
+    demo.add_argument("--workdir", type=Path, default=Path("demo-out"),
+                      help="keys, bundles, service data and reports (default demo-out)")
+    demo.add_argument("--devices", type=int, default=50, metavar="N", help="simulated devices (default 50)")
+    demo.add_argument("--poll-interval", type=float, default=1.0, metavar="S",
+                      help="seconds between a device's syncs (default 1)")
     demo.add_argument(
         "--deadline",
         type=float,

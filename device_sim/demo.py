@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +137,9 @@ def demo_service(
     from device_sim.service_process import running_service
 
     data_dir = workdir / "service"
+    # A fresh service each run: the demo creates its fleet and tokens, so a second run over
+    # the first one's database refused with "fleet 'demo' already exists".
+    shutil.rmtree(data_dir, ignore_errors=True)
     with running_service(
         data_dir, keys_dir / "root.json", keys_dir / "index.key", log_path=workdir / "server.log", env=env
     ) as svc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,12 +24,13 @@ from typing import Any
 import httpx
 
 from device_sim import trust
-from device_sim.errors import DownloadError, ModelSyncError, NoModelError
+from device_sim.errors import DownloadError, NoModelError
 from device_sim.golden import available_providers, runtime_version
 from device_sim.store import Identity, Installed, Store
 from device_sim.transfer import Progress, SyncConfig, detail, make_client
 from device_sim.updater import SyncResult, Updater
-from packager.errors import UsageError
+from packager import exit_codes
+from packager.errors import ConflictError, NotFoundError, UsageError, VerificationError
 from packager.manifest import ModelManifest, utcnow
 
 
@@ -43,11 +45,30 @@ async def register(
     channel: str = "stable",
     app_version: str = "0.1.0",
     ort_version: str | None = None,
+    strict: bool = False,
+    force: bool = False,
 ) -> Store:
-    """Enroll with the server and write the state directory (identity + shipped root)."""
+    """Enroll with the server and write the state directory (identity + shipped root).
+
+    ``strict`` (the CLI's registration) refuses what would otherwise fail at the first
+    sync: a state directory that already holds a device (unless ``force``, which retires
+    that device on the server and starts the directory afresh), a root.json that is not
+    the server's, a channel the fleet does not have."""
     if platform not in trust.PLATFORM_TARGETS:
-        raise ModelSyncError(f"platform must be one of {', '.join(trust.PLATFORM_TARGETS)}, not {platform!r}")
+        raise UsageError(f"platform must be one of {', '.join(trust.PLATFORM_TARGETS)}, not {platform!r}")
     trust.trusted_root(root_envelope)  # check 1.1, before anything is written
+    path = Path(state)
+    if strict:
+        await _same_root_as_server(client, root_envelope)
+        if (path / "device.json").is_file():
+            old = Store.open(path).identity
+            if not force:
+                raise ConflictError(
+                    f"{path} already holds device {old.device_id} (fleet {old.fleet}, {old.server}): "
+                    "give another --state, or --force to retire that device and register afresh"
+                )
+            await _retire(client, old.device_id, old.token)
+            shutil.rmtree(path)
     device_id = device_id or f"dev-{uuid.uuid4().hex[:12]}"
     ort_version = ort_version or runtime_version()
     providers = available_providers()
@@ -59,20 +80,74 @@ async def register(
     except httpx.HTTPError as exc:
         raise DownloadError(f"cannot reach {client.base_url}: {exc}") from None
     if resp.status_code != 201:
-        raise DownloadError(f"registration refused: HTTP {resp.status_code}{detail(resp)}")
+        refused = DownloadError(f"registration refused: HTTP {resp.status_code}{detail(resp)}")
+        if resp.status_code in (401, 403):  # the token, not the network: say which and end so
+            refused = DownloadError(f"{refused} (is --enroll-token a fleet enrollment token? "
+                                    "`modelsync admin token create --enroll --fleet FLEET` makes one)")
+            refused.exit_code = exit_codes.UNAUTHORIZED
+        raise refused
     answer = resp.json()
+    if strict:
+        await _fleet_has_channel(client, answer, channel)
     identity = Identity(
         device_id=answer.get("device_id", device_id), server=str(client.base_url).rstrip("/"),
         platform=platform, target=trust.PLATFORM_TARGETS[platform], fleet=answer["fleet"],
         channel=channel, token=answer["device_token"], app_version=app_version, ort_version=ort_version,
         providers=providers,
     )
-    path = Path(state)
     if (path / "device.json").is_file():  # re-registering keeps installed models and reports
         store = Store.open(path)
         store.save_identity(identity)
         return store
     return Store.create(path, identity, root_envelope)
+
+
+async def _same_root_as_server(client: httpx.AsyncClient, root_envelope: dict[str, Any]) -> None:
+    """The shipped root must be one the server's chain holds: a device given another set of
+    keys' root.json would refuse every index it is served."""
+    version = root_envelope.get("signed", {}).get("version")
+    try:
+        resp = await client.get(f"/v1/root/{version}.json")
+    except httpx.HTTPError as exc:
+        raise DownloadError(f"cannot reach {client.base_url}: {exc}") from None
+    if resp.status_code == 404:
+        raise VerificationError(
+            f"the server has no root v{version}: this root.json is newer than the server's keys, "
+            "or from another key set; give the root.json of the keys `modelsync serve --root` uses"
+        )
+    if resp.status_code != 200:
+        raise DownloadError(f"GET /v1/root/{version}.json: HTTP {resp.status_code}{detail(resp)}")
+    try:
+        served = json.loads(resp.content)
+    except ValueError:
+        raise DownloadError(f"GET /v1/root/{version}.json: not JSON") from None
+    if served != root_envelope:
+        raise VerificationError(
+            f"this root.json is not the server's root v{version} (another key set?): the device would "
+            "refuse every index; give the root.json of the keys `modelsync serve --root` uses"
+        )
+
+
+async def _fleet_has_channel(client: httpx.AsyncClient, answer: dict[str, Any], channel: str) -> None:
+    headers = {"Authorization": f"Bearer {answer['device_token']}"}
+    try:
+        resp = await client.get(f"/v1/channels/{channel}/index", headers=headers)
+    except httpx.HTTPError as exc:
+        raise DownloadError(f"cannot reach {client.base_url}: {exc}") from None
+    if resp.status_code == 404:
+        await _retire(client, answer["device_id"], answer["device_token"])
+        raise NotFoundError(
+            f"fleet {answer['fleet']} has no channel {channel!r}: give --channel one of its channels "
+            "(`modelsync admin channel list --fleet FLEET`), or create it first"
+        )
+
+
+async def _retire(client: httpx.AsyncClient, device_id: str, token: str) -> None:
+    """Best effort: a device whose token is already revoked is retired already."""
+    try:
+        await client.post(f"/v1/devices/{device_id}/retire", headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise DownloadError(f"cannot reach {client.base_url} to retire {device_id}: {exc}") from None
 
 
 @dataclass
@@ -144,12 +219,16 @@ class Device:
         config: SyncConfig | None = None,
         ort_version: str | None = None,
         client: httpx.AsyncClient | None = None,
+        strict: bool = False,
+        force: bool = False,
     ) -> Device:
-        """Enroll with the server (checking the shipped root, check 1.1) and open the state."""
+        """Enroll with the server (checking the shipped root, check 1.1) and open the state;
+        ``strict`` and ``force`` as for ``register``."""
         cfg = config or SyncConfig()
         kwargs: dict[str, Any] = {"enroll_token": enroll_token, "platform": platform,
                                   "root_envelope": root_envelope, "device_id": device_id,
-                                  "channel": channel, "ort_version": ort_version}
+                                  "channel": channel, "ort_version": ort_version,
+                                  "strict": strict, "force": force}
         if client is not None:
             await register(client, Path(state_dir), **kwargs)
         else:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from packager import exit_codes
 from packager.errors import (
     BadSignatureError,
     ExpiredError,
@@ -176,6 +177,7 @@ class DownloadError(ModelSyncError):
     zstd stream), so a partial file made of them is discarded rather than resumed."""
 
     code = "download"
+    exit_code = exit_codes.UNREACHABLE
 
     def __init__(self, message: str, *, damaged: bool = False) -> None:
         super().__init__(message)
@@ -192,6 +194,7 @@ class StoreError(ModelSyncError):
     """The state directory cannot be read or written (docs/device.md, Error classes)."""
 
     code = "store"
+    exit_code = exit_codes.USAGE
 
 
 # --------------------------------------------------------------------------- Python only
@@ -201,12 +204,14 @@ class NoModelError(ModelSyncError):
     """Nothing installed (yet) that can serve a prediction."""
 
     code = "no_model"
+    exit_code = exit_codes.NOT_FOUND
 
 
 class EngineError(ModelSyncError):
     """An inference engine cannot serve."""
 
     code = "engine"
+    exit_code = exit_codes.USAGE
 
 
 class ModelLoadError(EngineError):
@@ -225,12 +230,14 @@ class ServiceStartError(ModelSyncError):
     """The local ``modelsync serve`` process did not come up."""
 
     code = "service_start"
+    exit_code = exit_codes.INTERNAL
 
 
 class DemoError(ModelSyncError):
     """A stage of ``modelsync demo`` failed."""
 
     code = "demo"
+    exit_code = exit_codes.INTERNAL
 
 
 # Failures of the version itself rather than of this attempt to fetch it: never retried.

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from packager.cli_common import passphrase_from
+from packager.cli_common import add_json_arg, passphrase_from, print_json
 from packager.manifest import TARGETS
 
 
@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
         "LightGBM model, or a modelsync detector) into one ORT artifact per target, check each "
         "against the scikit-learn reference, and write a signed bundle to -o DIR.",
     )
-    pkg.add_argument("model", type=Path, metavar="MODEL")
+    pkg.add_argument("model", type=Path, metavar="MODEL", help="the trained model: a .joblib or .pkl file")
     pkg.add_argument("--name", required=True, help="model name: lowercase letters, digits, . _ -")
     pkg.add_argument("--version", type=int, required=True, metavar="N", help="model version (>= 1)")
     pkg.add_argument(
@@ -47,19 +47,22 @@ def register(sub: Any) -> None:
         help="the bundle directory: must not exist or be empty (see --force)",
     )
     pkg.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    add_json_arg(pkg)
     pkg.set_defaults(handler=_package)
 
     ver = sub.add_parser(
         "verify",
         help="check a bundle completely: signatures, files, hashes, golden vectors",
     )
-    ver.add_argument("bundle", type=Path, metavar="DIR")
+    ver.add_argument("bundle", type=Path, metavar="DIR", help="the bundle directory `package -o` wrote")
     ver.add_argument("--root", type=Path, required=True, help="trusted root.json")
     ver.add_argument("--skip-golden", action="store_true", help="check signatures and files only")
+    add_json_arg(ver)
     ver.set_defaults(handler=_verify)
 
     ins = sub.add_parser("inspect", help="print a bundle's manifest as tables (signature not checked)")
-    ins.add_argument("bundle", type=Path, metavar="DIR")
+    ins.add_argument("bundle", type=Path, metavar="DIR", help="the bundle directory `package -o` wrote")
+    add_json_arg(ins)
     ins.set_defaults(handler=_inspect)
 
 
@@ -78,7 +81,7 @@ def _package(args: argparse.Namespace) -> int:
     from packager.package import package_model
 
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    with progress_bar() as progress:
+    with progress_bar(Console(stderr=True) if args.json else None) as progress:
         out = package_model(
             args.model,
             name=args.name,
@@ -94,6 +97,9 @@ def _package(args: argparse.Namespace) -> int:
             force=args.force,
             progress=progress,
         )
+    if args.json:
+        print_json({"bundle": str(out), "name": args.name, "version": args.version})
+        return 0
     Console().print(f"wrote bundle {out}", soft_wrap=True)
     return 0
 
@@ -105,9 +111,18 @@ def _verify(args: argparse.Namespace) -> int:
     from packager.verify import verify_bundle
 
     root = load_root(args.root)
-    with progress_bar() as progress:
+    with progress_bar(Console(stderr=True) if args.json else None) as progress:
         report = verify_bundle(args.bundle, root, run_golden=not args.skip_golden, progress=progress)
     m = report.manifest
+    if args.json:
+        print_json({
+            "ok": True, "name": m.name, "version": m.version, "artifacts": len(m.artifacts),
+            "golden": not args.skip_golden,
+            "checks": [{"target": c.target, "precision": c.precision,
+                        "max_abs_score_diff": c.deviation.max_abs_score_diff,
+                        "label_mismatches": c.deviation.label_mismatches} for c in report.checks],
+        })
+        return 0
     console = Console()
     for c in report.checks:
         console.print(
@@ -130,5 +145,11 @@ def _inspect(args: argparse.Namespace) -> int:
     from packager.inspect import print_manifest
     from packager.verify import load_manifest_unverified
 
-    print_manifest(load_manifest_unverified(args.bundle))
+    manifest = load_manifest_unverified(args.bundle)
+    if args.json:
+        print_json(manifest.model_dump(mode="json"))
+        return 0
+    from packager.cli_common import console
+
+    print_manifest(manifest, console())
     return 0

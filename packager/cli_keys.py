@@ -16,18 +16,20 @@ def register(sub: Any) -> None:
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
     init = ksub.add_parser("init", help="generate root, publisher and index keys and root.json v1")
-    init.add_argument("directory", type=Path)
+    init.add_argument("directory", type=Path, help="the key directory to create")
     for role in ("root", "publisher", "index"):
         init.add_argument(f"--{role}-keys", type=int, default=1, metavar="N", help=f"number of {role} keys")
-        init.add_argument(f"--{role}-threshold", type=int, default=1, metavar="T")
+        init.add_argument(f"--{role}-threshold", type=int, default=1, metavar="T",
+                          help=f"signatures of {role} keys required (default 1)")
     init.add_argument("--passphrase-env", metavar="VAR", help="encrypt private keys with $VAR")
     init.add_argument("--force", action="store_true", help="overwrite an existing key directory")
     _lifetime_arg(init)
     init.set_defaults(handler=_keys_init)
 
     rot = ksub.add_parser("rotate", help="write root v(N+1) replacing or revoking keys of a role")
-    rot.add_argument("directory", type=Path)
-    rot.add_argument("--role", choices=["root", "publisher", "index"], required=True)
+    rot.add_argument("directory", type=Path, help="the key directory (`keys init` wrote it)")
+    rot.add_argument("--role", choices=["root", "publisher", "index"], required=True,
+                     help="the role whose keys change")
     rot.add_argument(
         "--revoke", action="append", default=[], metavar="KEYID", help="key id (prefix) to remove"
     )
@@ -46,7 +48,7 @@ def register(sub: Any) -> None:
     renew.set_defaults(handler=_keys_renew)
 
     show = ksub.add_parser("show", help="print root.json's roles and key ids")
-    show.add_argument("directory", type=Path)
+    show.add_argument("directory", type=Path, help="the key directory (`keys init` wrote it)")
     show.set_defaults(handler=_keys_show)
 
 

@@ -13,6 +13,11 @@
     │                                                  (says by how much)
     ├── BundleError                 bundle             a bundle on disk is malformed or does not
     │                                                  match its manifest
+    ├── UnreachableError            unreachable        a server cannot be reached, or answered
+    │                                                  with a server error
+    ├── NotFoundError               not_found          a local thing the command names is absent
+    ├── ConflictError               conflict           it exists already, or its state forbids
+    │                                                  the change
     └── VerificationError           verification       a signed document or artifact failed a
         │                                              trust check
         ├── FormatError             format             not a well-formed envelope / document
@@ -30,27 +35,36 @@ the verification codes are the ones devices have always reported, and ``error`` 
 checks (device_sim/errors.py) extend VerificationError with their own leaves and codes; the
 sync service maps these classes to HTTP answers in sync_service/api/errors.py, not by
 ``code``.
+
+Each class also carries the ``exit_code`` the CLI ends with (packager/exit_codes.py, the
+table in docs/cli.md); subclasses inherit their base's unless they name their own.
 """
 
 from __future__ import annotations
+
+from packager import exit_codes
 
 
 class ModelSyncError(Exception):
     """Base of every error modelsync raises deliberately."""
 
     code: str = "error"
+    exit_code: int = exit_codes.INTERNAL
 
 
 class UsageError(ModelSyncError):
     code = "usage"
+    exit_code = exit_codes.USAGE
 
 
 class KeyLoadError(ModelSyncError):
     code = "key_load"
+    exit_code = exit_codes.USAGE
 
 
 class PackagingError(ModelSyncError):
     code = "packaging"
+    exit_code = exit_codes.USAGE
 
 
 class UnsupportedModelError(PackagingError):
@@ -59,14 +73,17 @@ class UnsupportedModelError(PackagingError):
 
 class ParityError(PackagingError):
     code = "parity"
+    exit_code = exit_codes.VERIFICATION
 
 
 class BundleError(ModelSyncError):
     code = "bundle"
+    exit_code = exit_codes.VERIFICATION
 
 
 class VerificationError(ModelSyncError):
     code = "verification"
+    exit_code = exit_codes.VERIFICATION
 
 
 class FormatError(VerificationError):
@@ -95,3 +112,30 @@ class ExpiredError(VerificationError):
 
 class RollbackError(VerificationError):
     code = "rollback"
+
+
+class UnreachableError(ModelSyncError):
+    """A server cannot be reached or answered with a server error (5xx)."""
+
+    code = "unreachable"
+    exit_code = exit_codes.UNREACHABLE
+
+
+class NotFoundError(ModelSyncError):
+    """A local thing the command names does not exist (a state directory, a model)."""
+
+    code = "not_found"
+    exit_code = exit_codes.NOT_FOUND
+
+
+class ConflictError(ModelSyncError):
+    """The thing exists already, or its state forbids the change (see --force)."""
+
+    code = "conflict"
+    exit_code = exit_codes.CONFLICT
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code for ``exc``: its class's ``exit_code``, INTERNAL for anything else."""
+    code = getattr(exc, "exit_code", None) if isinstance(exc, ModelSyncError) else None
+    return code if isinstance(code, int) else exit_codes.INTERNAL

@@ -1,5 +1,5 @@
 """Golden vectors: a few dozen reference inputs with the scikit-learn reference outputs,
-and the tolerance each artifact must meet before a device activates it (DESIGN.md, check 4).
+and the tolerance each artifact must meet before a device activates it (docs/architecture.md, check 4).
 
 Choosing the rows (``select_golden_rows``) needs the reference model; checking them
 (``golden_deviation``, ``check_golden``) needs only numpy, so a device can import this

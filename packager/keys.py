@@ -124,6 +124,11 @@ def read_json(path: str | Path) -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"file not found: {p}") from None
+    except IsADirectoryError:
+        hint = f" (did you mean {p / 'root.json'}?)" if (p / "root.json").is_file() else ""
+        raise UsageError(f"{p} is a directory, not a JSON file{hint}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{p}: not a JSON file (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 

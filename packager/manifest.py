@@ -462,7 +462,7 @@ def verify_document(raw: Any, root: Root, expected_type: str) -> Any:
 
 
 def rollout_bucket(salt: str, device_id: str) -> int:
-    """0..9999, the device's place in a staged rollout (DESIGN.md)."""
+    """0..9999, the device's place in a staged rollout (docs/architecture.md)."""
     digest = hashlib.sha256(f"{salt}:{device_id}".encode()).hexdigest()
     return int(digest[:8], 16) % 10000
 

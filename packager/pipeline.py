@@ -79,6 +79,7 @@ def load_model(path: Path) -> Any:
         raise UsageError(f"model file not found: {path}")
     if not path.is_file():
         raise UsageError(f"model path is not a file: {path}")
+    _refuse_non_models(path)
     try:
         model = joblib.load(path)
     except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
@@ -90,6 +91,29 @@ def load_model(path: Path) -> Any:
     if model is None or isinstance(model, (dict, list, tuple, str, bytes, int, float, np.ndarray)):
         raise UnsupportedModelError(f"model file {path} holds a {type(model).__name__}, not a model")
     return model
+
+
+ACCEPTED = (
+    "a trained model saved with joblib or pickle (.joblib, .pkl): a scikit-learn estimator or "
+    "pipeline, a LightGBM model, or a modelsync detector"
+)
+DATA_SUFFIXES = frozenset({".csv", ".tsv", ".txt", ".npy", ".npz", ".parquet", ".json"})
+ONNX_SUFFIXES = frozenset({".onnx", ".ort"})
+
+
+def _refuse_non_models(path: Path) -> None:
+    """The two files a first user most often gives instead of a model, said plainly."""
+    suffix = path.suffix.lower()
+    if suffix in DATA_SUFFIXES:
+        raise UsageError(
+            f"{path} looks like data, not a model: `modelsync package` takes {ACCEPTED}; "
+            f"representative rows go to --calibration {path.name}"
+        )
+    if suffix in ONNX_SUFFIXES:
+        raise UsageError(
+            f"{path} is already an ONNX/ORT model: `modelsync package` takes {ACCEPTED}, and converts "
+            "it itself so each artifact's parity can be checked against the original"
+        )
 
 
 def _rows(name: str, rows: np.ndarray, n_features: int) -> np.ndarray:

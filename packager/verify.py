@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from packager.errors import BundleError, FormatError, ModelSyncError
+from packager.errors import BundleError, FormatError, ModelSyncError, UsageError
 from packager.golden import Deviation, as_inputs, check_golden
 from packager.manifest import ModelManifest, Root, verify_manifest
 from packager.runtime import run_artifact
@@ -53,7 +53,7 @@ class BundleReport:
 def read_manifest_json(bundle: Path) -> object:
     path = Path(bundle) / MANIFEST
     if not Path(bundle).is_dir():
-        raise BundleError(f"{bundle}: not a directory")
+        raise UsageError(f"{bundle}: not a directory (give the directory `modelsync package -o` wrote)")
     try:
         return json.loads(path.read_bytes())
     except FileNotFoundError:

@@ -1,6 +1,6 @@
-"""The service's subcommands: ``serve``, ``admin`` (cli_admin.py), ``publish`` and
-``release`` (cli_release.py). Handlers are small and import
-their heavy modules lazily (``modelsync --help`` must stay fast)."""
+"""The service's subcommands: ``serve``, ``admin`` (cli_admin.py), ``publish``, ``release``
+(cli_release.py), ``models`` and ``devices`` (cli_inventory.py). Handlers are small and
+import their heavy modules lazily (``modelsync --help`` must stay fast)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from sync_service.cli_admin import register_admin
 from sync_service.cli_common import add_database_args, add_server_args, settings_from
+from sync_service.cli_inventory import register_inventory
 from sync_service.cli_release import register_release
 
 KEEP_ALIVE_S = 75
@@ -45,6 +46,7 @@ def register(sub: Any) -> None:
     publish.set_defaults(handler=_publish)
 
     register_release(sub)
+    register_inventory(sub)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -88,7 +90,8 @@ def _publish(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from sync_service.client import ServiceClient, resolve_server, resolve_token
+    from modelsync.api import publish
+    from sync_service.client import resolve_server, resolve_token
 
     server = resolve_server(args.server)
     token = resolve_token(args.token_file)
@@ -101,17 +104,16 @@ def _publish(args: argparse.Namespace) -> int:
         disable=not sys.stderr.isatty(),
         console=None,
     )
-    with progress, ServiceClient(server, token) as client:
+    with progress:
         task = progress.add_task(f"upload {args.bundle.name}", total=None)
-        status, body = client.publish(
-            args.bundle, on_progress=lambda sent, total: progress.update(task, completed=sent, total=total)
+        done = publish(
+            args.bundle, server=server, token=token,
+            on_progress=lambda sent, total: progress.update(task, completed=sent, total=total),
         )
     if args.json:
-        print(json.dumps(body, indent=2))
-    elif status == 201:
-        print(f"published {body['name']} v{body['version']} (manifest {body['manifest_sha256'][:12]}…)")
+        print(json.dumps(done.raw, indent=2))
+    elif done.created:
+        print(f"published {done.name} v{done.version} (manifest {done.manifest_sha256[:12]}…)")
     else:
-        print(
-            f"{body['name']} v{body['version']} was already published with this exact manifest: nothing to do"
-        )
+        print(f"{done.name} v{done.version} was already published with this exact manifest: nothing to do")
     return 0

@@ -1,4 +1,7 @@
-"""``modelsync release create|set|halt|resume|list|status|rollback`` against a sync service.
+"""``modelsync release create|set|halt|resume|promote|list|status|rollback`` against a sync service.
+
+A release is named by its id or by fleet, channel (and model, when a channel releases
+several): the newest release there in the state the action applies to.
 
 Token and server as for ``publish`` (sync_service/client.py). ``rollback`` runs on the
 release engineer's machine: it re-signs an old bundle's manifest under a new, higher version
@@ -44,55 +47,82 @@ def _positive(value: str) -> int:
     return n
 
 
+def _selector(parser: argparse.ArgumentParser) -> None:
+    """A release named by its id, or by fleet and channel (and model, when several)."""
+    parser.add_argument(
+        "release_id", type=_positive, nargs="?", metavar="RELEASE_ID",
+        help="the release's id (see `release list`); or name it with --fleet/--channel",
+    )
+    parser.add_argument("--fleet", help="the fleet whose channel holds the release")
+    parser.add_argument("--channel", default="stable", help="the channel (default: stable)")
+    parser.add_argument("--model", help="the model, when the channel releases several")
+
+
 def register_release(sub: Any) -> None:
-    release = sub.add_parser("release", help="staged rollouts: create, set, halt, resume, rollback, status")
+    release = sub.add_parser(
+        "release", help="staged rollouts: create, set, halt, resume, promote, rollback, list, status"
+    )
     verbs = release.add_subparsers(dest="release_command", metavar="ACTION", required=True)
 
     create = verbs.add_parser("create", help="release a published model version to a fleet's channel")
-    create.add_argument("--fleet", required=True)
-    create.add_argument("--channel", default="stable")
-    create.add_argument("--model", required=True)
-    create.add_argument("--version", type=_positive, required=True)
+    create.add_argument("--fleet", required=True, help="the fleet to release to")
+    create.add_argument("--channel", default="stable", help="the fleet's channel (default: stable)")
+    create.add_argument("--model", required=True, help="the published model's name")
+    create.add_argument("--version", type=_positive, required=True, help="the published version")
     create.add_argument("--percent", type=_percent, required=True, help="share of devices, 0..100")
     create.add_argument("--urgent", action="store_true", help="devices should install without waiting")
     _common(create)
     create.set_defaults(handler=_create)
 
     setp = verbs.add_parser("set", help="raise or lower a release's rollout percent")
-    setp.add_argument("release_id", type=_positive)
-    setp.add_argument("--percent", type=_percent, required=True)
+    _selector(setp)
+    setp.add_argument("--percent", type=_percent, required=True, help="the new share of devices, 0..100")
     _common(setp)
     setp.set_defaults(handler=_set)
 
     halt = verbs.add_parser("halt", help="stop a rollout: the release leaves the index")
-    halt.add_argument("release_id", type=_positive)
-    halt.add_argument("--reason", required=True)
+    _selector(halt)
+    halt.add_argument("--reason", required=True, help="why, in one line (kept with the release)")
     _common(halt)
     halt.set_defaults(handler=_halt)
 
     resume = verbs.add_parser("resume", help="resume a halted release")
-    resume.add_argument("release_id", type=_positive)
+    _selector(resume)
     _common(resume)
     resume.set_defaults(handler=_resume)
 
+    promote = verbs.add_parser(
+        "promote", help="release the version active on one channel to another (e.g. beta → stable)"
+    )
+    promote.add_argument("--fleet", required=True, help="the fleet of both channels")
+    promote.add_argument("--from", dest="source", required=True, metavar="CHANNEL",
+                         help="the channel whose active release is copied")
+    promote.add_argument("--to", dest="dest", required=True, metavar="CHANNEL",
+                         help="the channel to release to")
+    promote.add_argument("--model", help="the model, when the source channel releases several")
+    promote.add_argument("--percent", type=_percent, default=100.0, help="share of devices (default 100)")
+    promote.add_argument("--urgent", action="store_true", help="devices should install without waiting")
+    _common(promote)
+    promote.set_defaults(handler=_promote)
+
     listing = verbs.add_parser("list", help="releases, newest first")
-    listing.add_argument("--fleet")
-    listing.add_argument("--channel")
-    listing.add_argument("--state", choices=("active", "halted", "superseded"))
+    listing.add_argument("--fleet", help="only this fleet's releases")
+    listing.add_argument("--channel", help="only this channel's releases")
+    listing.add_argument("--state", choices=("active", "halted", "superseded"), help="only in this state")
     _common(listing)
     listing.set_defaults(handler=_list)
 
     status = verbs.add_parser("status", help="devices in the rollout, on each version, failures")
-    status.add_argument("release_id", type=_positive)
+    _selector(status)
     _common(status)
     status.set_defaults(handler=_status)
 
     rollback = verbs.add_parser(
         "rollback", help="re-release an old bundle's artifacts as a new, higher version"
     )
-    rollback.add_argument("--fleet", required=True)
-    rollback.add_argument("--channel", default="stable")
-    rollback.add_argument("--model", required=True)
+    rollback.add_argument("--fleet", required=True, help="the fleet to release to")
+    rollback.add_argument("--channel", default="stable", help="the fleet's channel (default: stable)")
+    rollback.add_argument("--model", required=True, help="the model's name")
     rollback.add_argument("--from-bundle", type=Path, required=True, help="the old bundle directory")
     rollback.add_argument(
         "--key", type=Path, action="append", required=True,
@@ -101,8 +131,8 @@ def register_release(sub: Any) -> None:
     rollback.add_argument(
         "--version", type=_positive, required=True, help="the new version, above every earlier one"
     )
-    rollback.add_argument("--percent", type=_percent, default=100.0)
-    rollback.add_argument("--urgent", action="store_true")
+    rollback.add_argument("--percent", type=_percent, default=100.0, help="share of devices (default 100)")
+    rollback.add_argument("--urgent", action="store_true", help="devices should install without waiting")
     rollback.add_argument(
         "--out", type=Path, help="keep the re-signed bundle here (default: a temporary directory)"
     )
@@ -120,60 +150,95 @@ def _client(args: argparse.Namespace) -> Any:
     return ServiceClient(resolve_server(args.server), resolve_token(args.token_file))
 
 
+def _where(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``server`` and ``token`` keywords of modelsync.api, from the flags."""
+    from sync_service.client import resolve_server, resolve_token
+
+    return {"server": resolve_server(args.server), "token": resolve_token(args.token_file)}
+
+
+def _release_id(args: argparse.Namespace, states: tuple[Any, ...]) -> int:
+    from modelsync.api import find_release
+
+    if args.release_id is not None:
+        if args.fleet:
+            raise UsageError("name the release by RELEASE_ID or by --fleet/--channel, not both")
+        return int(args.release_id)
+    if not args.fleet:
+        raise UsageError("name the release: RELEASE_ID, or --fleet FLEET [--channel CHANNEL] [--model M]")
+    found = find_release(fleet=args.fleet, channel=args.channel, model=args.model, states=states,
+                         **_where(args))
+    return found.id
+
+
 def _print_release(args: argparse.Namespace, release: dict[str, Any], verb: str) -> int:
     if args.json:
         print(json.dumps(release, indent=2))
         return 0
-    from rich.console import Console
+    from packager.cli_common import console
 
     reason = f" ({release['halt_reason']})" if release.get("halt_reason") else ""
-    Console().print(
+    console().print(
         f"release {release['id']} {verb}: {release['model']} v{release['version']} on "
-        f"{release['fleet']}/{release['channel']} at {release['percent']:g}%, {release['state']}{reason}"
+        f"{release['fleet']}/{release['channel']} at {release['percent']:g}%, {release['state']}{reason}",
+        highlight=False,
     )
     return 0
 
 
+def _create_body(args: argparse.Namespace, channel: str, model: str, version: int) -> dict[str, Any]:
+    return {"fleet": args.fleet, "channel": channel, "model": model, "version": version,
+            "percent": args.percent, "urgent": args.urgent}
+
+
 def _create(args: argparse.Namespace) -> int:
-    with _client(args) as api:
-        release = api.json(
-            "POST",
-            "/v1/releases",
-            json={
-                "fleet": args.fleet, "channel": args.channel, "model": args.model,
-                "version": args.version, "percent": args.percent, "urgent": args.urgent,
-            },
-        )
-    return _print_release(args, release, "created")
+    from modelsync.api import release
+
+    created = release(fleet=args.fleet, channel=args.channel, model=args.model, version=args.version,
+                      percent=args.percent, urgent=args.urgent, **_where(args))
+    return _print_release(args, created.raw, "created")
 
 
 def _set(args: argparse.Namespace) -> int:
-    with _client(args) as api:
-        release = api.json("PATCH", f"/v1/releases/{args.release_id}", json={"percent": args.percent})
-    return _print_release(args, release, "updated")
+    from modelsync.api import set_percent
+
+    updated = set_percent(args.percent, release_id=_release_id(args, ("active",)), **_where(args))
+    return _print_release(args, updated.raw, "updated")
 
 
 def _halt(args: argparse.Namespace) -> int:
-    with _client(args) as api:
-        release = api.json("POST", f"/v1/releases/{args.release_id}/halt", json={"reason": args.reason})
-    return _print_release(args, release, "halted")
+    from modelsync.api import halt
+
+    halted = halt(args.reason, release_id=_release_id(args, ("active",)), **_where(args))
+    return _print_release(args, halted.raw, "halted")
 
 
 def _resume(args: argparse.Namespace) -> int:
-    with _client(args) as api:
-        release = api.json("POST", f"/v1/releases/{args.release_id}/resume")
-    return _print_release(args, release, "resumed")
+    from modelsync.api import resume
+
+    resumed = resume(release_id=_release_id(args, ("halted",)), **_where(args))
+    return _print_release(args, resumed.raw, "resumed")
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from modelsync.api import promote
+
+    created = promote(fleet=args.fleet, source=args.source, dest=args.dest, model=args.model,
+                      percent=args.percent, urgent=args.urgent, **_where(args))
+    return _print_release(args, created.raw, f"created (promoted from {args.source})")
 
 
 def _list(args: argparse.Namespace) -> int:
-    params = {k: v for k in ("fleet", "channel", "state") if (v := getattr(args, k)) is not None}
-    with _client(args) as api:
-        releases = api.json("GET", "/v1/releases", params=params)
+    from modelsync.api import list_releases
+
+    releases = [r.raw for r in list_releases(fleet=args.fleet, channel=args.channel, state=args.state,
+                                             **_where(args))]
     if args.json:
         print(json.dumps(releases, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from packager.cli_common import console
 
     table = Table(title="releases")
     for column in ("id", "fleet/channel", "model", "version", "percent", "state", "halt reason"):
@@ -183,18 +248,21 @@ def _list(args: argparse.Namespace) -> int:
             str(r["id"]), f"{r['fleet']}/{r['channel']}", r["model"], str(r["version"]),
             f"{r['percent']:g}%", r["state"], r.get("halt_reason") or "",
         )
-    Console().print(table)
+    console().print(table)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    with _client(args) as api:
-        status = api.json("GET", f"/v1/releases/{args.release_id}/status")
+    from modelsync.api import status as release_status
+
+    status = release_status(release_id=_release_id(args, ("active", "halted", "superseded")),
+                            **_where(args)).raw
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from packager.cli_common import console
 
     r = status["release"]
     table = Table(title=f"release {r['id']}: {r['model']} v{r['version']} on {r['fleet']}/{r['channel']}")
@@ -215,7 +283,7 @@ def _status(args: argparse.Namespace) -> int:
         rows.append(("halt reason", r["halt_reason"]))
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console().print(table)
     return 0
 
 
@@ -258,14 +326,13 @@ def resign_bundle(
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from packager.cli_common import console as make_console
     from packager.cli_common import passphrase_from
     from packager.keys import load_private_key
 
     passphrase = passphrase_from(args)
     keys = [load_private_key(k, passphrase) for k in args.key]
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="modelsync-rollback-") as tmp:
         out = args.out or Path(tmp) / "bundle"
         resign_bundle(args.from_bundle, out, model=args.model, version=args.version, keys=keys)
@@ -273,12 +340,7 @@ def _rollback(args: argparse.Namespace) -> int:
             with console.status(f"publishing {args.model} v{args.version} (old artifacts, new manifest)"):
                 code, published = api.publish(out)
             release = api.json(
-                "POST",
-                "/v1/releases",
-                json={
-                    "fleet": args.fleet, "channel": args.channel, "model": args.model,
-                    "version": args.version, "percent": args.percent, "urgent": args.urgent,
-                },
+                "POST", "/v1/releases", json=_create_body(args, args.channel, args.model, args.version)
             )
     if args.json:
         print(json.dumps({"published": published, "release": release}, indent=2))

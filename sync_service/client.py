@@ -19,9 +19,23 @@ from typing import Any
 
 import httpx
 
-from packager.errors import ModelSyncError, UsageError
+from packager import exit_codes
+from packager.errors import ModelSyncError, UnreachableError, UsageError
 
 CHUNK = 256 * 1024
+
+
+def exit_code_for_status(status: int) -> int:
+    """The CLI's exit code for a refusal with HTTP ``status`` (docs/cli.md)."""
+    if status in (401, 403):
+        return exit_codes.UNAUTHORIZED
+    if status in (404, 410):
+        return exit_codes.NOT_FOUND
+    if status == 409:
+        return exit_codes.CONFLICT
+    if status >= 500:
+        return exit_codes.UNREACHABLE
+    return exit_codes.USAGE
 
 
 class ApiError(ModelSyncError):
@@ -32,6 +46,7 @@ class ApiError(ModelSyncError):
         self.status = status
         self.code = code
         self.detail = detail
+        self.exit_code = exit_code_for_status(status)
 
 
 def config_path() -> Path:
@@ -112,7 +127,9 @@ class ServiceClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ModelSyncError(f"cannot reach {self.server}: {exc}") from None
+            raise UnreachableError(
+                f"cannot reach {self.server}: {exc} (is `modelsync serve` running there?)"
+            ) from None
         if response.status_code >= 400:
             raise _api_error(response, method, path)
         return response

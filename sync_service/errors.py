@@ -38,11 +38,13 @@ lists the codes clients see.
 
 from __future__ import annotations
 
+from packager import exit_codes
 from packager.errors import ModelSyncError
 
 
 class ServiceConfigError(ModelSyncError):
     code = "service_config"
+    exit_code = exit_codes.USAGE
 
 
 class DatabaseNotMigrated(ServiceConfigError):
@@ -51,6 +53,7 @@ class DatabaseNotMigrated(ServiceConfigError):
 
 class StorageError(ModelSyncError):
     code = "storage_unavailable"
+    exit_code = exit_codes.UNREACHABLE
 
 
 class BlobNotFound(StorageError):
@@ -66,6 +69,7 @@ class DatabaseUnavailable(ModelSyncError):
 
 class ServiceError(ModelSyncError):
     code = "internal_error"
+    exit_code = exit_codes.INTERNAL
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail)
@@ -76,6 +80,7 @@ class ServiceError(ModelSyncError):
 
 class BadRequest(ServiceError):
     code = "bad_request"
+    exit_code = exit_codes.USAGE
 
 
 class BundleRejected(BadRequest):
@@ -84,14 +89,17 @@ class BundleRejected(BadRequest):
 
 class Unauthorized(ServiceError):
     code = "unauthorized"
+    exit_code = exit_codes.UNAUTHORIZED
 
 
 class Forbidden(ServiceError):
     code = "forbidden"
+    exit_code = exit_codes.UNAUTHORIZED
 
 
 class NotFound(ServiceError):
     code = "not_found"
+    exit_code = exit_codes.NOT_FOUND
 
 
 class UnknownFleet(NotFound):
@@ -112,6 +120,7 @@ class UnknownRelease(NotFound):
 
 class Conflict(ServiceError):
     code = "conflict"
+    exit_code = exit_codes.CONFLICT
 
 
 class VersionExists(Conflict):
@@ -140,10 +149,12 @@ class DeviceInOtherFleet(Conflict):
 
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
+    exit_code = exit_codes.USAGE
 
 
 class RangeNotSatisfiable(ServiceError):
     code = "range_not_satisfiable"
+    exit_code = exit_codes.USAGE
 
     def __init__(self, detail: str, *, length: int) -> None:
         super().__init__(detail)
@@ -156,3 +167,4 @@ class UnsupportedEncoding(ServiceError):
 
 class Unprocessable(ServiceError):
     code = "unprocessable"
+    exit_code = exit_codes.USAGE

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("packager", "sync_service", "device_sim")
+PACKAGES = ("packager", "sync_service", "device_sim", "modelsync")
 MAX_LINES = 520  # "about 500"; generated migrations excepted
 
 

@@ -16,6 +16,7 @@ from device_sim.engine.fallback import Candidate, FallbackEngine
 from device_sim.engine.onnx import OnnxEngine
 from device_sim.engine.reference import SklearnEngine
 from device_sim.errors import EngineError
+from packager.errors import UsageError
 from packager.manifest import Artifact, ModelManifest
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ def create_inference_engine(
     if engine_type is EngineType.SKLEARN:
         if isinstance(path, bytes):
             raise EngineError("the scikit-learn engine loads from a file path")
+        if Path(path).suffix.lower() in (".onnx", ".ort"):
+            raise UsageError(
+                f"ONNX_ENGINE=sklearn loads a scikit-learn model (.joblib/.pkl), not {Path(path).name}: "
+                "unset ONNX_ENGINE (or set ONNX_ENGINE=onnx) to run an ONNX/ORT file"
+            )
         return SklearnEngine(
             path, expected_sha256=expected_sha256, feature_names=feature_names, registry=registry
         )

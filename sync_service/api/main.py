@@ -17,6 +17,7 @@ from sync_service.api.routes import (
     channels,
     devices,
     health,
+    inventory,
     metrics,
     models_api,
     releases,
@@ -36,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     releases.router,
     channels.router,
     devices.router,
+    inventory.router,
     metrics.router,
 )
 api_router = APIRouter()

@@ -96,7 +96,7 @@ def test_cli_against_a_live_server(
     assert "registered cli-1 in fleet field" in out
     assert "installed fleet-iforest v1" in out
     assert "fleet-iforest" in out and "v1" in out
-    assert bad == 2 and "registration refused: HTTP 401" in err
+    assert bad == 6 and "registration refused: HTTP 401" in err
     assert not (tmp_path / "other").exists()
     assert (tmp_path / "out.csv").read_text().splitlines()[0] == "label,score"
     assert out.count("not_modified") >= 3 and f"scored {len(_rows(bundle))} rows" in out

@@ -187,6 +187,6 @@ def test_verify_cli_prints_one_line_and_fails(
     bundle: Path, keys_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (bundle / "stray.bin").write_bytes(b"x")
-    assert main(["verify", str(bundle), "--root", str(keys_dir / "root.json")]) == 2
+    assert main(["verify", str(bundle), "--root", str(keys_dir / "root.json")]) == 3  # VERIFICATION
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unexpected file 'stray.bin'" in err

@@ -129,7 +129,7 @@ def test_non_empty_output_needs_force(
 def test_verify_and_inspect_need_a_bundle(
     tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["verify", str(tmp_path), "--root", str(inputs / "keys" / "root.json")]) == 2
+    assert main(["verify", str(tmp_path), "--root", str(inputs / "keys" / "root.json")]) == 3
     assert "no manifest.json" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "not a directory" in capsys.readouterr().err
@@ -184,7 +184,7 @@ def test_end_to_end_console_script_on_fresh_directory(tmp_path: Path, inputs: Pa
     flipped[-1] ^= 0xFF
     ort.write_bytes(bytes(flipped))
     tampered = run("verify", "out", "--root", "keys/root.json")
-    assert tampered.returncode == 2
+    assert tampered.returncode == 3  # VERIFICATION
     assert tampered.stderr.strip().startswith("modelsync: error:") and ort.name in tampered.stderr
 
 

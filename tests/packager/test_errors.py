@@ -13,7 +13,7 @@ CLASSES = [c for c in vars(errors).values() if isinstance(c, type) and issubclas
 def test_every_class_has_its_own_snake_case_code() -> None:
     codes = [c.__dict__.get("code") for c in CLASSES]
     assert all(isinstance(code, str) and re.fullmatch(r"[a-z][a-z0-9_]*", code) for code in codes), codes
-    assert len(set(codes)) == len(CLASSES) == 15
+    assert len(set(codes)) == len(CLASSES) == 18
 
 
 def test_docstring_draws_each_class_under_its_parent_with_its_code() -> None:
@@ -47,3 +47,13 @@ def test_verification_codes_are_the_ones_devices_report() -> None:
         "ExpiredError": "expired",
         "RollbackError": "rollback",
     }
+
+
+def test_every_class_has_an_exit_code_from_the_table() -> None:
+    from packager import exit_codes
+
+    table = {v for k, v in vars(exit_codes).items() if k.isupper()}
+    assert all(errors.exit_code_of(c("x")) in table for c in CLASSES)
+    assert errors.exit_code_of(errors.ParityError("x")) == exit_codes.VERIFICATION
+    assert errors.exit_code_of(errors.UsageError("x")) == exit_codes.USAGE
+    assert errors.exit_code_of(ValueError("x")) == exit_codes.INTERNAL

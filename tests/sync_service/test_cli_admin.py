@@ -33,12 +33,12 @@ def test_fleet_and_channel_lifecycle(db_args: list[str], capsys: pytest.CaptureF
     assert rc == 2 and "bad fleet name 'Bad Name'" in err
     assert admin(capsys, "fleet", "create", "field", *db_args)[0] == 0
     rc, _, err = admin(capsys, "fleet", "create", "field", *db_args)
-    assert rc == 2 and "fleet 'field' already exists" in err
+    assert rc == 5 and "fleet 'field' already exists" in err
     assert admin(capsys, "channel", "create", "beta", "--fleet", "field", *db_args)[0] == 0
     rc, _, err = admin(capsys, "channel", "create", "beta", "--fleet", "field", *db_args)
-    assert rc == 2 and "already has a channel 'beta'" in err
+    assert rc == 5 and "already has a channel 'beta'" in err
     rc, _, err = admin(capsys, "channel", "create", "beta", "--fleet", "nope", *db_args)
-    assert rc == 2 and "no fleet 'nope'" in err
+    assert rc == 4 and "no fleet 'nope'" in err
     rc, out, _ = admin(capsys, "channel", "list", *db_args)
     assert rc == 0 and "beta" in out and "stable" in out
     rc, out, _ = admin(capsys, "fleet", "list", *db_args)
@@ -67,7 +67,7 @@ def test_publisher_token_shown_once_stored_as_hash(
 
 def test_enrollment_token_and_revoke(db_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = admin(capsys, "token", "create", "--enroll", "--fleet", "field", *db_args)
-    assert rc == 2 and "no fleet 'field'" in err
+    assert rc == 4 and "no fleet 'field'" in err
     admin(capsys, "fleet", "create", "field", *db_args)
     rc, out, err = admin(capsys, "token", "create", "--enroll", "--fleet", "field", *db_args)
     assert rc == 0 and out.strip().startswith("mse_")
@@ -78,7 +78,7 @@ def test_enrollment_token_and_revoke(db_args: list[str], capsys: pytest.CaptureF
     rc, out, _ = admin(capsys, "token", "list", "--all", *db_args)
     assert "enrollment" in out
     rc, _, err = admin(capsys, "token", "revoke", "999", *db_args)
-    assert rc == 2 and "no token with id 999" in err
+    assert rc == 4 and "no token with id 999" in err
 
 
 @pytest.mark.parametrize(

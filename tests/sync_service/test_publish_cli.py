@@ -71,13 +71,13 @@ def test_refusals_are_one_line(
     monkeypatch.setenv("MODELSYNC_TOKEN", make_token("publisher", scopes=("release",)))
     rc, _, err = publish(capsys, str(bundle_factory(seed=1)), "--server", live_server)
     assert (
-        rc == 2
+        rc == 6  # UNAUTHORIZED
         and err == "modelsync: error: POST /v1/bundles: 403 missing_scope: token lacks scope 'publish'\n"
     )
     monkeypatch.setenv("MODELSYNC_TOKEN", publisher_token)
     assert publish(capsys, str(bundle_factory(seed=1)), "--server", live_server)[0] == 0
     rc, _, err = publish(capsys, str(bundle_factory(seed=2)), "--server", live_server)
-    assert rc == 2 and "409 version_exists" in err and err.count("\n") == 1
+    assert rc == 5 and "409 version_exists" in err and err.count("\n") == 1
 
 
 def test_local_problems(
@@ -97,4 +97,4 @@ def test_local_problems(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     rc, _, err = publish(capsys, str(bundle), "--server", f"http://127.0.0.1:{port}")
-    assert rc == 2 and "cannot reach" in err
+    assert rc == 7 and "cannot reach" in err

@@ -320,7 +320,7 @@ def test_cli_errors_are_one_line(
     cli_env: str, capsys: pytest.CaptureFixture[str], published: dict[int, Path]
 ) -> None:
     code, _, err = _cli(capsys, "release", "halt", "999", "--reason", "x")
-    assert code == 2
+    assert code == 4  # NOT_FOUND
     assert err.strip().count("\n") == 0 and "404" in err and "unknown_release" in err
     with pytest.raises(SystemExit):
         _cli(capsys, "release", "set", "1", "--percent", "120")

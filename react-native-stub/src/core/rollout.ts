@@ -1,4 +1,4 @@
-/** Staged rollout from signed data (DESIGN.md): the device computes its own bucket, and
+/** Staged rollout from signed data (docs/architecture.md): the device computes its own bucket, and
  * the server can compute the same one for its statistics. */
 import { sha256Hex, utf8ToBytes } from "./bytes";
 import type { IndexEntry, Rollout } from "./schema";

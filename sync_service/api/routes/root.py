@@ -1,4 +1,4 @@
-"""The root chain: devices walk /v1/root/N+1.json … until 404 (DESIGN.md, trust step 1)."""
+"""The root chain: devices walk /v1/root/N+1.json … until 404 (docs/architecture.md, check 1)."""
 
 from __future__ import annotations
 

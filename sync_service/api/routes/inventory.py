@@ -1,0 +1,156 @@
+"""What a release engineer reads about a fleet over HTTP (any publisher token): a fleet and
+its channels, its devices and what each last installed; and retiring a device, by the
+device itself (re-registration with ``--force``) or an operator (scope ``admin``).
+
+Retiring revokes the device's tokens: it can no longer read an index or post reports, and
+``devices list`` shows it retired. Its row and reports stay for the release history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from packager.manifest import format_time
+from sync_service import crud
+from sync_service.api.deps import AnyPublisherDep, PrincipalDep, SessionDep
+from sync_service.errors import Forbidden, NotFound, UnknownFleet
+from sync_service.index_fast_path import token_cache_for
+from sync_service.models import DEVICE_ID_MAX, ApiToken, Device, DeviceEvent, now
+
+router = APIRouter(tags=["release engineers"])
+
+FleetName = Annotated[str, Path(pattern=crud.NAME_PATTERN)]
+DeviceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=DEVICE_ID_MAX)]
+_NO_FLEET: dict[int | str, dict[str, Any]] = {404: {"description": "no such fleet"}}
+_NO_DEVICE: dict[int | str, dict[str, Any]] = {404: {"description": "no such device"}}
+
+
+class FleetInfo(BaseModel):
+    name: str
+    channels: list[str]
+    created: str
+
+
+class DevicePublic(BaseModel):
+    device_id: str
+    fleet: str
+    platform: str
+    app_version: str
+    ort_version: str
+    registered: str
+    last_seen: str
+    retired: bool = Field(description="no valid token: retired, or re-registered under another id")
+
+
+class DeviceDetail(DevicePublic):
+    installed: dict[str, int] = Field(description="model → the newest version the device reported installing")
+    failures: dict[str, int] = Field(description="failure reason → reports")
+
+
+def _fleet(session: Session, name: str) -> Any:
+    fleet = crud.get_fleet(session=session, name=name)
+    if fleet is None or fleet.id is None:
+        raise UnknownFleet(f"no fleet {name!r} (see `modelsync admin fleet list`)")
+    return fleet
+
+
+@router.get("/v1/fleets/{fleet}", response_model=FleetInfo, responses=_NO_FLEET)
+def get_fleet(fleet: FleetName, _user: AnyPublisherDep, session: SessionDep) -> FleetInfo:
+    row = _fleet(session, fleet)
+    channels = [c.name for c in crud.list_channels(session=session, fleet_id=row.id)]
+    return FleetInfo(name=row.name, channels=channels, created=format_time(row.created_at))
+
+
+def _active_device_ids(session: Session, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    rows = session.exec(
+        select(ApiToken.device_id).where(
+            col(ApiToken.kind) == "device",
+            col(ApiToken.device_id).in_(ids),
+            col(ApiToken.revoked_at).is_(None),
+        )
+    ).all()
+    return {r for r in rows if r is not None}
+
+
+def _public(device: Device, fleet: str, active: set[str]) -> dict[str, Any]:
+    return {
+        "device_id": device.id, "fleet": fleet, "platform": device.platform,
+        "app_version": device.app_version, "ort_version": device.ort_version,
+        "registered": format_time(device.registered_at), "last_seen": format_time(device.last_seen_at),
+        "retired": device.id not in active,
+    }
+
+
+@router.get("/v1/devices", response_model=list[DevicePublic], responses=_NO_FLEET)
+def list_devices(
+    _user: AnyPublisherDep,
+    session: SessionDep,
+    fleet: Annotated[str | None, Query(pattern=crud.NAME_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[DevicePublic]:
+    names = {f.id: f.name for f in crud.list_fleets(session=session)}
+    query = select(Device).order_by(col(Device.id)).limit(limit)
+    if fleet is not None:
+        query = query.where(col(Device.fleet_id) == _fleet(session, fleet).id)
+    devices = session.exec(query).all()
+    active = _active_device_ids(session, [d.id for d in devices])
+    return [DevicePublic.model_validate(_public(d, names[d.fleet_id], active)) for d in devices]
+
+
+def _device(session: Session, device_id: str) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id!r} (see `modelsync devices list`)", code="device_not_found")
+    return device
+
+
+@router.get("/v1/devices/{device_id}", response_model=DeviceDetail, responses=_NO_DEVICE)
+def show_device(device_id: DeviceId, _user: AnyPublisherDep, session: SessionDep) -> DeviceDetail:
+    device = _device(session, device_id)
+    fleet = crud.get_fleet_by_id(session=session, fleet_id=device.fleet_id)
+    events = session.exec(
+        select(DeviceEvent.kind, DeviceEvent.model_name, DeviceEvent.model_version, DeviceEvent.reason)
+        .where(col(DeviceEvent.device_id) == device_id)
+    ).all()
+    installed: dict[str, int] = {}
+    failures: dict[str, int] = {}
+    for kind, model, version, reason in events:
+        if kind == "installed" and model is not None and version is not None:
+            installed[model] = max(installed.get(model, 0), version)
+        elif kind in ("install_failed", "golden_failed", "stale_index"):
+            failures[reason or kind] = failures.get(reason or kind, 0) + 1
+    public = _public(device, fleet.name if fleet else "", _active_device_ids(session, [device_id]))
+    return DeviceDetail.model_validate({**public, "installed": installed, "failures": failures})
+
+
+@router.post(
+    "/v1/devices/{device_id}/retire",
+    response_model=DevicePublic,
+    responses={**_NO_DEVICE, 403: {"description": "neither this device's token nor scope admin"}},
+)
+def retire_device(
+    device_id: DeviceId, request: Request, principal: PrincipalDep, session: SessionDep
+) -> DevicePublic:
+    own = principal.is_device and principal.device_id == device_id
+    if not own and not (principal.is_publisher and "admin" in principal.scopes):
+        raise Forbidden("only the device itself or a token with scope 'admin' may retire it")
+    device = _device(session, device_id)
+    session.execute(
+        update(ApiToken)
+        .where(
+            col(ApiToken.kind) == "device",
+            col(ApiToken.device_id) == device_id,
+            col(ApiToken.revoked_at).is_(None),
+        )
+        .values(revoked_at=now())
+    )
+    session.commit()
+    token_cache_for(request.app.state).forget_device(device_id)  # the index fast path's cache
+    fleet = crud.get_fleet_by_id(session=session, fleet_id=device.fleet_id)
+    return DevicePublic.model_validate(_public(device, fleet.name if fleet else "", set()))
