@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     renew = ksub.add_parser(
         "renew", help="write root v(N+1): same keys, a new expiry (the yearly renewal, docs/operations.md)"
     )
-    renew.add_argument("directory", type=Path)
+    renew.add_argument("directory", type=Path, help="the key directory (`keys init` wrote it)")
     renew.add_argument("--passphrase-env", metavar="VAR", help="the private keys' passphrase is in $VAR")
     _lifetime_arg(renew)
     renew.set_defaults(handler=_keys_renew)

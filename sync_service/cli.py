@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from sync_service.listen import plain_http_warning, tls_options
+    from sync_service.listen import bind, plain_http_warning, tls_options
     from sync_service.logging import configure_logging
     from sync_service.main import create_app
 
@@ -67,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         ssl_keyfile=args.ssl_keyfile,
     )
     tls = tls_options(settings)
+    sock = bind(settings.host, settings.port)
     configure_logging(args.log_level.upper())
     app = create_app(settings)
     log = logging.getLogger("modelsync.service")
@@ -80,8 +81,10 @@ def _serve(args: argparse.Namespace) -> int:
     # Idle keep-alive connections stay open longer than clients and load balancers keep theirs
     # (AWS ALB: 60 s), so the server is never the side that closes a connection a client is
     # about to reuse; uvicorn's 5 s default cost devices "Server disconnected" errors at scale.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_keep_alive=KEEP_ALIVE_S, **tls)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            access_log=False, timeout_keep_alive=KEEP_ALIVE_S, **tls)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

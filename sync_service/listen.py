@@ -4,11 +4,13 @@ the network in clear). The fronted setup is deploy/nginx/ (docs/deploy.md)."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Any
 
-from packager.errors import UsageError
+from packager.errors import ConflictError, UsageError
 from sync_service.core.config import Settings
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -53,3 +55,23 @@ def plain_http_warning(settings: Settings, tls: bool) -> str | None:
         "cross the network in clear. Put the service behind the TLS proxy in deploy/nginx/ "
         "(docs/deploy.md) or give --ssl-certfile and --ssl-keyfile"
     )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the app starts: a port in use is one line naming it
+    (ConflictError) instead of uvicorn's log of the bind error and an exit status that says
+    nothing; binding here, not probing first, leaves no window for another process between."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConflictError(
+                f"port {port} on {host} is in use (another `modelsync serve`?): stop it or pass --port"
+            ) from exc
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock

@@ -262,7 +262,9 @@ def test_an_all_anomalous_artifact_fails_verify_and_the_device(
     capsys.readouterr()
 
     # packager side: modelsync verify, step 5
-    assert main(["verify", str(bundle), "--root", root]) == 2
+    from packager import exit_codes
+
+    assert main(["verify", str(bundle), "--root", root]) == exit_codes.VERIFICATION
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "golden label(s) differ from the reference" in err
     assert main(["verify", str(bundle), "--root", root, "--skip-golden"]) == 0  # only golden catches it

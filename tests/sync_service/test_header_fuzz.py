@@ -126,6 +126,10 @@ def world(
             {"json": {"device_id": "fuzz-2", "platform": "linux"}},
         ),
         ("POST", "/v1/devices/fuzz-1/reports", device, {"json": {"events": []}}),
+        ("GET", "/v1/fleets/field", publisher, {}),
+        ("GET", "/v1/devices?fleet=field", publisher, {}),
+        ("GET", "/v1/devices/fuzz-1", publisher, {}),
+        ("POST", "/v1/devices/nobody/retire", publisher, {}),  # 404: fuzz-1 must keep its token
     ]
     served = [(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops]
     for method, template in served:  # every route the schema lists is fuzzed

@@ -65,3 +65,23 @@ def test_serve_starts_on_embedded_defaults(service_keys_dir: Path, tmp_path: Pat
     # keys init put root.key and publisher.key beside index.key: the service says so.
     assert "root.key sits beside the index key" in err
     assert "publisher.key sits beside the index key" in err
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_conflict(service_keys_dir: Path, tmp_path: Path) -> None:
+    from packager import exit_codes
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSYNC_")}
+        proc = subprocess.run(
+            [sys.executable, "-m", "packager.cli", "serve", "--data-dir", str(tmp_path / "data"),
+             "--root", str(service_keys_dir / "root.json"),
+             "--index-key", str(service_keys_dir / "index.key"), "--port", str(port)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+    assert proc.returncode == exit_codes.CONFLICT, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in proc.stderr and "--port" in proc.stderr
+    assert not (tmp_path / "data" / "modelsync.db").exists()  # refused before anything was made
