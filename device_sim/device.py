@@ -244,8 +244,10 @@ class Device:
     # ------------------------------------------------------------------ sync
 
     def updater(self, client: httpx.AsyncClient) -> Updater:
+        server, transport = self.store.identity.server, self.transport
         kwargs: dict[str, Any] = {"config": self.config, "runtime": self.runtime, "now": self.now,
-                                  "progress": self.progress}
+                                  "progress": self.progress,
+                                  "fresh_client": lambda: make_client(server, self.config, transport)}
         return Updater(self.store, client, **kwargs)
 
     async def async_sync(self, client: httpx.AsyncClient | None = None) -> SyncResult:

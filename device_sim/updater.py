@@ -134,9 +134,12 @@ class Updater:
         now: Callable[[], datetime] = utcnow,
         golden_runner: GoldenRunner = run_golden,
         progress: Progress | None = None,
+        fresh_client: Callable[[], httpx.AsyncClient] | None = None,
     ) -> None:
         self.store = store
         self.client = client
+        # a client with a pool of its own, for a damaged transfer's retry (None: reuse client)
+        self.fresh_client = fresh_client
         self.config = config or SyncConfig()
         self.identity: Identity = store.identity
         self.http = Http(client, self.config, self.identity.token)
@@ -257,7 +260,10 @@ class Updater:
         try:
             for attempt in range(1, TRANSFER_ATTEMPTS + 1):
                 try:
-                    await self._install_entry(entry, root, out, transfer)
+                    if attempt == 1 or self.fresh_client is None:
+                        await self._install_entry(entry, root, out, transfer)
+                    else:
+                        await self._install_on_fresh_connection(entry, root, out, transfer)
                     break
                 except _Damaged:
                     if attempt == TRANSFER_ATTEMPTS:
@@ -281,6 +287,19 @@ class Updater:
         finally:
             out.transfer, out.wire_bytes = transfer.kind, transfer.wire
         return out
+
+    async def _install_on_fresh_connection(self, entry: IndexEntry, root: Root, out: ModelOutcome,
+                                           transfer: Transfer) -> None:
+        """The retry after damaged bytes goes over a new connection, never the pooled one
+        that carried them: a connection a middlebox has desynchronised stays out of it."""
+        assert self.fresh_client is not None
+        pooled = self.http
+        async with self.fresh_client() as client:
+            self.http = Http(client, self.config, self.identity.token)
+            try:
+                await self._install_entry(entry, root, out, transfer)
+            finally:
+                self.http = pooled
 
     async def _install_entry(self, entry: IndexEntry, root: Root, out: ModelOutcome,
                              transfer: Transfer) -> None:

@@ -127,3 +127,59 @@ def test_spoilt_and_cut_blobs_do_not_halt_the_rollout_and_devices_recover(
                 assert [o.version for o in result.installed] == [1], result
             status = admin("GET", f"/v1/releases/{release['id']}/status").json()
     assert status["release"]["state"] == "active" and status["installs"] == 4
+
+
+class _Recording(httpx.AsyncBaseTransport):
+    """Real HTTP, each request's path noted: which client carried what."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_damaged_transfer_is_retried_on_a_fresh_connection(
+    gated_app: FastAPI, make_bundle: Callable[..., Path], keys_dir: Path, tmp_path: Path,
+) -> None:
+    """The first client (its pool) carried the spoilt bytes; the retry's manifest and artifact
+    come through the fresh client the device supplies, and the install lands."""
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from device_sim.transfer import make_client
+
+    publisher = make_token(gated_app, "publisher", scopes=("publish", "release", "admin"))
+    enroll = make_token(gated_app, "enrollment")
+    root = json.loads((keys_dir / "root.json").read_text())
+    with TestClient(gated_app) as admin_client:
+        publish_and_release(
+            lambda method, path, **kw: admin_client.request(  # type: ignore[arg-type]
+                method, path, headers={"Authorization": f"Bearer {publisher}"}, **kw),
+            make_bundle(1),
+        )
+        with serve_in_thread(gated_app) as url:
+            state = tmp_path / "d"
+            Device.register(state, server=url, enroll_token=enroll, platform="linux", root_envelope=root,
+                            device_id="fresh-1", config=CONFIG)
+            device = Device(state, config=CONFIG)
+            fresh = _Recording()
+            spoiling = PathAttacker("flip")
+
+            async def sync() -> object:
+                async with make_client(url, CONFIG, spoiling) as first:
+                    updater = device.updater(first)
+                    updater.fresh_client = lambda: make_client(url, CONFIG, fresh)
+                    return await updater.sync_once()
+
+            result = asyncio.run(sync())
+    assert [o.version for o in result.installed] == [1], result  # type: ignore[attr-defined]
+    assert spoiling.spoilt == 1  # only the first attempt went through the spoiling client
+    # the retry from scratch, manifest and artifact (both content-addressed blobs), came fresh
+    assert len([p for p in fresh.paths if p.startswith("/v1/blobs/")]) == 2, fresh.paths
