@@ -67,23 +67,23 @@ def _serve(args: argparse.Namespace) -> int:
         ssl_keyfile=args.ssl_keyfile,
     )
     tls = tls_options(settings)
-    sock = bind(settings.host, settings.port)
-    configure_logging(args.log_level.upper())
-    app = create_app(settings)
-    log = logging.getLogger("modelsync.service")
-    warning = plain_http_warning(settings, bool(tls))
-    if warning is not None:
-        log.warning(warning)
-    log.info(
-        "serving on %s://%s:%s (data %s)",
-        "https" if tls else "http", settings.host, settings.port, settings.data_dir,
-    )
-    # Idle keep-alive connections stay open longer than clients and load balancers keep theirs
-    # (AWS ALB: 60 s), so the server is never the side that closes a connection a client is
-    # about to reuse; uvicorn's 5 s default cost devices "Server disconnected" errors at scale.
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            access_log=False, timeout_keep_alive=KEEP_ALIVE_S, **tls)
-    with sock:
+    with bind(settings.host, settings.port) as sock:  # closed on every way out, refusals included
+        configure_logging(args.log_level.upper())
+        app = create_app(settings)
+        log = logging.getLogger("modelsync.service")
+        warning = plain_http_warning(settings, bool(tls))
+        if warning is not None:
+            log.warning(warning)
+        log.info(
+            "serving on %s://%s:%s (data %s)",
+            "https" if tls else "http", settings.host, settings.port, settings.data_dir,
+        )
+        # Idle keep-alive connections stay open longer than clients and load balancers keep
+        # theirs (AWS ALB: 60 s), so the server is never the side that closes a connection a
+        # client is about to reuse; uvicorn's 5 s default cost devices "Server disconnected"
+        # errors at scale.
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                                access_log=False, timeout_keep_alive=KEEP_ALIVE_S, **tls)
         uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -128,10 +128,13 @@ async def _modelsync_handler(request: Request, exc: Exception) -> JSONResponse:
 def _allow(routes: Sequence[BaseRoute], path: str) -> str:
     """Every method the path is served with (Starlette's 405 names only the first route
     matching the path, so ``GET`` for a path that also takes ``PATCH``)."""
+    matching = [r for r in routes if isinstance(r, APIRoute) and r.path_regex.match(path)]
+    # OpenAPI matches a concrete path before a templated one: /v1/devices/register is that
+    # operation's path, not /v1/devices/{device_id} with the id "register"
+    concrete = [r for r in matching if r.path == path]
     methods: set[str] = set()
-    for route in routes:
-        if isinstance(route, APIRoute) and route.path_regex.match(path):
-            methods |= route.methods or set()
+    for route in concrete or matching:
+        methods |= route.methods or set()
     return ", ".join(sorted(methods))
 
 

@@ -95,8 +95,8 @@ def _document(operation: dict[str, Any], extra: set[int]) -> None:
         entry["content"] = {"application/json": {"schema": {"$ref": ERROR_REF}}}
         if int(key) in _ERROR_HEADERS:
             entry["headers"] = _ERROR_HEADERS[int(key)]
-    if "401" in responses:
-        operation["security"] = [{"bearer": []}]
+    if "401" in responses:  # an operation whose token is optional says so itself
+        operation.setdefault("security", [{"bearer": []}])
 
 
 def build_schema(app: FastAPI, routes: Sequence[APIRoute]) -> dict[str, Any]:

@@ -194,13 +194,15 @@ def test_ctrl_c_while_writing_leaves_no_bundle(tmp_path: Path, inputs: Path) -> 
     from packager.detectors import IsolationForestDetector
 
     data = generate_telemetry(ROWS, seed=3)
-    model = IsolationForestDetector(n_estimators=40, random_state=3).fit(data.frame)
+    # big enough that the bundle takes a while to write (its reference pickle, three ORT
+    # files): with 40 trees the staging directory came and went between two polls
+    model = IsolationForestDetector(n_estimators=600, random_state=3).fit(data.frame)
     joblib.dump(model, tmp_path / "m.joblib")
     np.save(tmp_path / "cal.npy", data.frame.to_numpy())
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [_modelsync(), "package", str(tmp_path / "m.joblib"), "--name", "m", "--version", "1",
-         "--target", "cpu", "--key", str(inputs / "keys" / "publisher.key"),
+         "--key", str(inputs / "keys" / "publisher.key"),
          "--calibration", str(tmp_path / "cal.npy"), "-o", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )

@@ -109,3 +109,11 @@ def test_database_down_is_a_documented_503(app: FastAPI, client: TestClient, aut
     finally:
         app.state.engine.dispose()
         app.state.engine = healthy
+
+
+def test_405_on_a_concrete_path_lists_its_own_methods(client: TestClient) -> None:
+    """/v1/devices/register is its own operation, not /v1/devices/{device_id}: its 405 allows
+    POST only, as the schema says (schemathesis ST205 found GET advertised there)."""
+    r = client.request("OPTIONS", "/v1/devices/register")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert set(client.get("/openapi.json").json()["paths"]["/v1/devices/register"]) == {"post"}

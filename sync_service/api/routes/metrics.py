@@ -23,6 +23,8 @@ router = APIRouter(tags=["operations"])
         200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
         401: {"description": "MODELSYNC_METRICS_TOKEN is set and the bearer token is missing or wrong"},
     },
+    # the token is asked for only when the operator set one: none and a bearer both do
+    openapi_extra={"security": [{}, {"bearer": []}]},
 )
 def get_metrics(request: Request, settings: SettingsDep) -> Response:
     if settings.metrics_token is not None:
