@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 STUB   := react-native-stub
 LOCK   := constraints.txt
 
-.PHONY: demo test system-deps test-python test-quick test-stub lint typecheck bench clean distclean lock
+.PHONY: demo test system-deps test-python test-quick test-stub lint typecheck bench doc-figures clean distclean lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py --out benchmarks/results
 	$(BIN)/python benchmarks/bench_index.py --out benchmarks/results
 	$(BIN)/python benchmarks/bench_transfer.py --out benchmarks/results
+
+# After a benchmark run: rewrite every figure the docs quote from benchmarks/results
+# (marked <!-- result FILE PATH -->), so tests/test_doc_figures.py passes again.
+doc-figures: $(STAMP)
+	$(BIN)/python -m tests.doc_figures --update
 
 # `make clean` removes what the demo and the tests leave; `make distclean` also the
 # installed environments (.venv and node_modules take minutes to install again).

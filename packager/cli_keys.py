@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from packager.cli_common import passphrase_from
+from packager.cli_common import add_json_arg, passphrase_from, print_json
 from packager.errors import UsageError
 
 
@@ -24,6 +24,7 @@ def register(sub: Any) -> None:
     init.add_argument("--passphrase-env", metavar="VAR", help="encrypt private keys with $VAR")
     init.add_argument("--force", action="store_true", help="overwrite an existing key directory")
     _lifetime_arg(init)
+    add_json_arg(init)
     init.set_defaults(handler=_keys_init)
 
     rot = ksub.add_parser("rotate", help="write root v(N+1) replacing or revoking keys of a role")
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
     rot.add_argument("--threshold", type=int, help="new threshold for the role")
     rot.add_argument("--passphrase-env", metavar="VAR", help="the private keys' passphrase is in $VAR")
     _lifetime_arg(rot)
+    add_json_arg(rot)
     rot.set_defaults(handler=_keys_rotate)
 
     renew = ksub.add_parser(
@@ -45,10 +47,12 @@ def register(sub: Any) -> None:
     renew.add_argument("directory", type=Path, help="the key directory (`keys init` wrote it)")
     renew.add_argument("--passphrase-env", metavar="VAR", help="the private keys' passphrase is in $VAR")
     _lifetime_arg(renew)
+    add_json_arg(renew)
     renew.set_defaults(handler=_keys_renew)
 
     show = ksub.add_parser("show", help="print root.json's roles and key ids")
     show.add_argument("directory", type=Path, help="the key directory (`keys init` wrote it)")
+    add_json_arg(show)
     show.set_defaults(handler=_keys_show)
 
 
@@ -63,6 +67,23 @@ def _lifetime(args: argparse.Namespace) -> timedelta:
     if args.lifetime_days < 1:
         raise UsageError("--lifetime-days must be at least 1")
     return timedelta(days=args.lifetime_days)
+
+
+def _root_json(path: Path) -> dict[str, Any]:
+    """What --json prints for a key directory's root.json: version, expiry, roles."""
+    from packager.keys import expires_soon, load_root
+
+    root = load_root(path, check_expired=False)
+    return {
+        "root": str(path),
+        "version": root.version,
+        "expires": root.expires,
+        "expires_soon": expires_soon(root.expires),
+        "roles": {
+            role: {"threshold": spec.threshold, "keyids": list(spec.keyids)}
+            for role, spec in root.roles.items()
+        },
+    }
 
 
 def _print_expiry(path: Path) -> None:
@@ -82,6 +103,9 @@ def _keys_init(args: argparse.Namespace) -> int:
         for role in ("root", "publisher", "index")
     }
     path = init_keys(args.directory, specs, passphrase_from(args), force=args.force, lifetime=_lifetime(args))
+    if args.json:
+        print_json(_root_json(path))
+        return 0
     print(f"wrote keys and {path}")
     _print_expiry(path)
     print("keep root*.key and publisher*.key offline; the service needs only index.key and root.json")
@@ -97,6 +121,9 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         args.directory, args.role, args.revoke, args.add, args.threshold, passphrase_from(args),
         lifetime=_lifetime(args),
     )
+    if args.json:
+        print_json(_root_json(path))
+        return 0
     print(f"wrote {path}")
     _print_expiry(path)
     return 0
@@ -106,6 +133,9 @@ def _keys_renew(args: argparse.Namespace) -> int:
     from packager.keys import renew
 
     path = renew(args.directory, passphrase_from(args), lifetime=_lifetime(args))
+    if args.json:
+        print_json(_root_json(path))
+        return 0
     print(f"wrote {path}")
     _print_expiry(path)
     print("copy roots/, then root.json, to every server: devices pick the new root up on their next sync")
@@ -118,6 +148,9 @@ def _keys_show(args: argparse.Namespace) -> int:
 
     from packager.keys import load_root
 
+    if args.json:
+        print_json(_root_json(args.directory / "root.json"))
+        return 0
     root = load_root(args.directory / "root.json", check_expired=False)
     table = Table(title=f"root v{root.version}")
     table.add_column("role")
