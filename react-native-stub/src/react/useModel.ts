@@ -116,6 +116,9 @@ export function useModel(
       const result = await client.sync();
       if (!mounted.current) return result;
       setSyncState(result.outcome);
+      // What stopped the sync, or the first model that failed (the others keep serving).
+      const why = result.error ?? result.models.find((m) => m.error !== undefined)?.error;
+      setError(result.outcome === "failed" && why !== undefined ? why.message : null);
       if (result.outcome === "updated") await load();
       return result;
     } catch (err) {
