@@ -6,12 +6,14 @@
 import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 
-import { fireEvent, render, screen } from "@testing-library/react-native";
+import { act, fireEvent, render, screen, waitFor } from "@testing-library/react-native";
+import { AppState } from "react-native";
 import { InferenceSession } from "onnxruntime-react-native";
 import { DocumentDirectoryPath } from "@dr.pogodin/react-native-fs";
 
 import App, { type AppConfig } from "../example/App";
 import { type ActiveModel, ReactNativeStorage, createReactNativeClient, openSession } from "../src/react";
+import type { HttpFetch } from "../src/core/ports";
 import { type Service, api, startService } from "../test/liveService";
 import { BUNDLE } from "./shims/fsNative";
 import { netState } from "./shims/netinfoNative";
@@ -167,6 +169,33 @@ suite("React Native: example/App.tsx and the hook against the real service", () 
       );
       expect(await screen.findByText(/v1 \(embedded, cpu\)/, {}, LONG)).toBeTruthy();
       expect(await screen.findByText(/normal|ANOMALY/, {}, LONG)).toBeTruthy();
+    });
+
+    it("syncs on start and on coming back to the foreground, never twice at once", async () => {
+      let indexRequests = 0;
+      const counting: HttpFetch = (url, init) => {
+        if (url.includes("/index")) indexRequests += 1;
+        return fetch(url, init as RequestInit) as unknown as ReturnType<HttpFetch>;
+      };
+      const listeners = (): ((state: string) => void)[] =>
+        jest.mocked(AppState.addEventListener).mock.calls.map((c) => c[1] as (state: string) => void);
+      jest.mocked(AppState.addEventListener).mockClear();
+      await render(<App config={appConfig("rn-app-foreground", { fetch: counting })} />);
+      expect(await screen.findByText(/v2 \(installed, cpu\)/, {}, LONG)).toBeTruthy();
+      await waitFor(() => expect(screen.getByText("updated")).toBeTruthy(), LONG);
+      expect(indexRequests).toBe(1);
+
+      // Background and foreground twice in a row: the second comes while the first sync
+      // runs, and shares it.
+      const onChange = listeners().at(-1)!;
+      await act(async () => {
+        onChange("background");
+        onChange("active");
+        onChange("background");
+        onChange("active");
+      });
+      await waitFor(() => expect(screen.getByText("up_to_date")).toBeTruthy(), LONG);
+      expect(indexRequests).toBe(2);
     });
 
     // Last: releasing v3 at 100% changes what every later device is offered.
