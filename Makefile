@@ -66,8 +66,11 @@ test-python: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not slow"
 
+# The TypeScript client: type checks, the Node tests, the React Native jest project
+# (test-rn/: React Native's preset, the hook and example/App.tsx against the real service) and
+# the npm package in a new app (test-package/: npm pack, install, tsc, Metro, hermesc).
 test-stub: $(STAMP) $(STUB)/node_modules/.installed-stamp
-	cd $(STUB) && npm run --silent typecheck && npm test
+	cd $(STUB) && npm run --silent typecheck && npm test && npm run --silent test:rn && npm run --silent test:package
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py --out benchmarks/results

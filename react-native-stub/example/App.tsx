@@ -6,9 +6,9 @@
  * root shipped here is what every later root and index is checked against (check 1.1).
  */
 import { useEffect, useMemo, useState } from "react";
-import { Button, Platform, SafeAreaView, StyleSheet, Text, View } from "react-native";
+import { Button, Platform, StyleSheet, Text, View } from "react-native";
 
-import { type Score, createReactNativeClient, useAnomalyModel } from "../src/react";
+import { type ReactNativeClientOptions, type Score, createReactNativeClient, useAnomalyModel } from "../src/react";
 // Signed by the published test-vector keys: replace with your own keys/root.json.
 import shippedRoot from "./root.example.json";
 
@@ -19,27 +19,39 @@ const DEVICE_ID = "pump-0042";
 /** One row of telemetry in the manifest's feature order (battery, CPU, memory, …). */
 const SAMPLE: number[] = [38.5, 0.62, 0.71, 0.44, 3, 0, 1, 0.12, 2.5, 210, 0.03, 5];
 
-export default function App(): React.JSX.Element {
-  const client = useMemo(
-    () =>
-      createReactNativeClient({
-        server: SERVER,
-        channel: "stable",
-        deviceId: DEVICE_ID,
-        platform: Platform.OS === "ios" ? "ios" : "android",
-        appVersion: "1.0.0",
-        shippedRoot,
-        storageBudgetBytes: 64 * 1024 * 1024,
-      }),
-    [],
-  );
+/** What the app is built with; a test (test-rn/app.test.tsx) overrides the server, the
+ * root, the state directory or the network. */
+export interface AppConfig extends ReactNativeClientOptions {
+  enrollmentToken: string;
+}
+
+function defaultConfig(): AppConfig {
+  return {
+    server: SERVER,
+    channel: "stable",
+    deviceId: DEVICE_ID,
+    platform: Platform.OS === "ios" ? "ios" : "android",
+    appVersion: "1.0.0",
+    shippedRoot,
+    storageBudgetBytes: 64 * 1024 * 1024,
+    enrollmentToken: ENROLLMENT_TOKEN,
+  };
+}
+
+export default function App({ config }: { config?: Partial<AppConfig> }): React.JSX.Element {
+  const [client, enrollmentToken] = useMemo(() => {
+    const { enrollmentToken: token, ...options } = { ...defaultConfig(), ...config };
+    return [createReactNativeClient(options), token] as const;
+    // The client lives as long as the app: a new config means a new app start.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, []);
   const [registered, setRegistered] = useState(false);
   useEffect(() => {
     void (async () => {
-      if ((await client.identity()) === null) await client.register(ENROLLMENT_TOKEN);
+      if ((await client.identity()) === null) await client.register(enrollmentToken);
       setRegistered(true);
     })().catch(() => setRegistered(false));
-  }, [client]);
+  }, [client, enrollmentToken]);
 
   const model = useAnomalyModel(client, { model: "fleet-iforest", syncOnMount: registered });
   const [score, setScore] = useState<Score | null>(null);
@@ -53,7 +65,7 @@ export default function App(): React.JSX.Element {
 
   const progress = model.progress;
   return (
-    <SafeAreaView style={styles.screen}>
+    <View style={styles.screen}>
       <Text style={styles.title}>Field anomaly check</Text>
       <View style={styles.row}>
         <Text style={styles.label}>Model</Text>
@@ -78,7 +90,7 @@ export default function App(): React.JSX.Element {
       </View>
       {model.error !== null ? <Text style={styles.error}>{model.error}</Text> : null}
       <Button title="Sync now" onPress={() => void model.sync()} disabled={!registered} />
-    </SafeAreaView>
+    </View>
   );
 }
 

@@ -1,12 +1,13 @@
 /** Test helpers: the real Python service as a child process, the Python device's outputs,
  * and a fault-injecting fetch wrapper (the pattern of python-tuf's fetcher injection). */
-import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
 
 import type { HttpFetch, HttpRequest, HttpResponse } from "../src/core/ports";
+import { type Service, startService as startLiveService } from "./liveService";
+
+export { type Service, api } from "./liveService";
 
 export const STUB = resolve(import.meta.dirname, "..");
 export const PYTHON = resolve(STUB, "..", ".venv", "bin", "python");
@@ -15,49 +16,9 @@ export const SKIP_REASON = HAVE_PYTHON
   ? false
   : `the Python venv (${PYTHON}) is absent: service-backed tests need the modelsync service`;
 
-export interface Service {
-  url: string;
-  fleet: string;
-  channel: string;
-  publisher_token: string;
-  enrollment_token: string;
-  root: unknown;
-  bundles: Record<string, { dir: string; answer: any; manifest: any }>;
-  workDir: string;
-  stop(): Promise<void>;
-}
-
 /** Start test/fixtures/live_service.py; it serves until its stdin closes. */
-export async function startService(): Promise<Service> {
-  const workDir = mkdtempSync(join(tmpdir(), "modelsync-ts-"));
-  const child: ChildProcessWithoutNullStreams = spawn(
-    PYTHON,
-    [join(STUB, "test", "fixtures", "live_service.py"), join(workDir, "service")],
-    { cwd: resolve(STUB, ".."), stdio: ["pipe", "pipe", "pipe"] },
-  );
-  let stderr = "";
-  child.stderr.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const exited = new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
-  const lines = createInterface({ input: child.stdout });
-  const first = await new Promise<string>((res, rej) => {
-    lines.once("line", res);
-    void exited.then((code) => rej(new Error(`service exited (${code}) before it was ready:\n${stderr.slice(-3000)}`)));
-  });
-  const info = JSON.parse(first) as Omit<Service, "stop" | "workDir"> & { error?: string };
-  if (info.error !== undefined) throw new Error(`service: ${info.error}\n${stderr.slice(-3000)}`);
-  return {
-    ...info,
-    workDir,
-    async stop() {
-      child.stdin.end();
-      const timer = setTimeout(() => child.kill("SIGKILL"), 15000);
-      await exited;
-      clearTimeout(timer);
-      lines.close();
-    },
-  };
+export function startService(): Promise<Service> {
+  return startLiveService(STUB, PYTHON);
 }
 
 /** The Python device's outputs for an artifact (device_sim's OnnxEngine). */
@@ -164,15 +125,4 @@ export function flipByte(sha: string, at: number): Fault {
     });
     return withBody(res, stream);
   };
-}
-
-export async function api(svc: Service, method: string, path: string, body?: unknown): Promise<any> {
-  const res = await fetch(`${svc.url}${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${svc.publisher_token}`, "Content-Type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return text === "" ? null : JSON.parse(text);
 }

@@ -467,7 +467,8 @@ export class ModelSyncClient {
     this.emit({ phase: "activate", model: name, version });
     await this.state.swap(name, installed); // check 5.2
     await this.state.cleanUp(name); // check 5.3
-    await this.reports.enqueue(id.device_id, "installed", { model: name, version }); // check 5.4
+    // check 5.4; the providers are those the golden check's session was created with
+    await this.reports.enqueue(id.device_id, "installed", { model: name, version, data: { providers: installed.providers } });
     return null;
   }
 
@@ -483,6 +484,7 @@ export class ModelSyncClient {
     } catch (err) {
       throw new ArtifactLoadError(`${installed.name} v${installed.version}: cannot load: ${(err as Error).message}`);
     }
+    if (loaded.providers !== undefined) installed.providers = [...loaded.providers];
     try {
       let out;
       try {

@@ -4,6 +4,7 @@
  * only: the core imports neither runtime.
  */
 import type { ModelOutputs } from "./ports";
+import { supportedPlan } from "./providers";
 
 export interface OrtTensorLike {
   readonly data: unknown;
@@ -46,4 +47,29 @@ export async function runRows(
     for (const v of Array.from(s.data as ArrayLike<number>)) score.push(Number(v));
   }
   return { label, score };
+}
+
+/** A session and the execution providers it was created with. */
+export interface OpenedSession<S> {
+  session: S;
+  providers: string[];
+}
+
+/** Create a session on the planned providers the runtime supports (supportedPlan); when an
+ * accelerated provider is listed but refuses the model (a driver without the op, an
+ * "Unsupported execution provider" from the native side), retry on CPU alone: the manifest's
+ * plan promises the CPU provider runs every artifact. The providers returned are the ones
+ * the session that came back was created with. */
+export async function createOnProviders<S>(
+  create: (executionProviders: string[]) => Promise<S>,
+  planned: readonly string[],
+  supported: readonly string[],
+): Promise<OpenedSession<S>> {
+  const providers = supportedPlan(planned, supported);
+  try {
+    return { session: await create(providers), providers };
+  } catch (err) {
+    if (providers.length === 1) throw err;
+    return { session: await create(["cpu"]), providers: ["cpu"] };
+  }
 }

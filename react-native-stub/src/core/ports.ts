@@ -66,6 +66,9 @@ export interface ModelOutputs {
 }
 
 export interface LoadedModel {
+  /** The execution providers the session was really created with, when the runner knows
+   * (the installed record and the "installed" report carry these, not the plan). */
+  readonly providers?: readonly string[];
   run(inputs: readonly (readonly number[])[]): Promise<ModelOutputs>;
   release(): Promise<void>;
 }

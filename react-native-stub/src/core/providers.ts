@@ -27,3 +27,13 @@ export function fixedBatch(artifact: Artifact): number | null {
   const first = artifact.input_shape[0];
   return typeof first === "number" && first > 0 ? first : null;
 }
+
+/** The providers a session is asked for: the planned ones the runtime lists as supported,
+ * in plan order, CPU last. onnxruntime-common silently drops a provider its backend
+ * registry lacks (a console warning only), so a request it cannot honour would later be
+ * reported as used; asking only for what the native side lists keeps the report true. */
+export function supportedPlan(planned: readonly string[], supported: readonly string[]): string[] {
+  const out = planned.filter((p, i) => p !== "cpu" && supported.includes(p) && planned.indexOf(p) === i);
+  out.push("cpu");
+  return out;
+}

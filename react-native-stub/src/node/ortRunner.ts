@@ -2,11 +2,15 @@
  * the same onnxruntime-common API as onnxruntime-react-native. */
 import * as ort from "onnxruntime-node";
 
-import { type OrtSessionLike, runRows } from "../core/ortSession";
+import { type OrtSessionLike, createOnProviders, runRows } from "../core/ortSession";
 import type { InferenceRunner, LoadedModel } from "../core/ports";
 
-/** onnxruntime-node runs the CPU provider here; NNAPI and CoreML exist only on phones. */
-export const NODE_PROVIDERS = ["cpu"];
+/** What onnxruntime-node's binding lists as bundled (cpu, webgpu; cuda needs a download);
+ * NNAPI and CoreML exist only on phones. */
+export const NODE_PROVIDERS: readonly string[] = ort
+  .listSupportedBackends()
+  .filter((b) => b.bundled)
+  .map((b) => b.name);
 
 const tensor = (data: Float32Array, dims: readonly number[]): ort.Tensor => new ort.Tensor("float32", data, dims);
 
@@ -16,11 +20,14 @@ export async function openNodeSession(
   providers: readonly string[],
   fixedBatch: number | null,
 ): Promise<LoadedModel & { providers: string[] }> {
-  const eps = providers.filter((p) => NODE_PROVIDERS.includes(p));
-  const used = eps.length > 0 ? eps : ["cpu"];
-  const session = await ort.InferenceSession.create(path, { executionProviders: used, graphOptimizationLevel: "all" });
+  const opened = await createOnProviders(
+    (executionProviders) => ort.InferenceSession.create(path, { executionProviders, graphOptimizationLevel: "all" }),
+    providers,
+    NODE_PROVIDERS,
+  );
+  const session = opened.session;
   return {
-    providers: used,
+    providers: opened.providers,
     run: (rows) => runRows(session as unknown as OrtSessionLike, tensor, rows, fixedBatch),
     release: () => session.release(),
   };

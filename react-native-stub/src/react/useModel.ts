@@ -45,11 +45,21 @@ export interface AnomalyModel {
   sync(): Promise<SyncResult | null>;
 }
 
+/** The part of React Native's AppState the hook listens to (injected: this module imports
+ * no native module, so it runs under Node too). */
+export interface AppStateLike {
+  addEventListener(type: "change", listener: (state: string) => void): { remove(): void };
+}
+
 export interface UseAnomalyModelOptions {
   model?: string;
   /** Default 6 hours; 0 disables periodic syncs. Jittered ±20% so a fleet spreads out. */
   syncIntervalMs?: number;
   syncOnMount?: boolean;
+  /** Sync when the app comes back to the foreground (AppState "active" after another
+   * state). Default true where an AppState is given; off with syncOnMount false. */
+  syncOnForeground?: boolean;
+  appState?: AppStateLike;
 }
 
 interface Stats {
@@ -63,7 +73,7 @@ export function useModel(
   openSession: SessionOpener,
   options: UseAnomalyModelOptions = {},
 ): AnomalyModel {
-  const { model, syncIntervalMs = 6 * 3600_000, syncOnMount = true } = options;
+  const { model, syncIntervalMs = 6 * 3600_000, syncOnMount = true, syncOnForeground = true, appState } = options;
   const [status, setStatus] = useState<ModelStatus>("loading");
   const [syncState, setSyncState] = useState<AnomalyModel["syncState"]>("never");
   const [active, setActive] = useState<ActiveModel | null>(null);
@@ -116,6 +126,9 @@ export function useModel(
       const result = await client.sync();
       if (!mounted.current) return result;
       setSyncState(result.outcome);
+      // What stopped the sync, or the first model that failed (the others keep serving).
+      const why = result.error ?? result.models.find((m) => m.error !== undefined)?.error;
+      setError(result.outcome === "failed" && why !== undefined ? why.message : null);
       if (result.outcome === "updated") await load();
       return result;
     } catch (err) {
@@ -136,6 +149,16 @@ export function useModel(
       setError((err as Error).message);
     });
     if (syncOnMount) void sync();
+    // A sync already running is shared (ModelSyncClient.sync), so a foreground event during
+    // the start-up sync does not start a second one.
+    let last = "active";
+    const foreground =
+      appState !== undefined && syncOnForeground && syncOnMount
+        ? appState.addEventListener("change", (state) => {
+            if (state === "active" && last !== "active") void sync();
+            last = state;
+          })
+        : undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const schedule = (): void => {
       if (syncIntervalMs <= 0) return;
@@ -147,11 +170,12 @@ export function useModel(
     return () => {
       mounted.current = false;
       unsubscribe();
+      foreground?.remove();
       if (timer !== undefined) clearTimeout(timer);
       void session.current?.open.release();
       session.current = null;
     };
-  }, [client, model, syncIntervalMs, syncOnMount, load, sync]);
+  }, [client, model, syncIntervalMs, syncOnMount, syncOnForeground, appState, load, sync]);
 
   const run = useCallback(async (features: readonly number[] | readonly (readonly number[])[]): Promise<Score[]> => {
     const open = session.current?.open;
