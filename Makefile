@@ -70,7 +70,7 @@ test-quick: $(STAMP)
 # (test-rn/: React Native's preset, the hook and example/App.tsx against the real service) and
 # the npm package in a new app (test-package/: npm pack, install, tsc, Metro, hermesc).
 test-stub: $(STAMP) $(STUB)/node_modules/.installed-stamp
-	cd $(STUB) && npm run --silent typecheck && npm test && npm run --silent test:rn && npm run --silent test:package
+	cd $(STUB) && npm run --silent typecheck && npm test && npm run --silent test:rn && npm run --silent test:package && npm run --silent test:hermes
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py --out benchmarks/results
