@@ -190,6 +190,14 @@ def _find(api: Any, fleet: str, channel: str, model: str | None, states: tuple[s
     return max(found, key=lambda r: int(r["id"]))
 
 
+def _release_id(api: Any, release_id: int | None, fleet: str | None, channel: str, model: str | None,
+                states: tuple[str, ...]) -> int:
+    """The id given, or that of the newest release in ``states`` on fleet/channel."""
+    if release_id is not None:
+        return release_id
+    return int(_find(api, _need(fleet), channel, model, states)["id"])
+
+
 def set_percent(
     percent: float,
     *,
@@ -202,8 +210,7 @@ def set_percent(
 ) -> Release:
     """Raise or lower a rollout, named by id or by fleet/channel (its active release)."""
     with _client(server, token) as api:
-        rid = release_id if release_id is not None else _find(
-            api, _need(fleet), channel, model, ("active",))["id"]
+        rid = _release_id(api, release_id, fleet, channel, model, ("active",))
         return Release.from_json(api.json("PATCH", f"/v1/releases/{rid}", json={"percent": percent}))
 
 
@@ -219,8 +226,7 @@ def halt(
 ) -> Release:
     """Stop a rollout (the release leaves the index), by id or fleet/channel."""
     with _client(server, token) as api:
-        rid = release_id if release_id is not None else _find(
-            api, _need(fleet), channel, model, ("active",))["id"]
+        rid = _release_id(api, release_id, fleet, channel, model, ("active",))
         return Release.from_json(api.json("POST", f"/v1/releases/{rid}/halt", json={"reason": reason}))
 
 
@@ -235,8 +241,7 @@ def resume(
 ) -> Release:
     """Resume a halted release, by id or fleet/channel (its newest halted release)."""
     with _client(server, token) as api:
-        rid = release_id if release_id is not None else _find(
-            api, _need(fleet), channel, model, ("halted",))["id"]
+        rid = _release_id(api, release_id, fleet, channel, model, ("halted",))
         return Release.from_json(api.json("POST", f"/v1/releases/{rid}/resume"))
 
 
@@ -273,8 +278,7 @@ def status(
 ) -> ReleaseStatus:
     """A rollout's figures: devices in it, on each version, failures; by id or fleet/channel."""
     with _client(server, token) as api:
-        rid = release_id if release_id is not None else _find(
-            api, _need(fleet), channel, model, ("active", "halted", "superseded"))["id"]
+        rid = _release_id(api, release_id, fleet, channel, model, ("active", "halted", "superseded"))
         body = api.json("GET", f"/v1/releases/{rid}/status")
     return ReleaseStatus(
         release=Release.from_json(body["release"]),
