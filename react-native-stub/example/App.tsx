@@ -88,6 +88,7 @@ export default function App({ config }: { config?: Partial<AppConfig> }): React.
           {score === null ? "—" : `${score.score.toFixed(4)} ${score.anomaly ? "ANOMALY" : "normal"}`}
         </Text>
       </View>
+      {model.staged !== null ? <Text>v{model.staged} from the next start</Text> : null}
       {model.error !== null ? <Text style={styles.error}>{model.error}</Text> : null}
       <Button title="Sync now" onPress={() => void model.sync()} disabled={!registered} />
     </View>

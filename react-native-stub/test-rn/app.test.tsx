@@ -198,6 +198,29 @@ suite("React Native: example/App.tsx and the hook against the real service", () 
       expect(indexRequests).toBe(2);
     });
 
+    it("activation next-start: staged while the embedded model serves, current after the next start", async () => {
+      mkdirSync(join(BUNDLE, "models"), { recursive: true });
+      copyFileSync(artifactPath(1), join(BUNDLE, "models", "fleet-iforest-v1.ort"));
+      const storage = new ReactNativeStorage(`${DocumentDirectoryPath}/rn-app-next-start`);
+      const path = await storage.embeddedModel("models/fleet-iforest-v1.ort", "fleet-iforest-v1.ort");
+      const config = appConfig("rn-app-next-start", {
+        storage,
+        embedded: [{ name: "fleet-iforest", version: 1, path }],
+        activation: "next-start",
+      });
+      const first = await render(<App config={config} />);
+      expect(await screen.findByText("v2 from the next start", {}, LONG)).toBeTruthy();
+      expect(screen.getByText("staged")).toBeTruthy();
+      expect(screen.getByText(/v1 \(embedded, cpu\)/)).toBeTruthy();
+      await first.unmount();
+
+      // a new App is a new client over the same state directory: the app's next start
+      await render(<App config={config} />);
+      expect(await screen.findByText(/v2 \(installed, cpu\)/, {}, LONG)).toBeTruthy();
+      await waitFor(() => expect(screen.getByText("up_to_date")).toBeTruthy(), LONG);
+      expect(screen.queryByText(/from the next start/)).toBeNull();
+    });
+
     // Last: releasing v3 at 100% changes what every later device is offered.
     it("keeps the old model when the new one fails its golden vectors", async () => {
       await render(<App config={appConfig("rn-app-golden")} />);

@@ -21,6 +21,7 @@ import type { HttpFetch, InferenceRunner, NetworkMonitor, NetworkStatus, Storage
 import { executionProviders, fixedBatch } from "./providers";
 import { ReportQueue } from "./reports";
 import type { ChannelIndex, IndexEntry, ModelManifest, Root, Target } from "./schema";
+import { type Activation, type StagedModel, Staging } from "./staging";
 import { type DeviceIdentity, type Installed, State } from "./state";
 import {
   Damaged,
@@ -85,15 +86,19 @@ export interface ClientOptions {
   compression?: boolean;
   /** A sync that has not finished by then stops with SlowRetrievalError. Default 10 min. */
   deadlineMs?: number;
+  /** "immediate" (default): a verified version is served at once. "next-start": it is
+   * staged and becomes current when the next client over this state directory starts
+   * (staging.ts). */
+  activation?: Activation;
   now?: () => number;
 }
 
-export type SyncOutcome = "updated" | "up_to_date" | "stale" | "deferred" | "offline" | "failed";
+export type SyncOutcome = "updated" | "staged" | "up_to_date" | "stale" | "deferred" | "offline" | "failed";
 
 export interface ModelResult {
   model: string;
   version: number;
-  outcome: "installed" | "deferred" | "failed";
+  outcome: "installed" | "staged" | "deferred" | "failed";
   /** Deferred: "metered" | "storage_budget". Failed: the error's code. */
   reason?: string;
   error?: ModelSyncError;
@@ -120,6 +125,14 @@ export interface ProgressEvent {
   version?: number;
   received?: number;
   total?: number;
+}
+
+/** What start() did with a version a previous run staged. */
+export interface StagedActivation {
+  model: string;
+  version: number;
+  outcome: "activated" | "refused";
+  error?: ModelSyncError;
 }
 
 export interface ActiveModel {
@@ -149,11 +162,55 @@ export class ModelSyncClient {
   private readonly now: () => number;
   private readonly listeners = new Set<(e: ProgressEvent) => void>();
   private running: Promise<SyncResult> | null = null;
+  private readonly staging: Staging;
+  private starting: Promise<StagedActivation[]> | null = null;
 
   constructor(private readonly opts: ClientOptions) {
     this.state = new State(opts.storage);
     this.now = opts.now ?? (() => Date.now());
     this.reports = new ReportQueue(this.state, this.now);
+    this.staging = new Staging(this.state);
+  }
+
+  /** The cold start: activates what a previous run staged (activation "next-start"), once
+   * per client. currentModel() and sync() wait for it, so the first model served is the
+   * activated one. */
+  start(): Promise<StagedActivation[]> {
+    this.starting ??= this.activateStaged();
+    return this.starting;
+  }
+
+  private async activateStaged(): Promise<StagedActivation[]> {
+    const out: StagedActivation[] = [];
+    for (const [name, rec] of Object.entries(await this.staging.all())) {
+      const base = { model: name, version: rec.version };
+      try {
+        const done = await this.staging.activate(name, this.opts.shippedRoot, this.target, this.opts.ortVersion, formatTime(this.now()));
+        if (done === null) continue;
+        this.emit({ phase: "activate", ...base });
+        const id = await this.state.identity();
+        // the service has no "staged" kind: the install is reported when it takes effect
+        await this.reports.enqueue(id?.device_id ?? this.opts.deviceId, "installed", {
+          ...base,
+          data: { providers: done.providers, activation: "next-start" },
+        });
+        out.push({ ...base, outcome: "activated" });
+      } catch (err) {
+        if (!(err instanceof ModelSyncError)) throw err;
+        // A staged file changed on disk is this device's problem, not the release's: no
+        // failure report, and the next sync fetches the release again.
+        out.push({ ...base, outcome: "refused", error: err });
+      }
+    }
+    return out;
+  }
+
+  /** The version waiting for the next start, or null. */
+  async stagedModel(name?: string): Promise<StagedModel | null> {
+    await this.start();
+    const all = await this.staging.all();
+    const rec = name === undefined ? Object.values(all)[0] : all[name];
+    return rec === undefined ? null : { name: rec.name, version: rec.version };
   }
 
   get target(): Target {
@@ -217,6 +274,7 @@ export class ModelSyncClient {
   private async runSync(): Promise<SyncResult> {
     const id = await this.state.identity();
     if (id === null) throw new StoreError("not registered: call register(enrollmentToken) first");
+    await this.start();
     const deadline = new Deadline(this.opts.deadlineMs ?? 10 * 60_000);
     const ep: Endpoint = { server: this.opts.server, token: id.device_token, fetch: this.opts.fetch, deadline };
     const result: SyncResult = { outcome: "up_to_date", indexVersion: null, notModified: false, models: [], reportsSent: 0 };
@@ -251,17 +309,23 @@ export class ModelSyncClient {
       for (const name of Object.keys(pointers)) await this.state.cleanUp(name);
       const installed: Record<string, number> = {};
       for (const [name, p] of Object.entries(pointers)) installed[name] = p.current.version;
+      // a staged version is had: only a newer release replaces it
+      for (const [name, rec] of Object.entries(await this.staging.all())) {
+        installed[name] = Math.max(installed[name] ?? 0, rec.version);
+      }
       for (const entry of wantedEntries(index, id.device_id, installed, await this.state.failed())) {
         result.models.push(await this.installEntry(ep, root, entry, id, net));
       }
       const outcomes = result.models.map((m) => m.outcome);
       result.outcome = outcomes.includes("installed")
         ? "updated"
-        : outcomes.includes("failed")
-          ? "failed"
-          : outcomes.includes("deferred")
-            ? "deferred"
-            : "up_to_date";
+        : outcomes.includes("staged")
+          ? "staged"
+          : outcomes.includes("failed")
+            ? "failed"
+            : outcomes.includes("deferred")
+              ? "deferred"
+              : "up_to_date";
     } catch (err) {
       if (!(err instanceof ModelSyncError)) throw err;
       result.outcome = "failed";
@@ -363,7 +427,7 @@ export class ModelSyncClient {
     for (let attempt = 1; ; attempt++) {
       try {
         const done = await this.install(ep, root, entry, id, net);
-        return done === null ? { ...base, outcome: "installed" } : { ...base, outcome: "deferred", reason: done };
+        return done === "installed" || done === "staged" ? { ...base, outcome: done } : { ...base, outcome: "deferred", reason: done };
       } catch (caught) {
         const damaged = caught instanceof Damaged;
         const err = caught instanceof Damaged ? caught.failure : caught;
@@ -389,14 +453,14 @@ export class ModelSyncClient {
     }
   }
 
-  /** Returns null when installed, or why it was deferred. */
+  /** Returns "installed" or "staged", or why it was deferred. */
   private async install(
     ep: Endpoint,
     root: Root,
     entry: IndexEntry,
     id: DeviceIdentity,
     net: NetworkStatus,
-  ): Promise<string | null> {
+  ): Promise<string> {
     const { model: name, version } = entry;
     this.emit({ phase: "manifest", model: name, version });
     const pointer = await this.state.pointer(name);
@@ -440,7 +504,8 @@ export class ModelSyncClient {
       throw new Damaged(err);
     }
 
-    const dir = `models/${name}/v${version}`;
+    const staged = this.opts.activation === "next-start";
+    const dir = staged ? this.staging.versionDir(name, version) : `models/${name}/v${version}`;
     const installed: Installed = {
       name,
       version,
@@ -464,12 +529,16 @@ export class ModelSyncClient {
       await storage.remove(dir);
       throw err;
     }
+    if (staged) {
+      await this.staging.stage(installed); // served from the next start on (staging.ts)
+      return "staged";
+    }
     this.emit({ phase: "activate", model: name, version });
     await this.state.swap(name, installed); // check 5.2
     await this.state.cleanUp(name); // check 5.3
     // check 5.4; the providers are those the golden check's session was created with
     await this.reports.enqueue(id.device_id, "installed", { model: name, version, data: { providers: installed.providers } });
-    return null;
+    return "installed";
   }
 
   private async goldenCheck(installed: Installed, manifest: ModelManifest): Promise<void> {
@@ -503,6 +572,7 @@ export class ModelSyncClient {
   /** The model to serve now: the installed version if its file is whole, else the
    * previous one, else the model embedded in the app; null when there is none. */
   async currentModel(name?: string): Promise<ActiveModel | null> {
+    await this.start();
     const pointers = await this.state.installedModels();
     const wanted = name ?? Object.keys(pointers).sort()[0] ?? this.opts.embedded?.[0]?.name;
     if (wanted === undefined) return null;

@@ -10,4 +10,5 @@ export * from "./trust";
 export { canonicalBytes, canonicalText } from "./canonical";
 export { modelFilePath } from "./paths";
 export type { DeviceIdentity, Installed, Pointer } from "./state";
+export type { Activation, StagedModel } from "./staging";
 export type { ReportEvent, ReportKind } from "./reports";

@@ -39,7 +39,11 @@ export interface AnomalyModel {
   /** Execution providers the session really got (plan order, or the CPU fallback). */
   providers: string[];
   error: string | null;
+  /** The latest sync event; during a download `received` and `total` bytes, `total` known
+   * from the first event on. */
   progress: ProgressEvent | null;
+  /** A verified version waiting for the next cold start (activation "next-start"), or null. */
+  staged: number | null;
   /** Score one row of features (manifest order) or several. */
   run(features: readonly number[] | readonly (readonly number[])[]): Promise<Score[]>;
   sync(): Promise<SyncResult | null>;
@@ -80,6 +84,7 @@ export function useModel(
   const [providers, setProviders] = useState<string[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [progress, setProgress] = useState<ProgressEvent | null>(null);
+  const [staged, setStaged] = useState<number | null>(null);
   const session = useRef<{ key: string; open: ModelSession } | null>(null);
   const stats = useRef<Stats>({ count: 0, anomalies: 0, ms: 0 });
   const mounted = useRef(true);
@@ -88,7 +93,9 @@ export function useModel(
   /** Open (or keep) the session for whatever the client says is current. */
   const load = useCallback(async (): Promise<void> => {
     const current = await client.currentModel(model);
+    const waiting = await client.stagedModel(current?.name ?? model);
     if (!mounted.current) return;
+    setStaged(waiting?.version ?? null);
     if (current === null) {
       setStatus("no_model");
       activeRef.current = null;
@@ -129,7 +136,7 @@ export function useModel(
       // What stopped the sync, or the first model that failed (the others keep serving).
       const why = result.error ?? result.models.find((m) => m.error !== undefined)?.error;
       setError(result.outcome === "failed" && why !== undefined ? why.message : null);
-      if (result.outcome === "updated") await load();
+      if (result.outcome === "updated" || result.outcome === "staged") await load();
       return result;
     } catch (err) {
       if (mounted.current) {
@@ -202,6 +209,7 @@ export function useModel(
     providers,
     error,
     progress,
+    staged,
     run,
     sync,
   };
