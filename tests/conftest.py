@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -74,3 +74,20 @@ def make_bundle(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Mak
 @pytest.fixture(scope="session")
 def small_bundle(make_bundle: MakeBundle) -> Path:
     return make_bundle(1)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs `serve` in-process (main(["serve", ...]) refusing at start-up) leaves
+    the service's JSON handler on the root logger, writing to that test's captured stderr;
+    once pytest closes it, every later log record in the worker (a live server's access
+    log) prints "--- Logging error ---" into whatever the next test captures."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)

@@ -205,16 +205,25 @@ def test_ctrl_c_while_writing_leaves_no_bundle(tmp_path: Path, inputs: Path) -> 
     joblib.dump(model, tmp_path / "m.joblib")
     np.save(tmp_path / "cal.npy", data.frame.to_numpy())
     interrupted = 0
+    outcomes: list[int] = []
     for attempt in range(5):
         work = tmp_path / f"try{attempt}"
         work.mkdir()
         out = work / "out"
-        proc = subprocess.Popen(
-            [_modelsync(), "package", str(tmp_path / "m.joblib"), "--name", "m", "--version", "1",
-             "--key", str(inputs / "keys" / "publisher.key"),
-             "--calibration", str(tmp_path / "cal.npy"), "-o", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
+        # A suite started in the background by a shell without job control inherits SIGINT
+        # ignored, and so would the child (Python then installs no KeyboardInterrupt handler):
+        # a handler of ours for the instant of the spawn makes the exec reset it to the
+        # default a terminal gives a foreground command, and still ignores it here.
+        previous = signal.signal(signal.SIGINT, lambda *_: None)
+        try:
+            proc = subprocess.Popen(
+                [_modelsync(), "package", str(tmp_path / "m.joblib"), "--name", "m", "--version", "1",
+                 "--key", str(inputs / "keys" / "publisher.key"),
+                 "--calibration", str(tmp_path / "cal.npy"), "-o", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
         try:
             deadline = time.monotonic() + 120
             while not list(work.glob(".out.partial-*")) and proc.poll() is None:
@@ -226,6 +235,7 @@ def test_ctrl_c_while_writing_leaves_no_bundle(tmp_path: Path, inputs: Path) -> 
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode in (0, 130), err
+        outcomes.append(proc.returncode)
         assert list(work.glob(".out*")) == []
         if out.exists():  # finished, or the signal landed during the final renames, which finish first
             verify_bundle(out, load_root(inputs / "keys" / "root.json"))
@@ -233,7 +243,7 @@ def test_ctrl_c_while_writing_leaves_no_bundle(tmp_path: Path, inputs: Path) -> 
             assert "interrupted" in err
             interrupted += 1
             break
-    assert interrupted, "no SIGINT landed while the bundle was being written in 5 tries"
+    assert interrupted, f"no SIGINT landed while the bundle was being written in 5 tries: exits {outcomes}"
 
 
 def test_verify_skip_golden_checks_files_only(
