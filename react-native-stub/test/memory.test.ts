@@ -36,12 +36,24 @@ function child(mode: "normal" | "bomb"): ChildResult {
 
 describe("bounded decompression", () => {
   it("an 8 KiB zstd bomb (256 MiB of RLE blocks) is refused within the memory of a normal download", () => {
-    const normal = child("normal");
-    assert.deepEqual(normal.reasons, ["artifact_load"], "the normal artifact arrived whole and verified");
-    const bomb = child("bomb");
-    assert.deepEqual(bomb.reasons, ["length_mismatch"]);
-    assert.deepEqual(bomb.transport, [true], "reported as a transfer failure");
-    assert.deepEqual([bomb.models, bomb.partials], [[], []], "nothing installed, nothing kept to resume");
-    assert.ok(bomb.maxrss_kib <= normal.maxrss_kib + SLACK_KIB, JSON.stringify({ normal, bomb }));
+    // Peak RSS of one node process moves by about 10 MiB from run to run (when V8 collects);
+    // the least of three interleaved runs per mode is what each needs.
+    const normals: ChildResult[] = [];
+    const bombs: ChildResult[] = [];
+    for (let i = 0; i < 3; i++) {
+      normals.push(child("normal"));
+      bombs.push(child("bomb"));
+    }
+    for (const normal of normals) {
+      assert.deepEqual(normal.reasons, ["artifact_load"], "the normal artifact arrived whole and verified");
+    }
+    for (const bomb of bombs) {
+      assert.deepEqual(bomb.reasons, ["length_mismatch"]);
+      assert.deepEqual(bomb.transport, [true], "reported as a transfer failure");
+      assert.deepEqual([bomb.models, bomb.partials], [[], []], "nothing installed, nothing kept to resume");
+    }
+    const least = (runs: ChildResult[]): number => Math.min(...runs.map((r) => r.maxrss_kib));
+    const peaks = { normal: normals.map((r) => r.maxrss_kib), bomb: bombs.map((r) => r.maxrss_kib) };
+    assert.ok(least(bombs) <= least(normals) + SLACK_KIB, JSON.stringify(peaks));
   });
 });
