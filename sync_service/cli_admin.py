@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from packager.cli_common import add_json_arg, print_json
 from packager.errors import ConflictError, NotFoundError, UsageError
-from sync_service.cli_common import add_database_args, settings_from
+from sync_service.cli_common import add_database_args, print_table, settings_from
 
 if TYPE_CHECKING:
     from sync_service.auth import TokenKind
@@ -237,19 +237,6 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.table import Table
-
-    from packager.cli_common import console
-
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*r)
-    console().print(table)
-
-
 def _fleet(args: argparse.Namespace) -> int:
     if args.action == "create" and not args.name:
         raise UsageError("fleet create needs a NAME")
@@ -260,7 +247,7 @@ def _fleet(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(fleets)
             else:
-                _table("fleets", ["name", "channels", "created"],
+                print_table("fleets", ["name", "channels", "created"],
                        [[f["name"], ", ".join(f["channels"]), f["created"]] for f in fleets])
             return 0
         fleet = backend.create_fleet(args.name)
@@ -287,7 +274,7 @@ def _channel(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(rows)
             else:
-                _table("channels", ["fleet", "channel"], [[r["fleet"], r["channel"]] for r in rows])
+                print_table("channels", ["fleet", "channel"], [[r["fleet"], r["channel"]] for r in rows])
             return 0
         fleet = backend.create_channel(args.fleet, args.name)
     finally:
@@ -325,7 +312,7 @@ def _token(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(tokens)
             else:
-                _table("tokens", ["id", "kind", "scopes", "fleet", "name", "created", "revoked"], [
+                print_table("tokens", ["id", "kind", "scopes", "fleet", "name", "created", "revoked"], [
                     [str(t["id"]), t["kind"], ",".join(t["scopes"]) or "-", t["fleet"] or "-", t["name"],
                      t["created"], t["revoked"] or ""] for t in tokens])
             return 0

@@ -48,3 +48,17 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise UsageError(f"bad setting {where} (MODELSYNC_{where.upper()}): {err['msg']}") from None
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A titled table on the shared console (which does not cut cells in a pipe)."""
+    from rich.table import Table
+
+    from packager.cli_common import console
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*r)
+    console().print(table)

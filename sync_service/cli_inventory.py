@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sync_service.cli_common import add_server_args
+from sync_service.cli_common import add_server_args, print_table
 
 
 def register_inventory(sub: Any) -> None:
@@ -45,26 +45,13 @@ def _get(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any
         return api.json(method, path, **kwargs)
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.table import Table
-
-    from packager.cli_common import console
-
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*r)
-    console().print(table)
-
-
 def _emit(args: argparse.Namespace, data: Any, title: str, columns: list[str], rows: list[list[str]]) -> int:
     from packager.cli_common import print_json
 
     if args.json:
         print_json(data)
     else:
-        _table(title, columns, rows)
+        print_table(title, columns, rows)
     return 0
 
 
