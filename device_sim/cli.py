@@ -56,6 +56,12 @@ def register(sub: Any) -> None:
     st.add_argument("--json", action="store_true", help="print the status (or the error) as JSON")
     st.set_defaults(handler=_status)
 
+    ipk = dsub.add_parser("install-pack", help="install from an offline pack file (no network needed)")
+    ipk.add_argument("pack", type=Path, help="the .mspack file (`modelsync pack export` wrote it)")
+    ipk.add_argument("--state", required=True, type=Path, help=STATE_HELP)
+    ipk.add_argument("--json", action="store_true", help="print the outcome (or the error) as JSON")
+    ipk.set_defaults(handler=_install_pack)
+
     pred = dsub.add_parser("predict", help="score telemetry rows with the installed model")
     pred.add_argument("--state", required=True, type=Path, help=STATE_HELP)
     pred.add_argument("--csv", required=True, type=Path, help="rows with a header naming the features")
@@ -211,6 +217,40 @@ def _status(args: argparse.Namespace) -> int:
     if st.failed:
         console.print("never retried: " + ", ".join(f"{k} v{v}" for k, vs in st.failed.items() for v in vs))
     return 0
+
+
+def _install_pack(args: argparse.Namespace) -> int:
+    """0: the pack was accepted and every model it offered this device installed (or none
+    was newer); VERIFICATION: a model of it failed its checks. A refused pack raises: one
+    line, the exit code of its error class (docs/cli.md)."""
+    import dataclasses
+
+    from device_sim.device import Device
+    from packager import exit_codes
+
+    if not args.pack.is_file():
+        raise UsageError(f"no pack file {args.pack}")
+    result = Device(args.state).install_pack(args.pack)
+    failed = [o for o in result.outcomes if o["outcome"] == "failed"]
+    code = exit_codes.VERIFICATION if failed else exit_codes.OK
+    if args.json:
+        from packager.cli_common import print_json
+
+        out = dataclasses.asdict(result)
+        out["skipped"] = [dataclasses.asdict(s) for s in result.skipped]
+        print_json({**out, "exit_code": code})
+        return code
+    print(f"pack {result.pack_id[:8]}… index v{result.index_version}, valid to {result.expires}; "
+          f"root v{result.root_version}")
+    for o in result.outcomes:
+        why = f" ({o['reason']}: {o['detail']})" if o["outcome"] == "failed" else ""
+        print(f"  {o['outcome']} {o['model']} v{o['version']}{why}")
+    for s in result.skipped:
+        print(f"  skipped {s.model} v{s.version}: {s.detail}")
+    if not result.outcomes:
+        print("  nothing newer for this device in the pack")
+    print("  reports are queued for the next online sync")
+    return code
 
 
 def _read_csv(path: Path) -> Any:

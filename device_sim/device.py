@@ -26,6 +26,7 @@ import httpx
 from device_sim import trust
 from device_sim.errors import DownloadError, NoModelError
 from device_sim.golden import available_providers, runtime_version
+from device_sim.pack_install import PackResult, install_pack
 from device_sim.store import Identity, Installed, Store
 from device_sim.transfer import Progress, SyncConfig, detail, make_client
 from device_sim.updater import SyncResult, Updater
@@ -180,6 +181,7 @@ class DeviceStatus:
     root_version: int
     index_version: int | None
     models: list[ModelStatus] = field(default_factory=list)
+    pack_index_version: int | None = None  # the last offline pack's index (check P.2.3)
     queued_reports: int = 0
     failed: dict[str, list[int]] = field(default_factory=dict)
 
@@ -256,6 +258,14 @@ class Device:
             return await self.updater(client).sync_once()
         async with make_client(self.store.identity.server, self.config, self.transport) as own:
             return await self.updater(own).sync_once()
+
+    def install_pack(self, path: str | Path) -> PackResult:
+        """Install from an offline pack (device_sim/pack_install.py): the sync's checks on
+        the pack's bytes; reports wait in the queue for the next online sync."""
+        result = install_pack(self.store, path, now=self.now, runtime=self.runtime)
+        if result.installed:
+            self._engines.clear()
+        return result
 
     def sync(self) -> SyncResult:
         result = asyncio.run(self.async_sync())
@@ -367,4 +377,5 @@ class Device:
             index_version=int(saved[0]["signed"]["version"]) if saved else None,
             models=models, queued_reports=sum(1 for _ in self.store.queued(10**9)),
             failed={k: sorted(v) for k, v in self.store.failed().items()},
+            pack_index_version=self.store.pack_floor(ident.channel),
         )

@@ -6,12 +6,14 @@ Every class carries its ``code``, the snake_case ``reason`` a report carries.
     ├── VerificationError (packager.errors)  a trust check failed (state left unchanged)
     │   │                                                                   verification
     │   ├── FormatError (packager.errors)        1.1 2.1 3.2                format
+    │   │   └── PackFormatError (packager.errors) P.1                       pack_format
     │   ├── WrongTypeError (packager.errors)     1.1 2.1 3.2                wrong_type
     │   ├── UnknownKeyError (packager.errors)    1.1 1.3 1.4 2.2 3.3        unknown_key
     │   ├── BadSignatureError (packager.errors)  1.1 1.3 1.4 2.2 3.3        bad_signature
     │   ├── ThresholdError (packager.errors)     1.1 1.3 1.4 2.2 3.3        threshold
     │   ├── ExpiredError (packager.errors)       1.6                        expired
-    │   │   └── StaleIndexError                  2.5                        stale_index
+    │   │   ├── StaleIndexError                  2.5                        stale_index
+    │   │   └── StalePackError                   P.2                        stale_pack
     │   ├── RollbackError (packager.errors)      2.4                        rollback
     │   ├── RootChainError                       1.2                        root_chain
     │   ├── WrongChannelError                    2.3                        wrong_channel
@@ -49,6 +51,7 @@ from packager.errors import (
     ExpiredError,
     FormatError,
     ModelSyncError,
+    PackFormatError,
     RollbackError,
     ThresholdError,
     UnknownKeyError,
@@ -78,12 +81,14 @@ __all__ = [
     "ModelSyncError",
     "NoArtifactForTargetError",
     "NoModelError",
+    "PackFormatError",
     "RollbackError",
     "RootChainError",
     "RuntimeTooOldError",
     "ServiceStartError",
     "SlowRetrievalError",
     "StaleIndexError",
+    "StalePackError",
     "StoreError",
     "ThresholdError",
     "UnknownKeyError",
@@ -112,6 +117,12 @@ class StaleIndexError(ExpiredError):
     def __init__(self, message: str, index: ChannelIndex) -> None:
         super().__init__(message)
         self.index = index
+
+
+class StalePackError(ExpiredError):
+    """check P.2: an offline pack outside its validity window (not yet valid, or expired)."""
+
+    code = "stale_pack"
 
 
 class WrongChannelError(VerificationError):

@@ -178,6 +178,30 @@ class Store:
         (self.root / "index" / f"{channel}.json").unlink(missing_ok=True)
         fsync_dir(self.root / "index")
 
+    def pack_floor(self, channel: str) -> int | None:
+        """The highest channel-index version an installed offline pack carried (check P.2.3):
+        neither a pack nor the network may go below it."""
+        raw = self.read_json(self.root / "index" / f"{channel}.pack.json")
+        return int(raw["version"]) if isinstance(raw, dict) else None
+
+    def save_pack_floor(self, channel: str, version: int, pack_id: str) -> None:
+        floor = {"version": version, "pack_id": pack_id}
+        self.write_json(self.root / "index" / f"{channel}.pack.json", floor)
+
+    def forget_pack_floor(self, channel: str) -> None:
+        """After the offline keys rotate: what the old keys signed proves nothing any more."""
+        (self.root / "index" / f"{channel}.pack.json").unlink(missing_ok=True)
+
+    def trusted_index_version(self, channel: str) -> int | None:
+        """The version below which no index is accepted (check 2.4, P.2.3): the saved online
+        index's or the last pack's, whichever is higher."""
+        saved = self.saved_index(channel)
+        versions = [int(saved[0]["signed"]["version"])] if saved is not None else []
+        floor = self.pack_floor(channel)
+        if floor is not None:
+            versions.append(floor)
+        return max(versions) if versions else None
+
     def stale_reported(self, channel: str) -> int | None:
         raw = self.read_json(self.root / "index" / f"{channel}.stale.json")
         return int(raw["version"]) if isinstance(raw, dict) else None

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from device_sim.errors import (
@@ -29,6 +29,7 @@ from device_sim.errors import (
     RootChainError,
     RuntimeTooOldError,
     StaleIndexError,
+    StalePackError,
     WrongChannelError,
 )
 from packager.manifest import (
@@ -39,12 +40,15 @@ from packager.manifest import (
     GoldenVectors,
     IndexEntry,
     ModelManifest,
+    OfflineIndex,
     Root,
     check_expiry,
+    parse_time,
     pick_entry,
     rollout_bucket,
     verify_index,
     verify_manifest,
+    verify_offline_index,
     verify_root_self,
     verify_root_signed_by,
 )
@@ -119,8 +123,49 @@ def check_index(
     return index
 
 
+# The longest validity window a device accepts on a pack's snapshot: a pack signed to live
+# for years would be a freeze waiting to happen (docs/offline.md, docs/security.md).
+MAX_PACK_WINDOW = timedelta(days=366)
+
+
+def check_offline_index(
+    raw: Any,
+    root: Root,
+    *,
+    fleet: str,
+    channel: str,
+    trusted_version: int | None,
+    now: datetime | None = None,
+) -> OfflineIndex:
+    """check P.2 (an offline pack's snapshot, docs/device.md "Installing from a pack"): the
+    offline role's threshold, this device's fleet and channel, a version not lower than any
+    index it trusts (online or from a pack), now inside the window, a window not too long."""
+    index = verify_offline_index(raw, root)  # P.2.1: offline role, threshold
+    if index.fleet != fleet or index.channel != channel:  # P.2.2
+        raise WrongChannelError(
+            f"pack is for {index.fleet}/{index.channel}, this device follows {fleet}/{channel}"
+        )
+    if trusted_version is not None and index.version < trusted_version:  # P.2.3
+        raise RollbackError(
+            f"pack carries channel index v{index.version}, older than trusted v{trusted_version}"
+        )
+    start, end = parse_time(index.valid_from), parse_time(index.expires)
+    if end - start > MAX_PACK_WINDOW or end <= start:  # P.2.4
+        raise FormatError(
+            f"pack is valid from {index.valid_from} to {index.expires}: a window must be positive "
+            f"and at most {MAX_PACK_WINDOW.days} days"
+        )
+    moment = now or datetime.now(UTC)
+    if not start <= moment < end:  # P.2.5
+        when = "not valid before" if moment < start else "expired at"
+        raise StalePackError(
+            f"pack {index.pack_id[:8]}… is {when} {index.valid_from if moment < start else index.expires}"
+        )
+    return index
+
+
 def wanted_entries(
-    index: ChannelIndex,
+    index: ChannelIndex | OfflineIndex,
     device_id: str,
     installed: dict[str, int],
     failed: dict[str, set[int]],
@@ -153,7 +198,7 @@ class Skipped:
 
 
 def skipped_entries(
-    index: ChannelIndex,
+    index: ChannelIndex | OfflineIndex,
     device_id: str,
     installed: dict[str, int],
     failed: dict[str, set[int]],

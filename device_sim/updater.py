@@ -209,6 +209,8 @@ class Updater:
                 # The index keys changed: an index signed by the old keys with an inflated
                 # version must not lock the device out (TUF's fast-forward recovery).
                 self.store.forget_index(self.identity.channel)
+            if new.roles.get("offline") != root.roles.get("offline"):
+                self.store.forget_pack_floor(self.identity.channel)  # the same, for packs
             self.store.save_root(raw)  # check 1.5
             root = new
         return trust.final_root(root, self.now())  # check 1.6
@@ -221,10 +223,11 @@ class Updater:
         trusted_version: int | None = None
         headers = dict(self.http.auth)
         if saved is not None:
-            saved_env, etag = saved
-            trusted_version = int(saved_env["signed"]["version"])
+            etag = saved[1]
             if etag:
                 headers["If-None-Match"] = etag
+        # check 2.4 against the saved index and any offline pack installed since (P.2.3)
+        trusted_version = self.store.trusted_index_version(ident.channel)
         resp = await self.http.get(f"/v1/channels/{ident.channel}/index", headers=headers)  # check 2.1
         if resp.status_code == 304 and saved is not None:
             await self.http.discard(resp)
@@ -248,7 +251,8 @@ class Updater:
                                    data={"index_version": exc.index.version, "expires": exc.index.expires})
                 self.store.mark_stale_reported(ident.channel, exc.index.version)
             return None
-        if fresh and (trusted_version is None or index.version > trusted_version):
+        saved_version = int(saved[0]["signed"]["version"]) if saved is not None else None
+        if fresh and (saved_version is None or index.version > saved_version):
             self.store.save_index(ident.channel, raw, etag)
         return index
 

@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
 
     init = ksub.add_parser("init", help="generate root, publisher and index keys and root.json v1")
     init.add_argument("directory", type=Path, help="the key directory to create")
-    for role in ("root", "publisher", "index"):
+    for role in ("root", "publisher", "index", "offline"):
         init.add_argument(f"--{role}-keys", type=int, default=1, metavar="N", help=f"number of {role} keys")
         init.add_argument(f"--{role}-threshold", type=int, default=1, metavar="T",
                           help=f"signatures of {role} keys required (default 1)")
@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
 
     rot = ksub.add_parser("rotate", help="write root v(N+1) replacing or revoking keys of a role")
     rot.add_argument("directory", type=Path, help="the key directory (`keys init` wrote it)")
-    rot.add_argument("--role", choices=["root", "publisher", "index"], required=True,
+    rot.add_argument("--role", choices=["root", "publisher", "index", "offline"], required=True,
                      help="the role whose keys change")
     rot.add_argument(
         "--revoke", action="append", default=[], metavar="KEYID", help="key id (prefix) to remove"
@@ -100,7 +100,7 @@ def _keys_init(args: argparse.Namespace) -> int:
 
     specs = {
         role: RoleSpec(getattr(args, f"{role}_keys"), getattr(args, f"{role}_threshold"))
-        for role in ("root", "publisher", "index")
+        for role in ("root", "publisher", "index", "offline")
     }
     path = init_keys(args.directory, specs, passphrase_from(args), force=args.force, lifetime=_lifetime(args))
     if args.json:

@@ -21,6 +21,8 @@
     └── VerificationError           verification       a signed document or artifact failed a
         │                                              trust check
         ├── FormatError             format             not a well-formed envelope / document
+        │   └── PackFormatError     pack_format        an offline pack's container is broken
+        │                                              (cut, overlong, bad header or member)
         ├── WrongTypeError          wrong_type         `_type` is not the one expected
         ├── UnknownKeyError         unknown_key        only keys outside the role signed it
         ├── BadSignatureError       bad_signature      a role key's signature does not verify
@@ -88,6 +90,14 @@ class VerificationError(ModelSyncError):
 
 class FormatError(VerificationError):
     code = "format"
+
+
+class PackFormatError(FormatError):
+    """An offline pack's container is not one: bad magic, a header that does not parse, a
+    file cut short or longer than it says, a member that does not decompress to its
+    declared length (packager/offline_pack.py)."""
+
+    code = "pack_format"
 
 
 class WrongTypeError(VerificationError):

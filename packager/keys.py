@@ -5,6 +5,7 @@ Layout of a keys directory::
     root.key  root.pub            root role (offline); root-2.key … when the role has several
     publisher.key publisher.pub   release engineer (offline)
     index.key index.pub           the service's online key
+    offline.key offline.pub       signs offline packs' index snapshots (docs/offline.md)
     root.json                     newest signed root
     roots/1.root.json …           every version, so servers can hand devices the chain
 """
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from packager.errors import KeyLoadError, UsageError
 from packager.fsutil import write_atomic
 from packager.manifest import (
+    OPTIONAL_ROLES,
     ROLES,
     SPEC_VERSION,
     Role,
@@ -160,7 +162,7 @@ def build_root_signed(
 ) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     roles: dict[str, Any] = {}
-    for role in ROLES:
+    for role in ROLES + tuple(r for r in OPTIONAL_ROLES if role_keys.get(r)):
         ids = []
         for pub in role_keys[role]:
             kid = keyid_of(pub)
@@ -195,9 +197,10 @@ def init_keys(
     force: bool = False,
     lifetime: timedelta = ROOT_LIFETIME,
 ) -> Path:
-    """Generate every role's keys and a root v1 signed by the root keys."""
+    """Generate every role's keys (the optional offline role's too) and a root v1 signed by
+    the root keys."""
     d = Path(directory)
-    specs = {r: (specs or {}).get(r, RoleSpec()) for r in ROLES}
+    specs = {r: (specs or {}).get(r, RoleSpec()) for r in ROLES + OPTIONAL_ROLES}
     if (d / "root.json").exists() and not force:
         raise UsageError(f"{d}/root.json already exists: refusing to overwrite keys (use --force)")
     try:
@@ -242,9 +245,13 @@ def rotate(
     current = verify_root_self(current_env)
     old_root_keys = [load_private_key(p, passphrase) for p in role_key_files(d, "root")]
     role_pubs: dict[str, list[Ed25519PublicKey]] = {}
-    for r in ROLES:
+    present = [r for r in ROLES + OPTIONAL_ROLES if r in current.roles]
+    for r in present:
         keys, _ = current.role_keys(r)
         role_pubs[r] = list(keys.values())
+    # Rotating an optional role the root does not name yet adds it (an older keys
+    # directory gains an offline role this way).
+    role_pubs.setdefault(role, [])
     revoke = revoke or []
     known = {keyid_of(k) for k in role_pubs[role]}
     for kid in revoke:
@@ -253,7 +260,8 @@ def rotate(
     role_pubs[role] = [k for k in role_pubs[role] if not any(keyid_of(k).startswith(r) for r in revoke)]
     new_private = [Ed25519PrivateKey.generate() for _ in range(add)]
     role_pubs[role] += [k.public_key() for k in new_private]
-    thresholds: dict[str, int] = {r: current.roles[r].threshold for r in ROLES}
+    thresholds: dict[str, int] = {r: current.roles[r].threshold for r in present}
+    thresholds.setdefault(role, 1)
     if threshold is not None:
         thresholds[role] = threshold
     signed = build_root_signed(current.version + 1, role_pubs, thresholds, lifetime)

@@ -43,8 +43,12 @@ SPEC_VERSION = "1.0"
 # index have caps of their own on the device (1 MiB, 8 MiB).
 MAX_MANIFEST_BYTES = 1 << 20
 
-Role = Literal["root", "publisher", "index"]
+Role = Literal["root", "publisher", "index", "offline"]
+# The roles every root names. ``offline`` signs the index snapshots inside offline packs
+# (docs/offline.md); it is optional, so roots written before it existed stay valid, and a
+# device whose root lacks it refuses packs and nothing else.
 ROLES: tuple[Role, ...] = ("root", "publisher", "index")
+OPTIONAL_ROLES: tuple[Role, ...] = ("offline",)
 Target = Literal["android-nnapi", "ios-coreml", "cpu"]
 TARGETS: tuple[Target, ...] = ("android-nnapi", "ios-coreml", "cpu")
 Precision = Literal["fp32", "fp16", "int8"]
@@ -134,7 +138,9 @@ class Root(_Doc):
     version: int = Field(ge=1)
     expires: str
     keys: dict[KeyId, PublicKey]
-    roles: dict[Role, RoleKeys]
+    # Any role name is accepted and ones this version does not know are ignored, so a
+    # newer root's extra roles do not stop an older device's root walk.
+    roles: dict[str, RoleKeys]
 
     def role_keys(self, role: Role) -> tuple[dict[str, Ed25519PublicKey], int]:
         if role not in self.roles:
@@ -315,15 +321,36 @@ class ChannelIndex(_Doc):
     models: dict[str, list[IndexEntry]]
 
 
+class OfflineIndex(_Doc):
+    """The channel index as an offline pack carries it (docs/offline.md): the same entries,
+    signed by the ``offline`` role, valid from ``valid_from`` to ``expires``. A distinct
+    ``_type`` and role, so a pack's long-lived snapshot can never be served as an online
+    index, nor an online index passed off as a pack's."""
+
+    type: Literal["offline-index"] = Field("offline-index", alias="_type")
+    spec_version: str = SPEC_VERSION
+    fleet: str
+    channel: str
+    # The online index version the snapshot was taken from: the same counter, so a pack
+    # and the network can never move a device backwards past each other.
+    version: int = Field(ge=1)
+    valid_from: str
+    expires: str
+    pack_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    models: dict[str, list[IndexEntry]]
+
+
 SIGNED_TYPES: dict[str, type[_Doc]] = {
     "root": Root,
     "model-manifest": ModelManifest,
     "channel-index": ChannelIndex,
+    "offline-index": OfflineIndex,
 }
 ROLE_FOR_TYPE: dict[str, Role] = {
     "root": "root",
     "model-manifest": "publisher",
     "channel-index": "index",
+    "offline-index": "offline",
 }
 
 
@@ -446,6 +473,16 @@ def verify_index(raw: Any, root: Root) -> ChannelIndex:
     index: ChannelIndex = _typed(env, "channel-index")
     keys, threshold = root.role_keys("index")
     check_signatures(env, keys, threshold, f"channel index {index.fleet}/{index.channel}")
+    return index
+
+
+def verify_offline_index(raw: Any, root: Root) -> OfflineIndex:
+    """Offline-role threshold. Signatures only: the validity window, fleet and version are
+    the trust policy's (device_sim/trust.py, check P.2)."""
+    env = parse_envelope(raw)
+    index: OfflineIndex = _typed(env, "offline-index")
+    keys, threshold = root.role_keys("offline")
+    check_signatures(env, keys, threshold, f"offline index {index.fleet}/{index.channel}")
     return index
 
 

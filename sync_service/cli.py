@@ -13,6 +13,7 @@ from typing import Any
 from sync_service.cli_admin import register_admin
 from sync_service.cli_common import add_database_args, add_server_args, settings_from
 from sync_service.cli_inventory import register_inventory
+from sync_service.cli_pack import register_pack
 from sync_service.cli_release import register_release
 
 KEEP_ALIVE_S = 75
@@ -23,6 +24,11 @@ def register(sub: Any) -> None:
     add_database_args(serve)
     serve.add_argument("--root", type=Path, help="KEYS/root.json (env MODELSYNC_ROOT_PATH)")
     serve.add_argument("--index-key", type=Path, help="KEYS/index.key (env MODELSYNC_INDEX_KEY_PATH)")
+    serve.add_argument(
+        "--offline-key", type=Path,
+        help="KEYS/offline.key, for pack export (env MODELSYNC_OFFLINE_KEY_PATH; "
+        "default: beside --index-key)",
+    )
     serve.add_argument("--host", help="bind address (default 127.0.0.1; env MODELSYNC_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000; env MODELSYNC_PORT)")
     serve.add_argument(
@@ -47,6 +53,7 @@ def register(sub: Any) -> None:
 
     register_release(sub)
     register_inventory(sub)
+    register_pack(sub)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -60,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         args,
         root_path=args.root,
         index_key_path=args.index_key,
+        offline_key_path=args.offline_key,
         host=args.host,
         port=args.port,
         storage_backend=args.storage,

@@ -14,6 +14,8 @@ Rules (docs/protocol.md, "Releases"):
 
 from __future__ import annotations
 
+import json
+
 import secrets
 from collections import Counter
 from collections.abc import Sequence
@@ -267,6 +269,26 @@ def devices_in_rollout(device_ids: Sequence[str], *, salt: str, percent: float) 
     return sum(1 for d in device_ids if rollout_bucket(salt, d) < limit)
 
 
+def reported_source(data: str | None) -> str:
+    """Where an ``installed`` report says the model came from: ``pack`` for an offline pack
+    (docs/offline.md), else the network."""
+    try:
+        parsed = json.loads(data) if data else None
+    except ValueError:
+        return "network"
+    return "pack" if isinstance(parsed, dict) and parsed.get("source") == "pack" else "network"
+
+
+def _installs_from_packs(session: Session, fleet_id: int, model: str, version: int) -> int:
+    rows = session.exec(
+        select(DeviceEvent.device_id, DeviceEvent.data)
+        .join(Device, col(Device.id) == col(DeviceEvent.device_id))
+        .where(Device.fleet_id == fleet_id, DeviceEvent.model_name == model,
+               DeviceEvent.model_version == version, DeviceEvent.kind == "installed")
+    ).all()
+    return len({device for device, data in rows if reported_source(data) == "pack"})
+
+
 def release_status(*, session: Session, release_id: int) -> dict[str, Any]:
     view = _require(session=session, release_id=release_id)
     r, mv = view.release, view.model_version
@@ -289,6 +311,7 @@ def release_status(*, session: Session, release_id: int) -> dict[str, Any]:
             newest[device_id] = (key, version)
     by_version = Counter(str(v) for _, v in newest.values() if v is not None)
     installs = len({d for d, v, _, _ in installed_rows if v == mv.version})
+    from_packs = _installs_from_packs(session, fleet_id or 0, mv.name, mv.version)
 
     failures = session.exec(
         select(DeviceEvent.reason, DeviceEvent.kind)
@@ -308,6 +331,7 @@ def release_status(*, session: Session, release_id: int) -> dict[str, Any]:
         "devices_registered": len(device_ids),
         "devices_by_version": dict(sorted(by_version.items(), key=lambda kv: int(kv[0]))),
         "installs": installs,
+        "installs_from_packs": from_packs,
         "failures_by_reason": dict(sorted(by_reason.items())),
         "reporting_devices": counts.reporting,
         "failing_devices": counts.failing,

@@ -16,14 +16,17 @@ that maps these classes to status codes and error bodies.
         │   ├── UnknownFleet        unknown_fleet
         │   ├── UnknownChannel      unknown_channel
         │   ├── UnknownModelVersion unknown_model_version
-        │   └── UnknownRelease      unknown_release
+        │   ├── UnknownRelease      unknown_release
+        │   └── UnknownModel        unknown_model           the channel's index has no such model
         ├── Conflict                conflict                the current state forbids the change
         │   ├── VersionExists       version_exists          same model version, different manifest
         │   ├── ConcurrentUpload    concurrent_upload       uploads of one version kept colliding
         │   ├── VersionNotNewer     version_not_newer       release versions only go up in a channel
         │   ├── ReleaseSuperseded   release_superseded
         │   ├── NewerReleaseActive  newer_release_active
-        │   └── DeviceInOtherFleet  device_in_other_fleet
+        │   ├── DeviceInOtherFleet  device_in_other_fleet
+        │   ├── NoOfflineKey        no_offline_key          pack export without the offline role's key
+        │   └── NothingToPack       nothing_to_pack         the channel (or model) has no release to carry
         ├── PayloadTooLarge         payload_too_large       over an upload or manifest cap
         ├── RangeNotSatisfiable     range_not_satisfiable   a byte range beyond the blob's end
         ├── UnsupportedEncoding     unsupported_encoding    a request body in a content coding we do not read
@@ -118,6 +121,10 @@ class UnknownRelease(NotFound):
     code = "unknown_release"
 
 
+class UnknownModel(NotFound):
+    code = "unknown_model"
+
+
 class Conflict(ServiceError):
     code = "conflict"
     exit_code = exit_codes.CONFLICT
@@ -145,6 +152,14 @@ class NewerReleaseActive(Conflict):
 
 class DeviceInOtherFleet(Conflict):
     code = "device_in_other_fleet"
+
+
+class NoOfflineKey(Conflict):
+    code = "no_offline_key"
+
+
+class NothingToPack(Conflict):
+    code = "nothing_to_pack"
 
 
 class PayloadTooLarge(ServiceError):

@@ -48,10 +48,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "(or MODELSYNC_ROOT_PATH, MODELSYNC_INDEX_KEY_PATH)"
         )
     passphrase = settings.index_key_passphrase
+    offline_pass = settings.offline_key_passphrase
     keys = ServiceKeys(
         settings.root_path,
         settings.index_key_path,
         passphrase.get_secret_value().encode() if passphrase else None,
+        offline_key_path=settings.offline_key_path,
+        offline_passphrase=offline_pass.get_secret_value().encode() if offline_pass else None,
     )
     engine = make_engine(settings.resolved_database_url, pool_max=settings.database_pool_max)
     try:

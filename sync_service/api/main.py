@@ -20,6 +20,7 @@ from sync_service.api.routes import (
     inventory,
     metrics,
     models_api,
+    packs,
     releases,
     root,
 )
@@ -35,6 +36,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     models_api.router,
     admin.router,
     releases.router,
+    packs.router,
     channels.router,
     devices.router,
     inventory.router,

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     index_key_path: Path | None = Field(None, description="the online index signing key (PEM)")
     index_key_passphrase: SecretStr | None = None
     index_lifetime: timedelta = timedelta(days=7)
+    # The offline role's key, for `pack export` (docs/offline.md). Unset: offline.key beside
+    # the index key when one is there, else packs cannot be exported (409 no_offline_key).
+    offline_key_path: Path | None = Field(None, description="the offline-pack signing key (PEM)")
+    offline_key_passphrase: SecretStr | None = None
+    offline_max_days: int = Field(
+        90, ge=1, le=365, description="the longest validity window a pack may be exported with"
+    )
+    pack_max_bytes: int = Field(2 << 30, ge=1 << 20, description="an exported pack's size, at most")
 
     upload_max_bytes: int = Field(512 * 1024 * 1024, ge=1)
     stale_temp_s: float = Field(

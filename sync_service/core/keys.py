@@ -19,6 +19,7 @@ from sync_service.errors import ServiceConfigError
 log = logging.getLogger("modelsync.keys")
 _ROOT_FILE = re.compile(r"^(\d+)\.root\.json$")
 _OFFLINE_KEYS = ("root*.key", "publisher*.key")
+OFFLINE_KEY_FILE = "offline.key"
 
 
 def offline_keys_beside(index_key: Path) -> list[Path]:
@@ -32,7 +33,15 @@ def offline_keys_beside(index_key: Path) -> list[Path]:
 class ServiceKeys:
     """Root reloaded when root.json changes on disk (a rotation needs no restart)."""
 
-    def __init__(self, root_path: Path, index_key_path: Path, passphrase: bytes | None = None) -> None:
+    def __init__(
+        self,
+        root_path: Path,
+        index_key_path: Path,
+        passphrase: bytes | None = None,
+        *,
+        offline_key_path: Path | None = None,
+        offline_passphrase: bytes | None = None,
+    ) -> None:
         self.root_path = Path(root_path)
         self.roots_dir = self.root_path.parent / "roots"
         self._lock = threading.Lock()
@@ -45,6 +54,19 @@ class ServiceKeys:
         self._mtime = self.root_path.stat().st_mtime
         self.index_keyid = keyid_of(self.index_key.public_key())
         self._check_index_key(self._root)
+        # The offline role's key signs pack snapshots (docs/offline.md); without it the
+        # service serves devices as before and refuses pack exports.
+        self.offline_key: Ed25519PrivateKey | None = None
+        beside = Path(index_key_path).parent / OFFLINE_KEY_FILE
+        path = offline_key_path if offline_key_path is not None else (beside if beside.is_file() else None)
+        if path is not None:
+            try:
+                secret = offline_passphrase if offline_key_path else passphrase
+                if offline_key_path is None and b"ENCRYPTED" not in Path(path).read_bytes()[:64]:
+                    secret = None  # found beside the index key, and stored in the clear
+                self.offline_key = load_private_key(path, secret)
+            except ModelSyncError as exc:
+                raise ServiceConfigError(f"offline key: {exc}") from None
         for p in offline_keys_beside(Path(index_key_path)):
             log.warning(
                 "offline private key %s sits beside the index key: move root and publisher keys "
@@ -59,6 +81,9 @@ class ServiceKeys:
                 f"index key {self.index_keyid[:12]}… is not in root v{root.version}'s index role: "
                 "devices would reject every index it signs"
             )
+
+    def offline_keyid(self) -> str | None:
+        return None if self.offline_key is None else keyid_of(self.offline_key.public_key())
 
     @property
     def root(self) -> Root:

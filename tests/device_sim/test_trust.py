@@ -271,8 +271,8 @@ def test_docs_list_every_error_class_with_its_code() -> None:
     """The TypeScript client copies names and codes from docs/device.md: keep them in step."""
     text = (Path(__file__).parents[2] / "docs" / "device.md").read_text()
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
-    assert len([c for c in classes if c.__module__ == errors.__name__]) == 20
-    assert len(classes) == 29  # with packager.errors' ModelSyncError and verification leaves
+    assert len([c for c in classes if c.__module__ == errors.__name__]) == 21
+    assert len(classes) == 31  # with packager.errors' ModelSyncError and verification leaves
     for cls in classes:
         line = re.search(rf"(?:── |^){cls.__name__}\s.*\s(\w+)$", text, re.M)
         assert line, cls.__name__

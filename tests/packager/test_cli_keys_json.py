@@ -24,7 +24,7 @@ def test_every_keys_command_prints_the_root_as_json(
     assert code == 0
     assert isinstance(init, dict)
     assert init["version"] == 1 and init["expires_soon"] is True
-    assert set(init["roles"]) == {"root", "publisher", "index"}
+    assert set(init["roles"]) == {"root", "publisher", "index", "offline"}
     assert init["root"] == str(keys / "root.json")
 
     code, shown = _run(capsys, "keys", "show", str(keys), "--json")

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from packager.manifest import format_time
 from sync_service import crud
 from sync_service.api.deps import AnyPublisherDep, PrincipalDep, SessionDep
+from sync_service.crud_releases import reported_source
 from sync_service.errors import Forbidden, NotFound, UnknownFleet
 from sync_service.index_fast_path import token_cache_for
 from sync_service.models import DEVICE_ID_MAX, ApiToken, Device, DeviceEvent, now
@@ -49,6 +50,9 @@ class DevicePublic(BaseModel):
 class DeviceDetail(DevicePublic):
     installed: dict[str, int] = Field(description="model → the newest version the device reported installing")
     failures: dict[str, int] = Field(description="failure reason → reports")
+    installed_from_packs: dict[str, int] = Field(
+        default_factory=dict, description="model → the newest version installed from an offline pack"
+    )
 
 
 def _fleet(session: Session, name: str) -> Any:
@@ -115,18 +119,24 @@ def show_device(device_id: DeviceId, _user: AnyPublisherDep, session: SessionDep
     device = _device(session, device_id)
     fleet = crud.get_fleet_by_id(session=session, fleet_id=device.fleet_id)
     events = session.exec(
-        select(DeviceEvent.kind, DeviceEvent.model_name, DeviceEvent.model_version, DeviceEvent.reason)
+        select(DeviceEvent.kind, DeviceEvent.model_name, DeviceEvent.model_version, DeviceEvent.reason,
+               DeviceEvent.data)
         .where(col(DeviceEvent.device_id) == device_id)
     ).all()
     installed: dict[str, int] = {}
+    from_packs: dict[str, int] = {}
     failures: dict[str, int] = {}
-    for kind, model, version, reason in events:
+    for kind, model, version, reason, data in events:
         if kind == "installed" and model is not None and version is not None:
             installed[model] = max(installed.get(model, 0), version)
+            if reported_source(data) == "pack":
+                from_packs[model] = max(from_packs.get(model, 0), version)
         elif kind in ("install_failed", "golden_failed", "stale_index"):
             failures[reason or kind] = failures.get(reason or kind, 0) + 1
     public = _public(device, fleet.name if fleet else "", _active_device_ids(session, [device_id]))
-    return DeviceDetail.model_validate({**public, "installed": installed, "failures": failures})
+    return DeviceDetail.model_validate(
+        {**public, "installed": installed, "failures": failures, "installed_from_packs": from_packs}
+    )
 
 
 @router.post(

@@ -77,6 +77,9 @@ class ReleaseStatus(BaseModel):
     devices_registered: int
     devices_by_version: dict[str, int] = Field(description="version → devices whose newest install it is")
     installs: int = Field(description="devices that reported installing this version")
+    installs_from_packs: int = Field(
+        0, description="of those, devices that installed it from an offline pack (docs/offline.md)"
+    )
     failures_by_reason: dict[str, int]
     reporting_devices: int = Field(description="devices reporting on this release since it (re)started")
     failing_devices: int
