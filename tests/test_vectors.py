@@ -181,3 +181,44 @@ def test_regenerating_gives_identical_bytes(tmp_path: Path) -> None:
     assert fresh == stored
     for rel in fresh:
         assert (tmp_path / rel).read_bytes() == (VECTORS / rel).read_bytes(), f"{rel} differs"
+
+
+PACKS = load("packs.json")
+
+
+def plan_pack_case(case: dict[str, Any]) -> list[dict[str, Any]]:
+    """A pack through the device's pack checks (P.1 to 4.2, device_sim.pack_install)."""
+    from device_sim.pack_install import plan_pack
+    from packager.offline_pack import PackReader
+
+    device = case["device"]
+    with PackReader(VECTORS / case["file"]) as reader:
+        plan = plan_pack(
+            reader, trusted_root=PACKS["trusted_root"], device_id=device["id"], fleet=device["fleet"],
+            channel=device["channel"], target=device["target"], runtime=device["runtime"],
+            trusted_version=case["trusted_version"], installed=case["installed"], failed={},
+            now=parse_time(case["now"]),
+        )
+    return [m.verdict for m in plan.models]
+
+
+@pytest.mark.parametrize("case", PACKS["cases"], ids=[c["name"] for c in PACKS["cases"]])
+def test_pack_verdict(case: dict[str, Any]) -> None:
+    if case["expect"] == "ok":
+        assert plan_pack_case(case) == case["models"]
+        return
+    expected = getattr(device_errors, case["expect"])
+    with pytest.raises(errors.VerificationError) as info:
+        plan_pack_case(case)
+    assert type(info.value) is expected, f"{case['name']}: {type(info.value).__name__}: {info.value}"
+
+
+def test_pack_files_regenerate_identically(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(VECTORS / "generate.py"), "--out", str(tmp_path)],
+        check=True, capture_output=True,
+    )
+    stored = sorted(p.relative_to(VECTORS) for p in (VECTORS / "packs").glob("*.mspack"))
+    assert stored == sorted(p.relative_to(tmp_path) for p in (tmp_path / "packs").glob("*.mspack"))
+    for rel in stored:
+        assert (tmp_path / rel).read_bytes() == (VECTORS / rel).read_bytes(), f"{rel} differs"

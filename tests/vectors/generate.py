@@ -67,6 +67,7 @@ KEY_NAMES = (
     "root-1", "root-2", "root-3", "root-4", "root-5",
     "publisher-1", "publisher-2", "publisher-3",
     "index-1", "index-2",
+    "offline-1",
     "attacker-1", "attacker-2",
 )
 
@@ -121,6 +122,8 @@ ROLES_V1 = {
 # v2 retires root-3 (say, a lost laptop) for root-4; v3 rotates the online index key.
 ROLES_V2 = {**ROLES_V1, "root": (["root-1", "root-2", "root-4"], 2)}
 ROLES_V3 = {**ROLES_V2, "index": (["index-2"], 1)}
+# v4 names the offline role that signs a pack's snapshot (docs/architecture.md).
+ROLES_V4 = {**ROLES_V3, "offline": (["offline-1"], 1)}
 
 
 def fake_sha(label: str) -> str:
@@ -538,6 +541,136 @@ def build_signing() -> list[dict[str, Any]]:
     return out
 
 
+# --------------------------------------------------------------------------- offline packs
+
+PACK_DEVICE = {"id": "pump-0001", "fleet": "pumps-eu", "channel": "stable", "target": "cpu",
+               "runtime": "1.24.4"}
+PACK_VALID_FROM = "2026-02-25T00:00:00Z"
+PACK_EXPIRES = "2026-03-27T00:00:00Z"
+
+
+def artifact_body(target: str, version: int) -> bytes:
+    """Stand-in artifact bytes (plan_pack checks hashes, it does not run them)."""
+    return (f"ORT vector artifact {target} v{version}\n" * 200).encode()
+
+
+def pack_manifest(version: int) -> dict[str, Any]:
+    """``manifest_signed`` with artifact hashes and lengths of real bytes, signed."""
+    signed = manifest_signed(version)
+    for artifact in signed["artifacts"]:
+        body = artifact_body(artifact["target"], version)
+        artifact["sha256"] = sha256_hex(body)
+        artifact["length"] = len(body)
+        artifact["path"] = f"{artifact['sha256']}.ort"
+    return signed_by(signed, "publisher-1", "publisher-2")
+
+
+def build_packs() -> tuple[dict[str, Any], dict[str, bytes]]:
+    """``packs.json`` and the ``packs/*.mspack`` files it names: each pack through the
+    device's pack checks (device_sim.pack_install.plan_pack, core/pack.ts planPack).
+    ``expect`` is the pack-wide verdict; on ``ok``, ``models`` lists per model what the
+    device would do (``install`` with the artifact's sha256, or ``failed`` with the reason
+    code it reports)."""
+    from packager.offline_pack import NewMember, offline_index_signed, pack_bytes
+
+    root1 = signed_by(root_signed(1, ROLES_V1), "root-1", "root-2")
+    roots = [
+        signed_by(root_signed(2, ROLES_V2), "root-1", "root-2", "root-4"),
+        signed_by(root_signed(3, ROLES_V3), "root-1", "root-4"),
+        signed_by(root_signed(4, ROLES_V4), "root-1", "root-4"),
+    ]
+    manifests = {v: pack_manifest(v) for v in (4, 5)}
+    manifest_data = {v: json.dumps(m, sort_keys=True).encode() for v, m in manifests.items()}
+
+    def entry(version: int, percent: float) -> dict[str, Any]:
+        data = manifest_data[version]
+        return {
+            "model": "battery-anomaly",
+            "version": version,
+            "manifest": {"path": f"blobs/{sha256_hex(data)}", "length": len(data), "sha256": sha256_hex(data)},
+            "rollout": {"percent": percent, "salt": f"battery-anomaly:{version}:9e1d"},
+            "urgent": False,
+        }
+
+    def build(
+        label: str, *, fleet: str = "pumps-eu", version: int = 7, valid_from: str = PACK_VALID_FROM,
+        expires: str = PACK_EXPIRES, signer: str = "offline-1", pack_roots: list[dict[str, Any]] | None = None,
+        artifact_override: bytes | None = None,
+    ) -> bytes:
+        # v5 at 0% comes first: the device's bucket passes it over for v4 at 100%.
+        models = {"battery-anomaly": [entry(5, 0.0), entry(4, 100.0)]}
+        snapshot = offline_index_signed(
+            fleet=fleet, channel="stable", version=version, valid_from=valid_from, expires=expires,
+            pack_id=sha256_hex(f"pack {label}".encode())[:32], models=models,
+        )
+        members = [NewMember(f"roots/{r['signed']['version']}.root.json", "root", dump(r).encode())
+                   for r in (roots if pack_roots is None else pack_roots)]
+        members.append(NewMember("offline-index.json", "offline-index", dump(signed_by(snapshot, signer)).encode()))
+        for v in (5, 4):
+            sha = sha256_hex(manifest_data[v])
+            members.append(NewMember(f"manifests/{sha}.json", "manifest", manifest_data[v], compress=True))
+        for v in (5, 4):
+            body = artifact_body("cpu", v)
+            if v == 4 and artifact_override is not None:
+                body = artifact_override
+            members.append(NewMember(f"artifacts/{sha256_hex(artifact_body('cpu', v))}.ort", "artifact",
+                                     body, compress=True))
+        return pack_bytes(fleet=fleet, channel="stable", created="2026-02-25T00:00:00Z", members=members)
+
+    good = build("good")
+    cpu4 = sha256_hex(artifact_body("cpu", 4))
+    install = [{"model": "battery-anomaly", "version": 4, "outcome": "install", "artifact": cpu4}]
+    tampered = bytearray(good)
+    tampered[-10] ^= 0x01  # inside the last member (v4's artifact), the header untouched
+    evil = artifact_body("cpu", 4).replace(b"ORT", b"EVL", 1)
+    files: dict[str, bytes] = {
+        "good": good,
+        "other-fleet": build("other-fleet", fleet="pumps-us"),
+        "lower-version": build("lower-version", version=5),
+        "index-key": build("index-key", signer="index-2"),
+        "no-offline-role": build("no-offline-role", pack_roots=roots[:2]),
+        "window-too-long": build("window-too-long", expires="2027-03-27T00:00:00Z"),
+        "truncated": good[: len(good) // 2],
+        "bad-magic": b"MSPACK\x00\x02" + good[8:],
+        "member-tampered": bytes(tampered),
+        "header-rewritten": build("header-rewritten", artifact_override=evil),
+    }
+    device = PACK_DEVICE
+    cases: list[dict[str, Any]] = []
+
+    def add(name: str, expect: str, why: str, *, models: list[dict[str, Any]] | None = None,
+            now: str = NOW, trusted_version: int | None = 6, installed: dict[str, int] | None = None,
+            **device_changes: str) -> None:
+        cases.append({
+            "name": f"pack-{name}", "file": f"packs/{name if name in files else 'good'}.mspack",
+            "expect": expect, "why": why, "device": {**device, **device_changes}, "now": now,
+            "trusted_version": trusted_version, "installed": installed or {},
+            "models": models if expect == "ok" else [],
+        })
+
+    add("good", "ok", "root walk v1→v4, offline-1 signs, v5 at 0% passed over for v4 at 100%", models=install)
+    add("stale", "StalePackError", "now is after the pack's expires", now="2026-04-01T00:00:00Z")
+    add("not-yet-valid", "StalePackError", "now is before the pack's valid_from", now="2026-02-20T00:00:00Z")
+    add("other-target", "ok", "the pack carries cpu artifacts only", target="android-nnapi",
+        models=[{"model": "battery-anomaly", "version": 4, "outcome": "failed", "reason": "no_artifact_for_target"}])
+    add("old-runtime", "ok", "artifacts written by onnxruntime 1.24, the device runs 1.20", runtime="1.20.0",
+        models=[{"model": "battery-anomaly", "version": 4, "outcome": "failed", "reason": "runtime_too_old"}])
+    add("installed", "ok", "v4 already installed: nothing to do", models=[], installed={"battery-anomaly": 4})
+    add("other-fleet", "WrongChannelError", "the snapshot is for pumps-us")
+    add("lower-version", "RollbackError", "snapshot v5, the device trusts index v6")
+    add("index-key", "UnknownKeyError", "signed by the online index key, not the offline role")
+    add("no-offline-role", "FormatError", "the pack's roots stop at v3, which names no offline key")
+    add("window-too-long", "FormatError", "valid for 395 days, more than a device accepts")
+    add("truncated", "PackFormatError", "the file is cut in half")
+    add("bad-magic", "PackFormatError", "container version 2")
+    add("member-tampered", "PackFormatError", "a byte of the artifact member changed, the header not")
+    add("header-rewritten", "ok", "artifact bytes changed and the unsigned header rewritten to match",
+        models=[{"model": "battery-anomaly", "version": 4, "outcome": "failed", "reason": "hash_mismatch"}])
+    listing = {"notice": NOTICE, "trusted_root": root1, "cases": cases}
+    return listing, {f"packs/{name}.mspack": data for name, data in files.items()
+                     if name in {c["file"][6:-7] for c in cases}}
+
+
 def dump(value: Any) -> str:
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     try:
@@ -556,6 +689,8 @@ def write_all(out: Path) -> list[Path]:
         "rollout.json": {"notice": NOTICE, "cases": build_rollout()},
         "signing.json": {"notice": NOTICE, "cases": build_signing()},
     }
+    packs, pack_files = build_packs()
+    files["packs.json"] = packs
     listing = []
     for case in build_cases():
         rel = f"cases/{case['name']}.json"
@@ -569,9 +704,14 @@ def write_all(out: Path) -> list[Path]:
         "keys": "keys.json",
         "rollout": "rollout.json",
         "signing": "signing.json",
+        "packs": "packs.json",
         "cases": listing,
     }
+    (out / "packs").mkdir(exist_ok=True)
     written = []
+    for rel, data in pack_files.items():
+        (out / rel).write_bytes(data)
+        written.append(out / rel)
     for rel, value in files.items():
         path = out / rel
         path.write_text(dump(value), encoding="utf-8")
