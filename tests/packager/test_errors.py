@@ -13,7 +13,7 @@ CLASSES = [c for c in vars(errors).values() if isinstance(c, type) and issubclas
 def test_every_class_has_its_own_snake_case_code() -> None:
     codes = [c.__dict__.get("code") for c in CLASSES]
     assert all(isinstance(code, str) and re.fullmatch(r"[a-z][a-z0-9_]*", code) for code in codes), codes
-    assert len(set(codes)) == len(CLASSES) == 18
+    assert len(set(codes)) == len(CLASSES) == 19
 
 
 def test_docstring_draws_each_class_under_its_parent_with_its_code() -> None:
@@ -40,6 +40,7 @@ def test_verification_codes_are_the_ones_devices_report() -> None:
     assert {c.__name__: c.code for c in CLASSES if issubclass(c, errors.VerificationError)} == {
         "VerificationError": "verification",
         "FormatError": "format",
+        "PackFormatError": "pack_format",
         "WrongTypeError": "wrong_type",
         "UnknownKeyError": "unknown_key",
         "BadSignatureError": "bad_signature",

@@ -103,7 +103,7 @@ def test_console_script_lists_every_subcommand() -> None:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == [
         "keys", "package", "verify", "inspect",  # packager
-        "serve", "admin", "publish", "release", "models", "devices",  # sync_service
+        "serve", "admin", "publish", "release", "models", "devices", "pack",  # sync_service
         "device", "fleet", "demo",  # device_sim
         "completion",
     ]

@@ -130,6 +130,7 @@ def world(
         ("GET", "/v1/devices?fleet=field", publisher, {}),
         ("GET", "/v1/devices/fuzz-1", publisher, {}),
         ("POST", "/v1/devices/nobody/retire", publisher, {}),  # 404: fuzz-1 must keep its token
+        ("POST", "/v1/fleets/field/channels/stable/pack", publisher, {"json": {"valid_days": 1}}),
     ]
     served = [(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops]
     for method, template in served:  # every route the schema lists is fuzzed
