@@ -15,7 +15,6 @@ Rules (docs/protocol.md, "Releases"):
 from __future__ import annotations
 
 import json
-
 import secrets
 from collections import Counter
 from collections.abc import Sequence

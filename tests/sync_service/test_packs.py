@@ -84,7 +84,8 @@ def test_a_pack_holds_the_chain_a_signed_snapshot_and_every_blob_it_names(
     snapshot = verify_offline_index(json.loads(raw_index), root)  # the offline role's signature
     assert snapshot.fleet == "field" and snapshot.channel == "stable"
     assert snapshot.pack_id == r.headers["X-Pack-Id"]
-    assert snapshot.version == int(r.headers["X-Pack-Index-Version"]) and snapshot.expires == r.headers["X-Pack-Expires"]
+    assert snapshot.version == int(r.headers["X-Pack-Index-Version"])
+    assert snapshot.expires == r.headers["X-Pack-Expires"]
     window = parse_time(snapshot.expires) - parse_time(snapshot.valid_from)
     assert window == timedelta(days=10)
     assert abs(parse_time(snapshot.valid_from) - utcnow()) < timedelta(hours=1)

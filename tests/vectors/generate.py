@@ -587,15 +587,16 @@ def build_packs() -> tuple[dict[str, Any], dict[str, bytes]]:
         return {
             "model": "battery-anomaly",
             "version": version,
-            "manifest": {"path": f"blobs/{sha256_hex(data)}", "length": len(data), "sha256": sha256_hex(data)},
+            "manifest": {"path": f"blobs/{sha256_hex(data)}", "length": len(data),
+                         "sha256": sha256_hex(data)},
             "rollout": {"percent": percent, "salt": f"battery-anomaly:{version}:9e1d"},
             "urgent": False,
         }
 
     def build(
         label: str, *, fleet: str = "pumps-eu", version: int = 7, valid_from: str = PACK_VALID_FROM,
-        expires: str = PACK_EXPIRES, signer: str = "offline-1", pack_roots: list[dict[str, Any]] | None = None,
-        artifact_override: bytes | None = None,
+        expires: str = PACK_EXPIRES, signer: str = "offline-1",
+        pack_roots: list[dict[str, Any]] | None = None, artifact_override: bytes | None = None,
     ) -> bytes:
         # v5 at 0% comes first: the device's bucket passes it over for v4 at 100%.
         models = {"battery-anomaly": [entry(5, 0.0), entry(4, 100.0)]}
@@ -605,7 +606,8 @@ def build_packs() -> tuple[dict[str, Any], dict[str, bytes]]:
         )
         members = [NewMember(f"roots/{r['signed']['version']}.root.json", "root", dump(r).encode())
                    for r in (roots if pack_roots is None else pack_roots)]
-        members.append(NewMember("offline-index.json", "offline-index", dump(signed_by(snapshot, signer)).encode()))
+        envelope = dump(signed_by(snapshot, signer)).encode()
+        members.append(NewMember("offline-index.json", "offline-index", envelope))
         for v in (5, 4):
             sha = sha256_hex(manifest_data[v])
             members.append(NewMember(f"manifests/{sha}.json", "manifest", manifest_data[v], compress=True))
@@ -652,7 +654,8 @@ def build_packs() -> tuple[dict[str, Any], dict[str, bytes]]:
     add("stale", "StalePackError", "now is after the pack's expires", now="2026-04-01T00:00:00Z")
     add("not-yet-valid", "StalePackError", "now is before the pack's valid_from", now="2026-02-20T00:00:00Z")
     add("other-target", "ok", "the pack carries cpu artifacts only", target="android-nnapi",
-        models=[{"model": "battery-anomaly", "version": 4, "outcome": "failed", "reason": "no_artifact_for_target"}])
+        models=[{"model": "battery-anomaly", "version": 4, "outcome": "failed",
+                 "reason": "no_artifact_for_target"}])
     add("old-runtime", "ok", "artifacts written by onnxruntime 1.24, the device runs 1.20", runtime="1.20.0",
         models=[{"model": "battery-anomaly", "version": 4, "outcome": "failed", "reason": "runtime_too_old"}])
     add("installed", "ok", "v4 already installed: nothing to do", models=[], installed={"battery-anomaly": 4})

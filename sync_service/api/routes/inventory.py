@@ -118,15 +118,12 @@ def _device(session: Session, device_id: str) -> Device:
 def show_device(device_id: DeviceId, _user: AnyPublisherDep, session: SessionDep) -> DeviceDetail:
     device = _device(session, device_id)
     fleet = crud.get_fleet_by_id(session=session, fleet_id=device.fleet_id)
-    events = session.exec(
-        select(DeviceEvent.kind, DeviceEvent.model_name, DeviceEvent.model_version, DeviceEvent.reason,
-               DeviceEvent.data)
-        .where(col(DeviceEvent.device_id) == device_id)
-    ).all()
+    events = session.exec(select(DeviceEvent).where(col(DeviceEvent.device_id) == device_id)).all()
     installed: dict[str, int] = {}
     from_packs: dict[str, int] = {}
     failures: dict[str, int] = {}
-    for kind, model, version, reason, data in events:
+    for ev in events:
+        kind, model, version, reason, data = ev.kind, ev.model_name, ev.model_version, ev.reason, ev.data
         if kind == "installed" and model is not None and version is not None:
             installed[model] = max(installed.get(model, 0), version)
             if reported_source(data) == "pack":
