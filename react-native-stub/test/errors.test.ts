@@ -36,7 +36,15 @@ function rows(): Row[] {
 describe("error classes match docs/device.md", () => {
   const table = rows();
   it("the doc lists the tree", () => {
-    assert.ok(table.length >= 20, `parsed ${table.length} rows`);
+    // 23 before offline packs, + PackFormatError and StalePackError (issue 15)
+    assert.equal(table.length, 25, `parsed ${table.length} rows`);
+  });
+  it("every error class the client exports is in the doc's tree", () => {
+    const exported = Object.entries(errors)
+      .filter(([, v]) => typeof v === "function" && (v as { prototype?: unknown }).prototype instanceof Error)
+      .map(([k]) => k)
+      .sort();
+    assert.deepEqual(exported, table.map((r) => r.name).sort());
   });
   for (const row of table) {
     it(`${row.name}${row.code === null ? "" : ` (${row.code})`}`, () => {

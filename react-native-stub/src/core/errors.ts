@@ -4,13 +4,15 @@
  *
  *   ModelSyncError
  *   ├── VerificationError            a trust check failed (state left unchanged)
- *   │   ├── FormatError              1.1 2.1 3.2   format
+ *   │   ├── FormatError              1.1 2.1 3.2 P.2   format
+ *   │   │   └── PackFormatError      P.1           pack_format
  *   │   ├── WrongTypeError           1.1 2.1 3.2   wrong_type
  *   │   ├── UnknownKeyError          1.1 1.3 1.4 2.2 3.3   unknown_key
  *   │   ├── BadSignatureError        1.1 1.3 1.4 2.2 3.3   bad_signature
  *   │   ├── ThresholdError           1.1 1.3 1.4 2.2 3.3   threshold
  *   │   ├── ExpiredError             1.6           expired
- *   │   │   └── StaleIndexError      2.5           stale_index
+ *   │   │   ├── StaleIndexError      2.5           stale_index
+ *   │   │   └── StalePackError       P.2.5         stale_pack
  *   │   ├── RollbackError            2.4           rollback
  *   │   ├── RootChainError           1.2           root_chain
  *   │   ├── WrongChannelError        2.3           wrong_channel
@@ -46,8 +48,14 @@ export class VerificationError extends ModelSyncError {
 }
 
 export class FormatError extends VerificationError {
-  static override readonly errorName = "FormatError";
-  override readonly code = "format";
+  static override readonly errorName: string = "FormatError";
+  override readonly code: string = "format";
+}
+/** check P.1: an offline pack's container (magic, header, a member's length, decompression
+ * or listed sha256) is broken; the pack is refused as a whole. */
+export class PackFormatError extends FormatError {
+  static override readonly errorName = "PackFormatError";
+  override readonly code = "pack_format";
 }
 export class WrongTypeError extends VerificationError {
   static override readonly errorName = "WrongTypeError";
@@ -78,6 +86,11 @@ export class StaleIndexError extends ExpiredError {
     super(message);
     this.index = index;
   }
+}
+/** check P.2.5: an offline pack's snapshot is outside its validity window. */
+export class StalePackError extends ExpiredError {
+  static override readonly errorName = "StalePackError";
+  override readonly code = "stale_pack";
 }
 export class RollbackError extends VerificationError {
   static override readonly errorName = "RollbackError";
