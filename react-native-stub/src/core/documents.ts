@@ -1,6 +1,7 @@
 /**
  * Signature and document checks, line for line with packager/manifest.py (parse_envelope,
- * check_signatures, verify_root_self, verify_root_signed_by, verify_manifest, verify_index).
+ * check_signatures, verify_root_self, verify_root_signed_by, verify_manifest, verify_index,
+ * verify_offline_index).
  * Signatures are checked over `signed` exactly as received, so fields a newer producer adds
  * are covered by the signature too. Structure and signatures only: the trust policy (root
  * v(N+1) chain, rollback, expiry) is trust.ts's, as it is device_sim/trust.py's.
@@ -19,11 +20,13 @@ import {
   type ChannelIndex,
   type Envelope,
   type ModelManifest,
+  type OfflineIndex,
   type Role,
   type Root,
   parseEnvelope,
   validateIndex,
   validateManifest,
+  validateOfflineIndex,
   validateRoot,
 } from "./schema";
 
@@ -99,7 +102,8 @@ export function checkSignatures(env: Envelope, role: RoleKeySet, what: string): 
 function typed(env: Envelope, expected: "root"): Root;
 function typed(env: Envelope, expected: "model-manifest"): ModelManifest;
 function typed(env: Envelope, expected: "channel-index"): ChannelIndex;
-function typed(env: Envelope, expected: string): Root | ModelManifest | ChannelIndex {
+function typed(env: Envelope, expected: "offline-index"): OfflineIndex;
+function typed(env: Envelope, expected: string): Root | ModelManifest | ChannelIndex | OfflineIndex {
   const got = env.signed._type;
   if (got !== expected) {
     throw new WrongTypeError(`expected _type ${JSON.stringify(expected)}, got ${JSON.stringify(got ?? null)}`);
@@ -107,6 +111,7 @@ function typed(env: Envelope, expected: string): Root | ModelManifest | ChannelI
   try {
     if (expected === "root") return validateRoot(env.signed);
     if (expected === "model-manifest") return validateManifest(env.signed);
+    if (expected === "offline-index") return validateOfflineIndex(env.signed);
     return validateIndex(env.signed);
   } catch (err) {
     if (err instanceof FormatError) throw new FormatError(`malformed ${expected}: ${err.message}`);
@@ -147,5 +152,14 @@ export function verifyIndex(raw: unknown, root: Root): ChannelIndex {
   const env = parseEnvelope(raw);
   const index = typed(env, "channel-index");
   checkSignatures(env, roleKeys(root, "index"), `channel index ${index.fleet}/${index.channel}`);
+  return index;
+}
+
+/** Offline-role threshold. Signatures only: the validity window, fleet and version are the
+ * trust policy's (trust.ts checkOfflineIndex, check P.2). */
+export function verifyOfflineIndex(raw: unknown, root: Root): OfflineIndex {
+  const env = parseEnvelope(raw);
+  const index = typed(env, "offline-index");
+  checkSignatures(env, roleKeys(root, "offline"), `offline index ${index.fleet}/${index.channel}`);
   return index;
 }

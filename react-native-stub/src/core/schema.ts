@@ -5,8 +5,13 @@
  */
 import { FormatError } from "./errors";
 
-export type Role = "root" | "publisher" | "index";
+export type Role = "root" | "publisher" | "index" | "offline";
+/** The roles every root names (packager.manifest.ROLES). */
 export const ROLES: readonly Role[] = ["root", "publisher", "index"];
+/** `offline` signs the index snapshots inside offline packs (docs/offline.md); optional, so
+ * roots written before it existed stay valid, and a device whose root lacks it refuses packs
+ * and nothing else (packager.manifest.OPTIONAL_ROLES). */
+export const OPTIONAL_ROLES: readonly Role[] = ["offline"];
 export type Target = "android-nnapi" | "ios-coreml" | "cpu";
 export const TARGETS: readonly Target[] = ["android-nnapi", "ios-coreml", "cpu"];
 
@@ -33,7 +38,9 @@ export interface Root {
   version: number;
   expires: string;
   keys: Record<string, PublicKey>;
-  roles: Partial<Record<Role, RoleKeys>>;
+  /** Any role name is accepted (each must be well formed) and ones this version does not
+   * know are ignored, so a newer root's extra roles do not stop an older device's root walk. */
+  roles: Partial<Record<Role, RoleKeys>> & Record<string, RoleKeys | undefined>;
 }
 export interface TensorSpec {
   name: string;
@@ -114,12 +121,28 @@ export interface ChannelIndex {
   expires: string;
   models: Record<string, IndexEntry[]>;
 }
+/** The channel index as an offline pack carries it (packager.manifest.OfflineIndex): the
+ * same entries, signed by the `offline` role, valid from `valid_from` to `expires`. A
+ * distinct `_type` and role, so a pack's long-lived snapshot can never be served as an
+ * online index, nor an online index passed off as a pack's. */
+export interface OfflineIndex {
+  _type: "offline-index";
+  fleet: string;
+  channel: string;
+  /** The online index version the snapshot was taken from: the same counter. */
+  version: number;
+  valid_from: string;
+  expires: string;
+  pack_id: string;
+  models: Record<string, IndexEntry[]>;
+}
 
 // --------------------------------------------------------------------------- helpers
 
 type Json = unknown;
 const HEX64 = /^[0-9a-f]{64}$/;
 const HEX128 = /^[0-9a-f]{128}$/;
+const HEX32 = /^[0-9a-f]{32}$/;
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 function fail(where: string, what: string): never {
@@ -229,14 +252,15 @@ export function validateRoot(s: Record<string, unknown>): Root {
       public: str(field(o, "public", `${w}.keys.${kid}`), `${w}.keys.${kid}.public`, HEX64),
     };
   }
-  const roles: Partial<Record<Role, RoleKeys>> = {};
-  for (const [name, r] of Object.entries(obj(field(s, "roles", w), `${w}.roles`))) {
-    const role = oneOf(name, `${w}.roles`, ROLES);
+  const roles: Root["roles"] = {};
+  for (const [role, r] of Object.entries(obj(field(s, "roles", w), `${w}.roles`))) {
     const o = obj(r, `${w}.roles.${role}`);
-    roles[role] = {
+    const keys: RoleKeys = {
       keyids: arr(field(o, "keyids", role), `${w}.roles.${role}.keyids`, 1).map((k) => str(k, "keyid", HEX64)),
       threshold: int(field(o, "threshold", role), `${w}.roles.${role}.threshold`, 1),
     };
+    // defineProperty: a role named "__proto__" is just a name, as it is in Python.
+    Object.defineProperty(roles, role, { value: keys, enumerable: true, writable: true, configurable: true });
   }
   return {
     _type: "root",
@@ -355,6 +379,25 @@ export function validateIndex(s: Record<string, unknown>): ChannelIndex {
     channel: str(f("channel"), `${w}.channel`),
     version: int(f("version"), `${w}.version`, 1),
     expires: str(f("expires"), `${w}.expires`),
+    models,
+  };
+}
+
+export function validateOfflineIndex(s: Record<string, unknown>): OfflineIndex {
+  const w = "offline-index";
+  const f = (k: string): unknown => field(s, k, w);
+  const models: Record<string, IndexEntry[]> = {};
+  for (const [name, list] of Object.entries(obj(f("models"), `${w}.models`))) {
+    models[name] = arr(list, `${w}.models.${name}`).map((e, i) => entry(e, `${w}.models.${name}.${i}`));
+  }
+  return {
+    _type: "offline-index",
+    fleet: str(f("fleet"), `${w}.fleet`),
+    channel: str(f("channel"), `${w}.channel`),
+    version: int(f("version"), `${w}.version`, 1),
+    valid_from: str(f("valid_from"), `${w}.valid_from`),
+    expires: str(f("expires"), `${w}.expires`),
+    pack_id: str(f("pack_id"), `${w}.pack_id`, HEX32),
     models,
   };
 }

@@ -4,7 +4,15 @@
  * throws one precise VerificationError; the client saves nothing until a check passed.
  */
 import { sha256Hex, utf8Decode } from "./bytes";
-import { checkExpiry, verifyIndex, verifyManifest, verifyRootSelf, verifyRootSignedBy } from "./documents";
+import {
+  checkExpiry,
+  parseTime,
+  verifyIndex,
+  verifyManifest,
+  verifyOfflineIndex,
+  verifyRootSelf,
+  verifyRootSignedBy,
+} from "./documents";
 import {
   ExpiredError,
   FormatError,
@@ -18,6 +26,7 @@ import {
   RootChainError,
   RuntimeTooOldError,
   StaleIndexError,
+  StalePackError,
   WrongChannelError,
 } from "./errors";
 import { pickEntry } from "./rollout";
@@ -29,6 +38,8 @@ import type {
   GoldenVectors,
   IndexEntry,
   ModelManifest,
+  OfflineIndex,
+  Role,
   Root,
   Target,
 } from "./schema";
@@ -78,8 +89,14 @@ export function nextRoot(trusted: Root, raw: unknown, steps = 1): Root {
  * index signed by the old (perhaps compromised) key with an inflated version must not lock
  * the device out of the new key's indexes (TUF's fast-forward recovery). */
 export function indexRoleChanged(before: Root, after: Root): boolean {
-  const a = before.roles.index;
-  const b = after.roles.index;
+  return roleChanged(before, after, "index");
+}
+
+/** Did `role`'s keys or threshold change between two roots (check 1.5; for `offline`, the
+ * pack floor is forgotten the same way the index is). */
+export function roleChanged(before: Root, after: Root, role: Role): boolean {
+  const a = before.roles[role];
+  const b = after.roles[role];
   if (a === undefined || b === undefined) return a !== b;
   return a.threshold !== b.threshold || a.keyids.join(",") !== b.keyids.join(",");
 }
@@ -121,12 +138,54 @@ export function checkIndex(raw: unknown, root: Root, ctx: IndexContext): Channel
   return index;
 }
 
+/** The longest validity window a device accepts on a pack's snapshot: a pack signed to live
+ * for years would be a freeze waiting to happen (docs/offline.md, docs/security.md). */
+export const MAX_PACK_WINDOW_DAYS = 366;
+const DAY_MS = 86_400_000;
+
+/** check P.2 (an offline pack's snapshot, docs/device.md "Installing from a pack"): the
+ * offline role's threshold, this device's fleet and channel, a version not lower than any
+ * index it trusts (online or from a pack), now inside the window, a window not too long. */
+export function checkOfflineIndex(raw: unknown, root: Root, ctx: IndexContext): OfflineIndex {
+  const index = verifyOfflineIndex(raw, root); // P.2.1: offline role, threshold
+  if (index.fleet !== ctx.fleet || index.channel !== ctx.channel) {
+    // P.2.2
+    throw new WrongChannelError(
+      `pack is for ${index.fleet}/${index.channel}, this device follows ${ctx.fleet}/${ctx.channel}`,
+    );
+  }
+  if (ctx.trustedVersion !== null && index.version < ctx.trustedVersion) {
+    // P.2.3
+    throw new RollbackError(
+      `pack carries channel index v${index.version}, older than trusted v${ctx.trustedVersion}`,
+    );
+  }
+  const start = parseTime(index.valid_from);
+  const end = parseTime(index.expires);
+  if (end - start > MAX_PACK_WINDOW_DAYS * DAY_MS || end <= start) {
+    // P.2.4
+    throw new FormatError(
+      `pack is valid from ${index.valid_from} to ${index.expires}: a window must be positive ` +
+        `and at most ${MAX_PACK_WINDOW_DAYS} days`,
+    );
+  }
+  if (!(start <= ctx.nowMs && ctx.nowMs < end)) {
+    // P.2.5
+    const early = ctx.nowMs < start;
+    throw new StalePackError(
+      `pack ${index.pack_id.slice(0, 8)}… is ${early ? "not valid before" : "expired at"} ` +
+        `${early ? index.valid_from : index.expires}`,
+    );
+  }
+  return index;
+}
+
 /** check 2.6: per model, the device's entry, unless installed already, older than the
  * installed version, or known bad. Older: a halted release leaves the devices that took it
  * on that version while the index falls back to the previous one; they keep what they run
  * (check 3.5 refuses it again should a manifest claim otherwise). */
 export function wantedEntries(
-  index: ChannelIndex,
+  index: ChannelIndex | OfflineIndex,
   deviceId: string,
   installed: Readonly<Record<string, number>>,
   failed: Readonly<Record<string, readonly number[]>>,
