@@ -4,7 +4,6 @@
  * an inference runner for the golden-vector check. Check numbers in comments are the
  * doc's, the same as device_sim's.
  */
-import { utf8Decode } from "./bytes";
 import { formatTime } from "./documents";
 import {
   ArtifactLoadError,
@@ -17,12 +16,13 @@ import {
   VerificationError,
   isPermanent,
 } from "./errors";
+import { type PlannedModel, planPack } from "./pack";
 import type { HttpFetch, InferenceRunner, NetworkMonitor, NetworkStatus, Storage } from "./ports";
 import { executionProviders, fixedBatch } from "./providers";
 import { ReportQueue } from "./reports";
-import type { ChannelIndex, IndexEntry, ModelManifest, Root, Target } from "./schema";
+import type { Artifact, ChannelIndex, IndexEntry, ModelManifest, Root, Target } from "./schema";
 import { type Activation, type StagedModel, Staging } from "./staging";
-import { type DeviceIdentity, type Installed, State } from "./state";
+import { type DeviceIdentity, type Installed, State, indexVersionOf } from "./state";
 import {
   Damaged,
   Deadline,
@@ -45,6 +45,7 @@ import {
   indexRoleChanged,
   nextRoot,
   parseJson,
+  roleChanged,
   selectArtifact,
   trustedRoot,
   wantedEntries,
@@ -127,6 +128,20 @@ export interface ProgressEvent {
   total?: number;
 }
 
+/** What installFromPack() did: the pack's snapshot and, per model its own rules picked from
+ * it, the outcome (as a sync's). A refused pack throws instead, with nothing changed. */
+export interface PackInstallResult {
+  outcome: "updated" | "staged" | "up_to_date" | "failed";
+  packId: string;
+  /** The channel-index version the pack's snapshot carries: now the pack floor. */
+  indexVersion: number;
+  validFrom: string;
+  expires: string;
+  /** The device's root version after the pack's roots. */
+  rootVersion: number;
+  models: ModelResult[];
+}
+
 /** What start() did with a version a previous run staged. */
 export interface StagedActivation {
   model: string;
@@ -164,6 +179,8 @@ export class ModelSyncClient {
   private running: Promise<SyncResult> | null = null;
   private readonly staging: Staging;
   private starting: Promise<StagedActivation[]> | null = null;
+  // A sync and a pack install never run at once: both read and write the same state.
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly opts: ClientOptions) {
     this.state = new State(opts.storage);
@@ -192,7 +209,7 @@ export class ModelSyncClient {
         // the service has no "staged" kind: the install is reported when it takes effect
         await this.reports.enqueue(id?.device_id ?? this.opts.deviceId, "installed", {
           ...base,
-          data: { providers: done.providers, activation: "next-start" },
+          data: { ...done.report_data, providers: done.providers, activation: "next-start" },
         });
         out.push({ ...base, outcome: "activated" });
       } catch (err) {
@@ -264,11 +281,31 @@ export class ModelSyncClient {
   /** One update cycle. Concurrent calls share the running one. */
   sync(): Promise<SyncResult> {
     if (this.running === null) {
-      this.running = this.runSync().finally(() => {
+      this.running = this.serial(() => this.runSync()).finally(() => {
         this.running = null;
       });
     }
     return this.running;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Installed versions, and staged ones: a staged version is had, only a newer release
+   * replaces it. Version directories nothing points at any more go first (check 5.3 after
+   * a crash). */
+  private async haveVersions(): Promise<Record<string, number>> {
+    const pointers = await this.state.installedModels();
+    for (const name of Object.keys(pointers)) await this.state.cleanUp(name);
+    const installed: Record<string, number> = {};
+    for (const [name, p] of Object.entries(pointers)) installed[name] = p.current.version;
+    for (const [name, rec] of Object.entries(await this.staging.all())) {
+      installed[name] = Math.max(installed[name] ?? 0, rec.version);
+    }
+    return installed;
   }
 
   private async runSync(): Promise<SyncResult> {
@@ -304,28 +341,11 @@ export class ModelSyncClient {
         return result;
       }
       result.indexVersion = index.version;
-      const pointers = await this.state.installedModels();
-      // check 5.3 after a crash: version directories nothing points at any more go.
-      for (const name of Object.keys(pointers)) await this.state.cleanUp(name);
-      const installed: Record<string, number> = {};
-      for (const [name, p] of Object.entries(pointers)) installed[name] = p.current.version;
-      // a staged version is had: only a newer release replaces it
-      for (const [name, rec] of Object.entries(await this.staging.all())) {
-        installed[name] = Math.max(installed[name] ?? 0, rec.version);
-      }
+      const installed = await this.haveVersions();
       for (const entry of wantedEntries(index, id.device_id, installed, await this.state.failed())) {
         result.models.push(await this.installEntry(ep, root, entry, id, net));
       }
-      const outcomes = result.models.map((m) => m.outcome);
-      result.outcome = outcomes.includes("installed")
-        ? "updated"
-        : outcomes.includes("staged")
-          ? "staged"
-          : outcomes.includes("failed")
-            ? "failed"
-            : outcomes.includes("deferred")
-              ? "deferred"
-              : "up_to_date";
+      result.outcome = overallOutcome(result.models);
     } catch (err) {
       if (!(err instanceof ModelSyncError)) throw err;
       result.outcome = "failed";
@@ -380,6 +400,8 @@ export class ModelSyncClient {
       const raw = parseJson(await readAll(res, MAX_ROOT_BYTES, path, ep.deadline), `root v${root.version + 1}`);
       const next = nextRoot(root, raw, steps); // checks 1.2-1.4
       if (indexRoleChanged(root, next)) await this.state.forgetIndex(this.opts.channel); // check 1.5
+      // the same for packs: what the old offline keys signed proves nothing any more
+      if (roleChanged(root, next, "offline")) await this.state.forgetPackFloor(this.opts.channel);
       await this.state.saveRoot(raw); // check 1.5
       root = next;
     }
@@ -406,7 +428,9 @@ export class ModelSyncClient {
     } else {
       throw await failure(res, `GET ${path}`);
     }
-    const ctx = { fleet: id.fleet, channel, trustedVersion: savedVersion, nowMs: this.now() };
+    // check 2.4 against the saved index and any offline pack installed since (P.2.3)
+    const trustedVersion = await this.state.trustedIndexVersion(channel);
+    const ctx = { fleet: id.fleet, channel, trustedVersion, nowMs: this.now() };
     const index = checkIndex(parseJson(body, "channel index"), root, ctx); // checks 2.1-2.5
     if (!result.notModified && (savedVersion === null || index.version > savedVersion)) {
       await this.state.saveIndex(channel, body, res.headers.get("etag"));
@@ -504,6 +528,25 @@ export class ModelSyncClient {
       throw new Damaged(err);
     }
 
+    return this.place(manifest, data, artifact, (path) => storage.rename(part, path), id, {});
+  }
+
+  /**
+   * checks 4.3-5.4 for a verified artifact, from the network or a pack: its version
+   * directory beside the current one, the golden vectors, then the swap (or staging under
+   * activation "next-start") and the `installed` report with `reportData`. `putArtifact`
+   * writes the artifact file at the path it is given.
+   */
+  private async place(
+    manifest: ModelManifest,
+    data: Uint8Array,
+    artifact: Artifact,
+    putArtifact: (path: string) => Promise<void>,
+    id: DeviceIdentity,
+    reportData: Record<string, unknown>,
+  ): Promise<"installed" | "staged"> {
+    const { name, version } = manifest;
+    const storage = this.opts.storage;
     const staged = this.opts.activation === "next-start";
     const dir = staged ? this.staging.versionDir(name, version) : `models/${name}/v${version}`;
     const installed: Installed = {
@@ -517,12 +560,13 @@ export class ModelSyncClient {
       providers: executionProviders(artifact, this.opts.availableProviders),
       fixed_batch: fixedBatch(artifact),
       installed_at: formatTime(this.now()),
+      ...(Object.keys(reportData).length > 0 ? { report_data: reportData } : {}),
     };
     // check 5.1: the version directory is written beside the current one; nothing points
     // at it until the swap, so a failure below leaves the state as it was.
     await storage.remove(dir);
     await storage.writeAtomic(installed.manifest_path, data);
-    await storage.rename(part, installed.artifact_path);
+    await putArtifact(installed.artifact_path);
     try {
       await this.goldenCheck(installed, manifest); // checks 4.3, 4.4
     } catch (err) {
@@ -537,8 +581,101 @@ export class ModelSyncClient {
     await this.state.swap(name, installed); // check 5.2
     await this.state.cleanUp(name); // check 5.3
     // check 5.4; the providers are those the golden check's session was created with
-    await this.reports.enqueue(id.device_id, "installed", { model: name, version, data: { providers: installed.providers } });
+    await this.reports.enqueue(id.device_id, "installed", {
+      model: name,
+      version,
+      data: { ...reportData, providers: installed.providers },
+    });
     return "installed";
+  }
+
+  // ------------------------------------------------------------------------- offline packs
+
+  /**
+   * Install from an offline pack (docs/offline.md), with no network: the same numbered
+   * checks as a sync, in the same order (core/pack.ts planPack: P.1, the root walk from
+   * this device's root, P.2, 2.6 with this device's rollout bucket, 3.x, 4.1, 4.2), then the
+   * golden vectors, the atomic install and an `installed` report with `source: "pack"`,
+   * queued and sent at the next online sync. A pack-wide refusal throws the check's
+   * VerificationError with the state unchanged; a model that fails is reported as online
+   * and the others go on. The pack's index version becomes the pack floor: neither a later
+   * pack nor the network may go below it. The device must be registered (its fleet).
+   */
+  installFromPack(bytes: Uint8Array): Promise<PackInstallResult> {
+    return this.serial(() => this.runPack(bytes));
+  }
+
+  private async runPack(bytes: Uint8Array): Promise<PackInstallResult> {
+    const id = await this.state.identity();
+    if (id === null) throw new StoreError("not registered: call register(enrollmentToken) first");
+    await this.start();
+    const channel = this.opts.channel;
+    const rootRaw = (await this.state.savedRoot()) ?? this.opts.shippedRoot;
+    const plan = planPack(bytes, {
+      trustedRoot: rootRaw,
+      deviceId: id.device_id,
+      fleet: id.fleet,
+      channel,
+      target: this.target,
+      runtime: this.opts.ortVersion,
+      trustedVersion: await this.state.trustedIndexVersion(channel),
+      installed: await this.haveVersions(),
+      failed: await this.state.failed(),
+      nowMs: this.now(),
+    }); // checks P.1 to 4.2: nothing is written before they pass
+    const previous = trustedRoot(rootRaw);
+    for (const raw of plan.roots) await this.state.saveRoot(raw); // check 1.5, as the network walk saves them
+    if (plan.roots.length > 0 && indexRoleChanged(previous, plan.root)) await this.state.forgetIndex(channel);
+    const index = plan.index;
+    // P.2 passed: the snapshot is genuine, so neither a pack nor the network may go below it
+    await this.state.savePackFloor(channel, index.version, index.pack_id);
+    const source = { source: "pack", pack_id: index.pack_id, index_version: index.version };
+    const models: ModelResult[] = [];
+    for (const planned of plan.models) models.push(await this.installPlanned(planned, id, source));
+    this.emit({ phase: "done" });
+    return {
+      outcome: overallOutcome(models) as PackInstallResult["outcome"],
+      packId: index.pack_id,
+      indexVersion: index.version,
+      validFrom: index.valid_from,
+      expires: index.expires,
+      rootVersion: plan.root.version,
+      models,
+    };
+  }
+
+  private async installPlanned(
+    planned: PlannedModel,
+    id: DeviceIdentity,
+    source: Record<string, unknown>,
+  ): Promise<ModelResult> {
+    const { entry } = planned;
+    const base = { model: entry.model, version: entry.version };
+    try {
+      if (planned.error !== undefined) throw planned.error;
+      const { manifest, manifestBytes, artifact, artifactBytes } = planned as Required<PlannedModel>;
+      this.emit({ phase: "verify", ...base });
+      const storage = this.opts.storage;
+      const done = await this.place(
+        manifest,
+        manifestBytes,
+        artifact,
+        (path) => storage.writeAtomic(path, artifactBytes),
+        id,
+        { target: artifact.target, transfer: "pack", wire_bytes: 0, ...source },
+      ); // checks 4.3-5.4
+      return { ...base, outcome: done };
+    } catch (err) {
+      if (!(err instanceof VerificationError)) throw err;
+      const kind = err instanceof GoldenVectorError ? "golden_failed" : "install_failed";
+      await this.reports.enqueue(id.device_id, kind, {
+        ...base,
+        reason: err.code,
+        data: { detail: err.message.slice(0, 500), ...source },
+      });
+      if (isPermanent(err)) await this.state.markFailed(entry.model, entry.version);
+      return { ...base, outcome: "failed", reason: err.code, error: err };
+    }
   }
 
   private async goldenCheck(installed: Installed, manifest: ModelManifest): Promise<void> {
@@ -607,11 +744,15 @@ export class ModelSyncClient {
   }
 }
 
-function indexVersionOf(body: Uint8Array): number | null {
-  try {
-    const v = (JSON.parse(utf8Decode(body)) as { signed?: { version?: unknown } }).signed?.version;
-    return typeof v === "number" ? v : null;
-  } catch {
-    return null;
-  }
+function overallOutcome(models: readonly ModelResult[]): SyncOutcome {
+  const outcomes = models.map((m) => m.outcome);
+  return outcomes.includes("installed")
+    ? "updated"
+    : outcomes.includes("staged")
+      ? "staged"
+      : outcomes.includes("failed")
+        ? "failed"
+        : outcomes.includes("deferred")
+          ? "deferred"
+          : "up_to_date";
 }

@@ -2,6 +2,7 @@
 export * from "./client";
 export * from "./documents";
 export * from "./errors";
+export * from "./pack";
 export * from "./ports";
 export * from "./providers";
 export * from "./rollout";
@@ -9,6 +10,6 @@ export * from "./schema";
 export * from "./trust";
 export { canonicalBytes, canonicalText } from "./canonical";
 export { modelFilePath } from "./paths";
-export type { DeviceIdentity, Installed, Pointer } from "./state";
+export type { DeviceIdentity, Installed, PackFloor, Pointer } from "./state";
 export type { Activation, StagedModel } from "./staging";
 export type { ReportEvent, ReportKind } from "./reports";

@@ -274,7 +274,7 @@ export type PackVerdict =
   | { model: string; version: number; outcome: "install"; artifact: string }
   | { model: string; version: number; outcome: "failed"; reason: string };
 
-export function verdictOf(planned: PlannedModel): PackVerdict {
+export function packVerdict(planned: PlannedModel): PackVerdict {
   const base = { model: planned.entry.model, version: planned.entry.version };
   if (planned.error !== undefined) return { ...base, outcome: "failed", reason: errorCode(planned.error) };
   return { ...base, outcome: "install", artifact: planned.artifact!.sha256 };

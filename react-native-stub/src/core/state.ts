@@ -6,6 +6,9 @@
  *   root.json                     newest trusted root (verified envelope)
  *   index/<channel>.json          last verified channel index, the exact bytes served
  *   index/<channel>.etag          its ETag, for If-None-Match
+ *   index/<channel>.pack.json     {"version", "pack_id"} of the last offline pack installed:
+ *                                 the pack floor, below which neither a pack nor the network
+ *                                 may go (checks 2.4, P.2.3)
  *   models/<name>/current.json    {"current": Installed, "previous": Installed | null}
  *   models/<name>/v<version>/     manifest.json + <sha256>.ort of an installed version
  *   cache/<sha256>.part           partial download, resumed with Range
@@ -41,6 +44,14 @@ export interface Installed {
   providers: string[];
   fixed_batch: number | null;
   installed_at: string;
+  /** Where a staged version came from, for the report its activation queues (an offline
+   * pack's {source: "pack", pack_id, index_version, ...}); absent for the network. */
+  report_data?: Record<string, unknown>;
+}
+
+export interface PackFloor {
+  version: number;
+  pack_id: string;
 }
 
 export interface Pointer {
@@ -107,6 +118,33 @@ export class State {
     await this.storage.remove(`index/${channel}.etag`);
   }
 
+  /** The highest channel-index version an installed offline pack carried (check P.2.3). */
+  async packFloor(channel: string): Promise<number | null> {
+    const raw = await this.readJson<PackFloor>(`index/${channel}.pack.json`);
+    return raw !== null && typeof raw.version === "number" ? raw.version : null;
+  }
+
+  savePackFloor(channel: string, version: number, packId: string): Promise<void> {
+    return this.writeJson(`index/${channel}.pack.json`, { version, pack_id: packId });
+  }
+
+  /** After the offline keys rotate: what the old keys signed proves nothing any more. */
+  forgetPackFloor(channel: string): Promise<void> {
+    return this.storage.remove(`index/${channel}.pack.json`);
+  }
+
+  /** The version below which no index is accepted (checks 2.4, P.2.3): the saved online
+   * index's or the last pack's, whichever is higher. */
+  async trustedIndexVersion(channel: string): Promise<number | null> {
+    const saved = await this.savedIndex(channel);
+    const versions: number[] = [];
+    const online = saved === null ? null : indexVersionOf(saved.body);
+    if (online !== null) versions.push(online);
+    const floor = await this.packFloor(channel);
+    if (floor !== null) versions.push(floor);
+    return versions.length === 0 ? null : Math.max(...versions);
+  }
+
   pointer(name: string): Promise<Pointer | null> {
     return this.readJson<Pointer>(`models/${name}/current.json`);
   }
@@ -169,5 +207,15 @@ export class State {
       total += p.current.length + (p.previous?.length ?? 0);
     }
     return total;
+  }
+}
+
+/** The `signed.version` of a saved index envelope, or null when it has none. */
+export function indexVersionOf(body: Uint8Array): number | null {
+  try {
+    const v = (JSON.parse(utf8Decode(body)) as { signed?: { version?: unknown } }).signed?.version;
+    return typeof v === "number" ? v : null;
+  } catch {
+    return null;
   }
 }

@@ -2,3 +2,4 @@
 export { NodeStorage } from "./storage";
 export { StaticNetwork } from "./network";
 export { NodeOrtRunner, NODE_PROVIDERS, openNodeSession } from "./ortRunner";
+export { installFromPackFile, readPackFile } from "./pack";

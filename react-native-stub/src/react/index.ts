@@ -9,6 +9,7 @@ export * from "../core";
 export { NetInfoNetwork } from "./network";
 export { ReactNativeOrtRunner, openSession } from "./ortRunner";
 export { ReactNativeStorage } from "./storage";
+export { installFromPackFile, readPackFile } from "./pack";
 export {
   type AnomalyModel,
   type ModelSession,
