@@ -10,7 +10,7 @@ import { describe, it } from "node:test";
 
 import { parseTime } from "../src/core/documents";
 import { ModelSyncError, PackFormatError } from "../src/core/errors";
-import { findMember, parsePack, planPack, readMember, verdictOf } from "../src/core/pack";
+import { findMember, parsePack, planPack, readMember, packVerdict } from "../src/core/pack";
 
 const VECTORS = join(import.meta.dirname, "..", "..", "tests", "vectors");
 const packs = JSON.parse(readFileSync(join(VECTORS, "packs.json"), "utf8")) as {
@@ -42,7 +42,7 @@ function plan(c: (typeof packs.cases)[number]): unknown[] {
     failed: {},
     nowMs: parseTime(c.now),
   });
-  return p.models.map(verdictOf);
+  return p.models.map(packVerdict);
 }
 
 describe("offline pack vectors through planPack", () => {
