@@ -19,22 +19,26 @@ const stub = join(here, "..");
 const VECTORS = join(stub, "..", "tests", "vectors");
 const require = createRequire(import.meta.url);
 
-function vectorFiles(dir: string): string[] {
+function vectorFiles(dir: string, suffix = ".json"): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? vectorFiles(join(dir, e.name)) : e.name.endsWith(".json") ? [join(dir, e.name)] : [],
+    e.isDirectory() ? vectorFiles(join(dir, e.name), suffix) : e.name.endsWith(suffix) ? [join(dir, e.name)] : [],
   );
 }
 
-it("every vector reaches Python's verdict under Hermes", async () => {
+it("every vector, the offline packs' too, reaches Python's verdict under Hermes", async () => {
   const hermes = join(stub, "node_modules", "hermes-engine-cli", `${process.platform === "darwin" ? "osx" : "linux64"}-bin`, "hermes");
   assert.ok(existsSync(hermes), `${hermes} missing: npm ci installs hermes-engine-cli`);
   const vectors: Record<string, unknown> = {};
   for (const file of vectorFiles(VECTORS)) vectors[relative(VECTORS, file)] = JSON.parse(readFileSync(file, "utf8"));
+  const packs: Record<string, string> = {};
+  for (const file of vectorFiles(VECTORS, ".mspack")) packs[relative(VECTORS, file)] = readFileSync(file).toString("base64");
+  const packBytes = (rel: string): Uint8Array => new Uint8Array(Buffer.from(packs[rel]!, "base64"));
 
   const esbuild = await import("esbuild");
   const bundled = await esbuild.build({
     entryPoints: [join(here, "run.ts")], bundle: true, format: "iife", target: "es2020", write: false,
-    banner: { js: `var __VECTORS__ = ${JSON.stringify(vectors)};` }, logLevel: "warning",
+    banner: { js: `var __VECTORS__ = ${JSON.stringify(vectors)}; var __PACKS__ = ${JSON.stringify(packs)};` },
+    logLevel: "warning",
   });
   const babel = require("@babel/core") as typeof import("@babel/core");
   const lowered = babel.transformSync(bundled.outputFiles[0]!.text, {
@@ -45,7 +49,7 @@ it("every vector reaches Python's verdict under Hermes", async () => {
   writeFileSync(script, lowered!.code!);
 
   const out = execFileSync(hermes, [script], { encoding: "utf8", timeout: 120_000 });
-  const node = allProblems((rel) => vectors[rel]);
+  const node = allProblems((rel) => vectors[rel], packBytes);
   assert.deepEqual(node.problems, []);
   assert.match(out, new RegExp(`^hermes: ${node.checked} checks, 0 mismatches$`, "m"), out);
 });

@@ -6,10 +6,13 @@ import { canonicalBytes, canonicalText } from "../src/core/canonical";
 import { parseTime, verifyIndex, verifyManifest, verifyRootSelf, verifyRootSignedBy } from "../src/core/documents";
 import { verifyEd25519 } from "../src/core/ed25519";
 import { ModelSyncError } from "../src/core/errors";
+import { packVerdict, planPack } from "../src/core/pack";
 import { rolloutBucket } from "../src/core/rollout";
 import { checkIndex, checkManifestSigned, finalRoot, nextRoot, trustedRoot } from "../src/core/trust";
 
 export type Load = (rel: string) => any;
+/** The bytes of a binary vector file (packs/*.mspack). */
+export type LoadBytes = (rel: string) => Uint8Array;
 
 export interface CaseRef {
   name: string;
@@ -120,15 +123,64 @@ export function rolloutProblem(c: any): string | null {
   return null;
 }
 
-/** Every case of every vector file, as "file: problem" lines (empty: all agree). */
-export function allProblems(load: Load): { checked: number; problems: string[] } {
+export interface PackCase {
+  name: string;
+  file: string;
+  expect: string;
+  why: string;
+  device: { id: string; fleet: string; channel: string; target: string; runtime: string };
+  now: string;
+  trusted_version: number | null;
+  installed: Record<string, number>;
+  models: unknown[];
+}
+
+/** An offline pack through planPack (checks P.1 to 4.2): the per-model verdicts, as
+ * device_sim.pack_install.plan_pack's PlannedModel.verdict. Throws the pack-wide refusal. */
+export function runPackCase(c: PackCase, trustedRoot: unknown, bytes: Uint8Array): unknown[] {
+  const plan = planPack(bytes, {
+    trustedRoot,
+    deviceId: c.device.id,
+    fleet: c.device.fleet,
+    channel: c.device.channel,
+    target: c.device.target,
+    runtime: c.device.runtime,
+    trustedVersion: c.trusted_version,
+    installed: c.installed,
+    failed: {},
+    nowMs: parseTime(c.now),
+  });
+  return plan.models.map(packVerdict);
+}
+
+/** Canonical text of a JSON value with sorted keys, to compare verdict lists. */
+function sortedJson(v: unknown): string {
+  return canonicalText(v);
+}
+
+/** What is wrong with one pack case, or null. */
+export function packProblem(c: PackCase, trustedRoot: unknown, bytes: Uint8Array): string | null {
+  let models: unknown[] | null = null;
+  const verdict = verdictOf(() => {
+    models = runPackCase(c, trustedRoot, bytes);
+  });
+  if (verdict !== c.expect) return `${c.name}: planPack says ${verdict}, expected ${c.expect}`;
+  if (verdict === "ok" && sortedJson(models) !== sortedJson(c.models)) {
+    return `${c.name}: verdicts ${sortedJson(models)}, expected ${sortedJson(c.models)}`;
+  }
+  return null;
+}
+
+/** Every case of every vector file, as "file: problem" lines (empty: all agree). With
+ * `loadBytes`, the offline packs of packs.json too. */
+export function allProblems(load: Load, loadBytes?: LoadBytes): { checked: number; problems: string[] } {
   const problems: string[] = [];
   let checked = 0;
   const note = (p: string | null): void => {
     checked += 1;
     if (p !== null) problems.push(p);
   };
-  const index = load("manifest.json") as { cases: CaseRef[] };
+  const index = load("manifest.json") as { cases: CaseRef[]; packs?: string };
   for (const c of index.cases) {
     const body = load(c.file);
     const device = verdictOf(() => runDeviceCase(c.operation, body));
@@ -144,5 +196,9 @@ export function allProblems(load: Load): { checked: number; problems: string[] }
   for (const c of load("signing.json").cases) note(signingProblem(c, keys));
   for (const c of load("rollout.json").cases) note(rolloutProblem(c));
   note(utf8ToBytes("Gerät").length === 6 ? null : "UTF-8 is not what rollout buckets hash");
+  if (loadBytes !== undefined) {
+    const packs = load(index.packs ?? "packs.json") as { trusted_root: unknown; cases: PackCase[] };
+    for (const c of packs.cases) note(packProblem(c, packs.trusted_root, loadBytes(c.file)));
+  }
   return { checked, problems };
 }
