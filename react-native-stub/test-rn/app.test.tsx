@@ -3,7 +3,7 @@
  * service (test/fixtures/live_service.py), with onnxruntime-react-native's, netinfo's and
  * react-native-fs's own JavaScript over Node-backed native modules (test-rn/shims).
  */
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 import { act, fireEvent, render, screen, waitFor } from "@testing-library/react-native";
@@ -12,7 +12,13 @@ import { InferenceSession } from "onnxruntime-react-native";
 import { DocumentDirectoryPath } from "@dr.pogodin/react-native-fs";
 
 import App, { type AppConfig } from "../example/App";
-import { type ActiveModel, ReactNativeStorage, createReactNativeClient, openSession } from "../src/react";
+import {
+  type ActiveModel,
+  ReactNativeStorage,
+  createReactNativeClient,
+  installFromPackFile,
+  openSession,
+} from "../src/react";
 import type { HttpFetch } from "../src/core/ports";
 import { type Service, api, startService } from "../test/liveService";
 import { BUNDLE } from "./shims/fsNative";
@@ -136,6 +142,30 @@ suite("React Native: example/App.tsx and the hook against the real service", () 
       const current = (await client.currentModel()) as ActiveModel;
       expect(current.providers).toEqual(["cpu"]);
       expect(nativeOrt.requested).toEqual([["cpu"]]);
+    });
+  });
+
+  describe("offline packs", () => {
+    it("a pack the service exported, copied to the phone, installs with no network", async () => {
+      const res = await fetch(`${svc.url}/v1/fleets/${svc.fleet}/channels/${svc.channel}/pack`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${svc.publisher_token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ targets: ["android-nnapi"], valid_days: 3 }),
+      });
+      expect(res.status).toBe(200);
+      const file = join(DocumentDirectoryPath, "site.mspack");
+      writeFileSync(file, new Uint8Array(await res.arrayBuffer()));
+      const config = appConfig("rn-pack-site") as Omit<AppConfig, "enrollmentToken">;
+      await createReactNativeClient({ ...config, channel: "stable" }).register(svc.enrollment_token);
+      const noNetwork: HttpFetch = async (url) => {
+        throw new Error(`no network on site (${url})`);
+      };
+      const site = createReactNativeClient({ ...config, channel: "stable", fetch: noNetwork });
+      const r = await installFromPackFile(site, file);
+      expect(r.models.map((m) => [m.version, m.outcome, m.reason])).toEqual([[1, "installed", undefined]]);
+      const current = (await site.currentModel()) as ActiveModel;
+      expect([current.version, current.source]).toEqual([1, "installed"]);
+      expect(await site.pendingReports()).toHaveLength(1);
     });
   });
 
