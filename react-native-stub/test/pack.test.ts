@@ -160,6 +160,37 @@ describe("installFromPack with the shared vector packs, offline", () => {
     assert.deepEqual(after, before);
   });
 
+  it("under activation next-start a pack's model is staged, then activated and reported with its source", async () => {
+    const { client, dir } = await device({ activation: "next-start" });
+    const r = await client.installFromPack(packBytes("good"));
+    assert.equal(r.outcome, "staged");
+    assert.deepEqual(await client.stagedModel(MODEL), { name: MODEL, version: 4 });
+    assert.equal(await client.currentModel(MODEL), null, "not served before the next start");
+    assert.deepEqual(queued(dir), [], "reported when it takes effect");
+    // the next cold start: a new client over the same state directory
+    const restarted = new ModelSyncClient({
+      server: "http://service.invalid",
+      channel: "stable",
+      deviceId: "pump-0001",
+      platform: "linux",
+      ortVersion: "1.24.4",
+      storage: new NodeStorage(dir),
+      fetch: noNetwork,
+      network: new StaticNetwork({ connected: false, metered: false }),
+      runner: echoRunner(),
+      shippedRoot: packs.trusted_root,
+      activation: "next-start",
+      now: () => NOW,
+    });
+    assert.deepEqual((await restarted.start()).map((a) => [a.version, a.outcome]), [[4, "activated"]]);
+    assert.equal((await restarted.currentModel(MODEL))?.version, 4);
+    const [event] = queued(dir);
+    assert.equal(event.kind, "installed");
+    assert.equal(event.data.source, "pack");
+    assert.equal(event.data.activation, "next-start");
+    assert.equal(event.data.index_version, 7);
+  });
+
   it("a model that fails is reported as online, with the pack's source, and not retried", async () => {
     const { client, dir } = await device({ runner: new NodeOrtRunner() });
     const r = await client.installFromPack(packBytes("good"));
