@@ -34,7 +34,7 @@ from sqlmodel import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device_sim.offline_site import SITE_INDEX_LIFETIME, run_offline_site  # noqa: E402
+from device_sim.offline_site import SITE_INDEX_LIFETIME, run_offline_site
 
 FLEET = "site-bench"
 MODEL = "pump-iforest"
@@ -74,7 +74,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     init_keys(keys)
     t0 = time.perf_counter()
     bundles = [make_bundle(work, keys, v, args.trees) for v in (1, 2)]
-    print(f"packaged two {args.trees}-tree models for {len(TARGETS)} targets in {time.perf_counter() - t0:.1f} s")
+    took = time.perf_counter() - t0
+    print(f"packaged two {args.trees}-tree models for {len(TARGETS)} targets in {took:.1f} s")
     app = create_app(Settings(data_dir=work / "data", root_path=keys / "root.json",
                               index_key_path=keys / "index.key", storage_backend="local",
                               index_lifetime=SITE_INDEX_LIFETIME))
