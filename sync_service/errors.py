@@ -125,6 +125,10 @@ class UnknownModel(NotFound):
     code = "unknown_model"
 
 
+class UnknownRoot(NotFound):
+    code = "unknown_root"
+
+
 class Conflict(ServiceError):
     code = "conflict"
     exit_code = exit_codes.CONFLICT
@@ -160,6 +164,13 @@ class NoOfflineKey(Conflict):
 
 class NothingToPack(Conflict):
     code = "nothing_to_pack"
+
+
+class PackWindowTooLong(Conflict):
+    """A window the request may state (the schema allows a year) but this service's
+    ``offline_max_days`` policy forbids."""
+
+    code = "window_too_long"
 
 
 class PayloadTooLarge(ServiceError):

@@ -32,7 +32,7 @@ from sync_service.errors import (
     UnknownChannel,
     UnknownFleet,
     UnknownModel,
-    Unprocessable,
+    UnknownRoot,
 )
 from sync_service.index import IndexSigner, current_index
 from sync_service.storage import Storage, blob_key
@@ -127,7 +127,7 @@ def export_pack(
     if not models:
         raise NothingToPack(f"channel {fleet}/{channel} has no active release to carry")
     if from_root > root.version:
-        raise Unprocessable(f"from_root {from_root}: the newest root is v{root.version}")
+        raise UnknownRoot(f"from_root {from_root}: the newest root is v{root.version}")
 
     moment = now or utcnow()
     pack_id = secrets.token_hex(16)

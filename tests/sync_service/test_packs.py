@@ -138,9 +138,11 @@ def _spooled() -> set[str]:
         ("/v1/fleets/field/channels/nightly/pack", {}, 404, "unknown_channel"),
         (ROUTE, {"model": "nobody"}, 404, "unknown_model"),
         (ROUTE, {"valid_days": 0}, 422, "validation_error"),
-        (ROUTE, {"valid_days": 91}, 422, "unprocessable"),  # beyond offline_max_days (90)
+        (ROUTE, {"valid_days": 91}, 409, "window_too_long"),  # beyond offline_max_days (90)
         (ROUTE, {"valid_days": "7"}, 422, "validation_error"),
-        (ROUTE, {"from_root": 99}, 422, "unprocessable"),
+        (ROUTE, {"valid_days": 7.5}, 422, "validation_error"),
+        (ROUTE, {"valid_days": True}, 422, "validation_error"),
+        (ROUTE, {"from_root": 99}, 404, "unknown_root"),
         (ROUTE, {"targets": ["webgpu"]}, 422, "validation_error"),
         (ROUTE, {"targets": []}, 422, "validation_error"),
         (ROUTE, {"surprise": 1}, 422, "validation_error"),

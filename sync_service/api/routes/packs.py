@@ -10,20 +10,29 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from starlette.background import BackgroundTask
 
 from packager.manifest import Target
-from sync_service.api.deps import KeysDep, ReleaseDep, SessionDep, SettingsDep, SignerDep, StorageDep
+from sync_service.api.deps import (
+    KeysDep,
+    ReleaseDep,
+    SessionDep,
+    SettingsDep,
+    SignerDep,
+    StorageDep,
+    integral_number,
+)
 from sync_service.api.openapi import refusals
 from sync_service.errors import (
     NoOfflineKey,
     NothingToPack,
+    PackWindowTooLong,
     PayloadTooLarge,
     UnknownChannel,
     UnknownFleet,
     UnknownModel,
-    Unprocessable,
+    UnknownRoot,
 )
 from sync_service.packs import PackSummary, export_pack
 
@@ -40,11 +49,11 @@ class PackRequest(BaseModel):
     targets: list[Target] | None = Field(
         None, min_length=1, max_length=3, description="only these targets' artifacts (default: all)"
     )
-    from_root: Annotated[int, Strict()] = Field(
+    from_root: Annotated[int, Strict(), BeforeValidator(integral_number)] = Field(
         1, ge=1, le=2**31 - 1,
         description="the oldest root version the devices hold: the pack carries the chain from it",
     )
-    valid_days: Annotated[int, Strict()] = Field(
+    valid_days: Annotated[int, Strict(), BeforeValidator(integral_number)] = Field(
         30, ge=1, le=365,
         description="how long the pack may be installed (at most the service's offline_max_days)",
     )
@@ -63,10 +72,11 @@ class PackRequest(BaseModel):
             UnknownFleet: "unknown fleet",
             UnknownChannel: "unknown channel",
             UnknownModel: "the channel's index has no such model",
+            UnknownRoot: "from_root beyond the newest root",
             NoOfflineKey: "the service holds no offline-role key, or root names no offline role with it",
             NothingToPack: "the channel (or model) has no active release",
             PayloadTooLarge: "the pack would exceed the service's pack_max_bytes",
-            Unprocessable: "valid_days beyond offline_max_days, or from_root beyond the newest root",
+            PackWindowTooLong: "valid_days beyond this service's offline_max_days",
         }),
     },
 )
@@ -82,7 +92,7 @@ async def export(
     _user: ReleaseDep,
 ) -> FileResponse:
     if body.valid_days > settings.offline_max_days:
-        raise Unprocessable(
+        raise PackWindowTooLong(
             f"valid_days {body.valid_days}: this service exports packs valid for at most "
             f"{settings.offline_max_days} days (offline_max_days)"
         )
