@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -56,12 +54,13 @@ def make_bundle(workdir: Path, keys: Path, version: int, trees: int) -> Path:
     )
 
 
-def tar_of(bundle: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for f in sorted(bundle.iterdir()):
-            tar.add(f, arcname=f.name)
-    return buf.getvalue()
+def tar_of(bundle: Path, work: Path) -> bytes:
+    """The bundle as `modelsync publish` uploads it (sync_service.client.write_bundle_tar)."""
+    from sync_service.client import write_bundle_tar
+
+    dest = work / f"{bundle.parent.name}.tar"
+    write_bundle_tar(bundle, dest)
+    return dest.read_bytes()
 
 
 async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -97,7 +96,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         published = []
         for bundle in bundles:
-            r = await admin("POST", "/v1/bundles", content=tar_of(bundle))
+            r = await admin("POST", "/v1/bundles", content=tar_of(bundle, work))
             r.raise_for_status()
             published.append(r.json())
         r = await admin("POST", "/v1/releases", json={"fleet": FLEET, "channel": "stable", "model": MODEL,

@@ -62,3 +62,14 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for r in rows:
         table.add_row(*r)
     console().print(table)
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer of 1 or more (a version, a release id, a root version)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return n

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import UsageError
-from sync_service.cli_common import add_server_args
+from sync_service.cli_common import add_server_args, positive_int
 
 TARGETS = ("android-nnapi", "ios-coreml", "cpu")
 
@@ -27,16 +27,6 @@ def _days(value: str) -> int:
     return n
 
 
-def _root_version(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return n
-
-
 def register_pack(sub: Any) -> None:
     pack = sub.add_parser("pack", help="offline packs: export from the service, inspect a pack file")
     verbs = pack.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -47,7 +37,7 @@ def register_pack(sub: Any) -> None:
     exp.add_argument("--model", help="only this model (default: every model of the channel)")
     exp.add_argument("--target", action="append", choices=TARGETS, dest="targets",
                      help="only this target's artifacts (repeat; default: all targets)")
-    exp.add_argument("--from-root", type=_root_version, default=1, metavar="N",
+    exp.add_argument("--from-root", type=positive_int, default=1, metavar="N",
                      help="the oldest root version the devices hold (default 1: the whole chain)")
     exp.add_argument("--valid-days", type=_days, default=30, metavar="D",
                      help="days the pack may be installed from now (default 30; the service caps it)")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import UsageError
-from sync_service.cli_common import add_server_args
+from sync_service.cli_common import add_server_args, positive_int
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -37,20 +37,10 @@ def _percent(value: str) -> float:
     return p
 
 
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return n
-
-
 def _selector(parser: argparse.ArgumentParser) -> None:
     """A release named by its id, or by fleet and channel (and model, when several)."""
     parser.add_argument(
-        "release_id", type=_positive, nargs="?", metavar="RELEASE_ID",
+        "release_id", type=positive_int, nargs="?", metavar="RELEASE_ID",
         help="the release's id (see `release list`); or name it with --fleet/--channel",
     )
     parser.add_argument("--fleet", help="the fleet whose channel holds the release")
@@ -68,7 +58,7 @@ def register_release(sub: Any) -> None:
     create.add_argument("--fleet", required=True, help="the fleet to release to")
     create.add_argument("--channel", default="stable", help="the fleet's channel (default: stable)")
     create.add_argument("--model", required=True, help="the published model's name")
-    create.add_argument("--version", type=_positive, required=True, help="the published version")
+    create.add_argument("--version", type=positive_int, required=True, help="the published version")
     create.add_argument("--percent", type=_percent, required=True, help="share of devices, 0..100")
     create.add_argument("--urgent", action="store_true", help="devices should install without waiting")
     _common(create)
@@ -129,7 +119,7 @@ def register_release(sub: Any) -> None:
         help="publisher private key (repeat for a threshold)",
     )
     rollback.add_argument(
-        "--version", type=_positive, required=True, help="the new version, above every earlier one"
+        "--version", type=positive_int, required=True, help="the new version, above every earlier one"
     )
     rollback.add_argument("--percent", type=_percent, default=100.0, help="share of devices (default 100)")
     rollback.add_argument("--urgent", action="store_true", help="devices should install without waiting")

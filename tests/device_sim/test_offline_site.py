@@ -5,9 +5,7 @@ Real service (SQLite), real bundles, real onnxruntime."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from sync_service import crud
 from sync_service.core.config import Settings
 from sync_service.main import create_app
 from tests.device_sim.service import FLEET, make_token
+from tests.sync_service.bundle_factory import tar_dir
 
 MODEL = "fleet-iforest"
 
@@ -39,14 +38,6 @@ def site_app(tmp_path: Path, keys_dir: Path) -> Iterator[FastAPI]:
     application.state.engine.dispose()
 
 
-def _tar(bundle: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for f in sorted(bundle.iterdir()):
-            tar.add(f, arcname=f.name)
-    return buf.getvalue()
-
-
 async def test_a_site_installs_from_a_pack_and_converges_a_week_later(
     site_app: FastAPI, keys_dir: Path, make_bundle: Callable[..., Path], tmp_path: Path,
 ) -> None:
@@ -58,7 +49,7 @@ async def test_a_site_installs_from_a_pack_and_converges_a_week_later(
             return await client.request(method, path, **kw)
 
         for version in (1, 2):
-            r = await admin("POST", "/v1/bundles", content=_tar(make_bundle(version)))
+            r = await admin("POST", "/v1/bundles", content=tar_dir(make_bundle(version)))
             assert r.status_code in (200, 201), r.text
         r = await admin("POST", "/v1/releases", json={"fleet": FLEET, "channel": "stable", "model": MODEL,
                                                       "version": 1, "percent": 100})
