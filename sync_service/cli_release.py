@@ -1,4 +1,4 @@
-"""``modelsync release create|set|halt|resume|promote|list|status|rollback`` against a sync service.
+"""``modelsync release create|set|halt|resume|promote|list|status|rollback|audit`` against a sync service.
 
 A release is named by its id or by fleet, channel (and model, when a channel releases
 several): the newest release there in the state the action applies to.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import UsageError
-from sync_service.cli_common import add_server_args, positive_int
+from sync_service.cli_common import add_server_args, positive_int, print_table
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +106,14 @@ def register_release(sub: Any) -> None:
     _selector(status)
     _common(status)
     status.set_defaults(handler=_status)
+
+    audit = verbs.add_parser("audit", help="who changed which release, when, and the index version signed")
+    audit.add_argument("--fleet", help="only this fleet's releases")
+    audit.add_argument("--channel", help="only this channel's releases")
+    audit.add_argument("--release", dest="audit_release", type=positive_int, help="only this release")
+    audit.add_argument("--limit", type=positive_int, default=50, help="newest N changes (default 50)")
+    _common(audit)
+    audit.set_defaults(handler=_audit)
 
     rollback = verbs.add_parser(
         "rollback", help="re-release an old bundle's artifacts as a new, higher version"
@@ -239,6 +247,25 @@ def _list(args: argparse.Namespace) -> int:
             f"{r['percent']:g}%", r["state"], r.get("halt_reason") or "",
         )
     console().print(table)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    params = {"fleet": args.fleet, "channel": args.channel, "release": args.audit_release,
+              "limit": min(args.limit, 1000)}
+    with _client(args) as api:
+        events = api.json("GET", "/v1/audit", params={k: v for k, v in params.items() if v is not None})
+    if args.json:
+        print(json.dumps(events, indent=2))
+        return 0
+    rows = [
+        [e["at"], e["actor"], e["action"], str(e["release_id"]), f"{e['model']} v{e['version']}",
+         f"{e['fleet']}/{e['channel']}", "" if e["index_version"] is None else str(e["index_version"]),
+         ", ".join(f"{k}={v}" for k, v in e["detail"].items())]
+        for e in events
+    ]
+    print_table("release changes, newest first",
+                ["at", "who", "action", "release", "model", "fleet/channel", "index", "detail"], rows)
     return 0
 
 

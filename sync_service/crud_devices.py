@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from sync_service import crud, metrics
+from sync_service.audit import HEALTH_GATE
 from sync_service.crud_releases import ReleaseView, halt_release
 from sync_service.errors import DeviceInOtherFleet
 from sync_service.health_gate import (
@@ -194,6 +195,7 @@ def apply_health_gate(
             signer=signer,
             release_id=release.id,
             reason=verdict.reason(failure_rate),
+            actor=HEALTH_GATE,
             by_health_gate=True,
         )
         if halted_now:

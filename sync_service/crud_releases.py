@@ -25,7 +25,8 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from packager.manifest import rollout_bucket
-from sync_service import metrics
+from sync_service import audit, metrics
+from sync_service.audit import Actor
 from sync_service.errors import (
     NewerReleaseActive,
     ReleaseSuperseded,
@@ -143,6 +144,7 @@ def create_release(
     model: str,
     version: int,
     percent: float,
+    actor: Actor,
     urgent: bool = False,
 ) -> ReleaseView:
     fleet_row = session.exec(select(Fleet).where(Fleet.name == fleet)).first()
@@ -189,19 +191,31 @@ def create_release(
     )
     session.add(release)
     session.flush()
-    _reindex(session, channel_row, signer)
-    return ReleaseView(release, fleet_row, channel_row, mv)
+    stored = _reindex(session, channel_row, signer)
+    view = ReleaseView(release, fleet_row, channel_row, mv)
+    audit.record(
+        session, actor=actor, action="create", view=view, index_version=stored.version,
+        detail={"percent": percent, "urgent": urgent},
+    )
+    return view
 
 
-def set_percent(*, session: Session, signer: IndexSigner, release_id: int, percent: float) -> ReleaseView:
+def set_percent(
+    *, session: Session, signer: IndexSigner, release_id: int, percent: float, actor: Actor
+) -> ReleaseView:
     view = _require(session=session, release_id=release_id, lock=True)
     if view.release.state == "superseded":
         raise ReleaseSuperseded(f"release {release_id} is superseded: create a new release")
+    before = view.release.percent
     view.release.percent = percent
     view.release.updated_at = now()
     session.add(view.release)
     session.flush()
-    _reindex(session, view.channel, signer)
+    stored = _reindex(session, view.channel, signer)
+    audit.record(
+        session, actor=actor, action="set_percent", view=view, index_version=stored.version,
+        detail={"from": before, "to": percent},
+    )
     return view
 
 
@@ -211,6 +225,7 @@ def halt_release(
     signer: IndexSigner,
     release_id: int,
     reason: str,
+    actor: Actor,
     by_health_gate: bool = False,
 ) -> tuple[ReleaseView, bool]:
     """``(view, halted_now)``; halting a halted release changes nothing (``False``)."""
@@ -225,12 +240,16 @@ def halt_release(
     halted_now = getattr(result, "rowcount", 0) == 1
     session.refresh(view.release)
     if halted_now:
-        _reindex(session, view.channel, signer)
+        stored = _reindex(session, view.channel, signer)
+        audit.record(
+            session, actor=actor, action="halt", view=view, index_version=stored.version,
+            detail={"reason": reason, "by_health_gate": by_health_gate},
+        )
         metrics.count_halt("health_gate" if by_health_gate else "operator")
     return view, halted_now
 
 
-def resume_release(*, session: Session, signer: IndexSigner, release_id: int) -> ReleaseView:
+def resume_release(*, session: Session, signer: IndexSigner, release_id: int, actor: Actor) -> ReleaseView:
     view = _require(session=session, release_id=release_id, lock=True)
     r = view.release
     if r.state == "superseded":
@@ -255,7 +274,8 @@ def resume_release(*, session: Session, signer: IndexSigner, release_id: int) ->
     r.updated_at = stamp
     session.add(r)
     session.flush()
-    _reindex(session, view.channel, signer)
+    stored = _reindex(session, view.channel, signer)
+    audit.record(session, actor=actor, action="resume", view=view, index_version=stored.version)
     return view
 
 

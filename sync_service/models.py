@@ -144,3 +144,25 @@ class DeviceEvent(SQLModel, table=True):
     data: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON
     at: datetime
     received_at: datetime = Field(default_factory=now)
+
+
+AuditAction = Literal["create", "set_percent", "halt", "resume"]
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who changed which release, when, and the index version the change signed: written in
+    the transaction of the change itself, so a change and its record commit together."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=now, index=True)
+    # the token that asked (None: the service itself, e.g. the health gate)
+    actor_token_id: int | None = Field(default=None, foreign_key="apitoken.id")
+    actor: str = Field(max_length=TOKEN_NAME_MAX)
+    action: AuditAction = one_of(16)
+    release_id: int = Field(foreign_key="release.id", index=True)
+    fleet: str = Field(max_length=64, index=True)
+    channel: str = Field(max_length=64)
+    model: str = Field(max_length=64)
+    version: int
+    index_version: int | None = None  # None: nothing changed (halting a halted release)
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON

@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from sync_service.api.body_cap import BodyCap
 from sync_service.api.routes import (
     admin,
+    audit,
     blobs,
     bundles,
     channels,
@@ -36,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     models_api.router,
     admin.router,
     releases.router,
+    audit.router,
     packs.router,
     channels.router,
     devices.router,

@@ -314,6 +314,11 @@ def test_cli_create_set_halt_resume_status(
     assert code == 0 and "devices in rollout" in out and "active" in out
     code, out, _ = _cli(capsys, "release", "list", "--fleet", "field")
     assert code == 0 and "demo" in out
+    code, out, _ = _cli(capsys, "release", "audit", "--release", rid, "--json")
+    assert code == 0
+    assert [e["action"] for e in json.loads(out)] == ["resume", "halt", "set_percent", "create"]
+    code, out, _ = _cli(capsys, "release", "audit", "--fleet", "field", "--limit", "2")
+    assert code == 0 and "resume" in out and "field reports" in out and "create" not in out
 
 
 def test_cli_errors_are_one_line(
