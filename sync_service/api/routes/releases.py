@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
-from sync_service import crud_releases
-from sync_service.api.deps import TEXT_LINE, ReleaseDep, SessionDep, SignerDep, Version
+from sync_service import adoption, crud_releases
+from sync_service.api.deps import TEXT_LINE, Principal, ReleaseDep, SessionDep, SignerDep, Version
 from sync_service.api.openapi import refusals
+from sync_service.audit import Actor
 from sync_service.crud_releases import ReleaseView
 from sync_service.errors import (
     NewerReleaseActive,
@@ -87,6 +88,10 @@ class ReleaseStatus(BaseModel):
     halted_by_health_gate: bool
 
 
+def _actor(user: Principal) -> Actor:
+    return Actor(user.token_id, user.name)
+
+
 def _public(view: ReleaseView) -> ReleasePublic:
     return ReleasePublic.model_validate(view.public())
 
@@ -120,9 +125,11 @@ RESUME = refusals(
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=CREATE)
 def create_release(
-    body: ReleaseCreate, request: Request, session: SessionDep, signer: SignerDep, _user: ReleaseDep
+    body: ReleaseCreate, request: Request, session: SessionDep, signer: SignerDep, user: ReleaseDep
 ) -> ReleasePublic:
-    view = crud_releases.create_release(session=session, signer=signer, **body.model_dump())
+    view = crud_releases.create_release(
+        session=session, signer=signer, actor=_actor(user), **body.model_dump()
+    )
     return _committed(request, session, view)
 
 
@@ -153,10 +160,10 @@ def set_percent(
     request: Request,
     session: SessionDep,
     signer: SignerDep,
-    _user: ReleaseDep,
+    user: ReleaseDep,
 ) -> ReleasePublic:
     view = crud_releases.set_percent(
-        session=session, signer=signer, release_id=release_id, percent=body.percent
+        session=session, signer=signer, release_id=release_id, percent=body.percent, actor=_actor(user)
     )
     return _committed(request, session, view)
 
@@ -168,22 +175,58 @@ def halt_release(
     request: Request,
     session: SessionDep,
     signer: SignerDep,
-    _user: ReleaseDep,
+    user: ReleaseDep,
 ) -> ReleasePublic:
     view, _ = crud_releases.halt_release(
-        session=session, signer=signer, release_id=release_id, reason=body.reason
+        session=session, signer=signer, release_id=release_id, reason=body.reason, actor=_actor(user)
     )
     return _committed(request, session, view)
 
 
 @router.post("/{release_id}/resume", responses=RESUME)
 def resume_release(
-    release_id: ReleaseId, request: Request, session: SessionDep, signer: SignerDep, _user: ReleaseDep
+    release_id: ReleaseId, request: Request, session: SessionDep, signer: SignerDep, user: ReleaseDep
 ) -> ReleasePublic:
-    view = crud_releases.resume_release(session=session, signer=signer, release_id=release_id)
+    view = crud_releases.resume_release(
+        session=session, signer=signer, release_id=release_id, actor=_actor(user)
+    )
     return _committed(request, session, view)
 
 
 @router.get("/{release_id}/status", responses=refusals(UNKNOWN))
 def release_status(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleaseStatus:
     return ReleaseStatus.model_validate(crud_releases.release_status(session=session, release_id=release_id))
+
+
+class AdoptionPoint(BaseModel):
+    at: str
+    installed: int = Field(description="devices that had reported installing this version")
+    failed: dict[str, int] = Field(description="reason → devices whose last report on it was that failure")
+    pending: int = Field(description="in the rollout bucket, neither installed nor failed yet")
+    outside: int = Field(description="registered devices outside the rollout bucket")
+
+
+class Adoption(BaseModel):
+    release_id: int
+    model: str
+    version: int
+    percent: float
+    state: ReleaseState
+    devices_registered: int
+    devices_in_rollout: int
+    points: list[AdoptionPoint] = Field(description="oldest first, from the release's creation to now")
+
+
+@router.get("/{release_id}/adoption", responses=refusals(UNKNOWN))
+def release_adoption(
+    release_id: ReleaseId,
+    session: SessionDep,
+    _user: ReleaseDep,
+    points: Annotated[int, Query(ge=1, le=adoption.POINTS_MAX)] = 60,
+) -> Adoption:
+    """Adoption over time from device reports, by the time the service received each
+    (sync_service/adoption.py): the release console's chart."""
+    view = crud_releases.get_release(session=session, release_id=release_id)
+    if view is None:
+        raise UnknownRelease(f"no release {release_id}")
+    return Adoption.model_validate(adoption.adoption(session, view, points=points))
