@@ -306,10 +306,18 @@ def list_models(*, server: str | None = None, token: str | None = None) -> list[
 
 
 def list_devices(
-    *, fleet: str | None = None, server: str | None = None, token: str | None = None
+    *,
+    fleet: str | None = None,
+    search: str | None = None,
+    after: str | None = None,
+    limit: int | None = None,
+    server: str | None = None,
+    token: str | None = None,
 ) -> list[DeviceSummary]:
-    """Registered devices by id (any publisher token); ``fleet`` must exist."""
-    params = {"fleet": fleet} if fleet else {}
+    """Registered devices by id (any publisher token); ``fleet`` must exist; ``search``: ids
+    containing it; ``after``: the page after this id; ``limit``: at most this many (1000)."""
+    wanted = {"fleet": fleet, "q": search, "after": after, "limit": limit}
+    params = {k: v for k, v in wanted.items() if v is not None}
     with _client(server, token) as api:
         rows = api.json("GET", "/v1/devices", params=params)
     return [DeviceSummary(**{f: d[f] for f in DeviceSummary.__dataclass_fields__}) for d in rows]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sync_service.cli_common import add_server_args, print_table
+from sync_service.cli_common import add_server_args, positive_int, print_table
 
 
 def register_inventory(sub: Any) -> None:
@@ -26,6 +26,9 @@ def register_inventory(sub: Any) -> None:
     dsub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     dlist = dsub.add_parser("list", help="registered devices, by id")
     dlist.add_argument("--fleet", help="only this fleet's devices")
+    dlist.add_argument("--search", metavar="TEXT", help="only devices whose id contains TEXT")
+    dlist.add_argument("--after", metavar="ID", help="the page after this device id (ids are sorted)")
+    dlist.add_argument("--limit", type=positive_int, help="at most this many devices (default 1000)")
     add_server_args(dlist, token_help="file holding a publisher token (any scope)")
     dlist.set_defaults(handler=_devices_list)
     dshow = dsub.add_parser("show", help="one device: identity, last seen, installed versions, failures")
@@ -91,7 +94,9 @@ def _devices_list(args: argparse.Namespace) -> int:
 
     from modelsync.api import list_devices
 
-    data = [dataclasses.asdict(d) for d in list_devices(fleet=args.fleet, **_where(args))]
+    data = [dataclasses.asdict(d) for d in list_devices(
+        fleet=args.fleet, search=args.search, after=args.after, limit=args.limit, **_where(args)
+    )]
     return _emit(args, data, "devices", DEVICE_COLUMNS, [_device_row(d) for d in data])
 
 

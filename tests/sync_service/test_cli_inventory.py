@@ -89,6 +89,12 @@ def test_models_and_devices_over_http(
     code, out, _ = cli(capsys, "devices", "list", "--fleet", "field")
     # not a terminal: the table is as wide as its rows, nothing cut with an ellipsis
     assert code == 0 and "dev-a-rather-long-device-identifier-0001" in out and "…" not in out
+    register(client, enrollment_token, "dev-b")
+    long_id = "dev-a-rather-long-device-identifier-0001"
+    code, out, _ = cli(capsys, "devices", "list", "--search", "rather", "--json")
+    assert code == 0 and [d["device_id"] for d in json.loads(out)] == [long_id]
+    code, out, _ = cli(capsys, "devices", "list", "--after", "dev-a", "--limit", "1", "--json")
+    assert code == 0 and [d["device_id"] for d in json.loads(out)] == [long_id]
     code, out, _ = cli(capsys, "devices", "show", "dev-a-rather-long-device-identifier-0001", "--json")
     shown = json.loads(out)
     assert code == 0 and shown["installed"] == {"demo": 1} and shown["retired"] is False

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -19,6 +20,7 @@ from sync_service import crud
 from sync_service.api.deps import AnyPublisherDep, PrincipalDep, SessionDep
 from sync_service.crud_releases import reported_source
 from sync_service.errors import Forbidden, NotFound, UnknownFleet
+from sync_service.index import aware_utc
 from sync_service.index_fast_path import token_cache_for
 from sync_service.models import DEVICE_ID_MAX, ApiToken, Device, DeviceEvent, now
 
@@ -28,6 +30,7 @@ FleetName = Annotated[str, Path(pattern=crud.NAME_PATTERN)]
 DeviceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=DEVICE_ID_MAX)]
 _NO_FLEET: dict[int | str, dict[str, Any]] = {404: {"description": "no such fleet"}}
 _NO_DEVICE: dict[int | str, dict[str, Any]] = {404: {"description": "no such device"}}
+_LISTED_KINDS = ("installed", "install_failed", "golden_failed", "transfer_failed", "stale_index")
 
 
 class FleetInfo(BaseModel):
@@ -45,6 +48,18 @@ class DevicePublic(BaseModel):
     registered: str
     last_seen: str
     retired: bool = Field(description="no valid token: retired, or re-registered under another id")
+
+
+class DeviceListed(DevicePublic):
+    models: dict[str, int] = Field(
+        default_factory=dict, description="model → the newest version the device reported installing"
+    )
+    last_failure: str | None = Field(None, description="the reason of the device's newest failure report")
+    last_failure_at: str | None = None
+    stale_index: bool = Field(
+        False, description="its newest stale_index report is newer than its newest install: it runs "
+        "what it has and installs nothing until it reads a fresh index"
+    )
 
 
 class DeviceDetail(DevicePublic):
@@ -91,20 +106,67 @@ def _public(device: Device, fleet: str, active: set[str]) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/devices", response_model=list[DevicePublic], responses=_NO_FLEET)
+@router.get("/v1/devices", response_model=list[DeviceListed], responses=_NO_FLEET)
 def list_devices(
     _user: AnyPublisherDep,
     session: SessionDep,
     fleet: Annotated[str | None, Query(pattern=crud.NAME_PATTERN)] = None,
+    q: Annotated[
+        str | None, Query(max_length=DEVICE_ID_MAX, pattern=r"^[A-Za-z0-9._:-]+$",
+                          description="only ids containing this text")
+    ] = None,
+    after: Annotated[
+        str | None, Query(max_length=DEVICE_ID_MAX, pattern=r"^[A-Za-z0-9._:-]+$",
+                          description="the last id of the previous page: the next page starts after it")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> list[DevicePublic]:
+) -> list[DeviceListed]:
+    """Devices by id, a page at a time (``after``), each with what it last installed and
+    its newest failure: the console's device list."""
     names = {f.id: f.name for f in crud.list_fleets(session=session)}
     query = select(Device).order_by(col(Device.id)).limit(limit)
     if fleet is not None:
         query = query.where(col(Device.fleet_id) == _fleet(session, fleet).id)
+    if q is not None:
+        query = query.where(col(Device.id).contains(q, autoescape=True))
+    if after is not None:
+        query = query.where(col(Device.id) > after)
     devices = session.exec(query).all()
-    active = _active_device_ids(session, [d.id for d in devices])
-    return [DevicePublic.model_validate(_public(d, names[d.fleet_id], active)) for d in devices]
+    ids = [d.id for d in devices]
+    active = _active_device_ids(session, ids)
+    latest = _latest_reports(session, ids)
+    return [
+        DeviceListed.model_validate({**_public(d, names[d.fleet_id], active), **latest.get(d.id, {})})
+        for d in devices
+    ]
+
+
+def _latest_reports(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per device: newest installed version per model, newest failure, stale index."""
+    if not ids:
+        return {}
+    # sqlalchemy's select: sqlmodel's typed select takes at most four columns
+    rows = session.execute(
+        sa_select(col(DeviceEvent.device_id), col(DeviceEvent.kind), col(DeviceEvent.model_name),
+                  col(DeviceEvent.model_version), col(DeviceEvent.reason), col(DeviceEvent.at))
+        .where(col(DeviceEvent.device_id).in_(ids), col(DeviceEvent.kind).in_(_LISTED_KINDS))
+        .order_by(col(DeviceEvent.at))
+    ).all()
+    out: dict[str, dict[str, Any]] = {}
+    last_install: dict[str, Any] = {}
+    last_stale: dict[str, Any] = {}
+    for device_id, kind, model, version, reason, at in rows:
+        entry = out.setdefault(device_id, {"models": {}})
+        if kind == "installed" and model is not None and version is not None:
+            entry["models"][model] = max(entry["models"].get(model, 0), version)
+            last_install[device_id] = at
+        elif kind == "stale_index":
+            last_stale[device_id] = at
+        else:
+            entry["last_failure"], entry["last_failure_at"] = reason or kind, format_time(aware_utc(at))
+    for device_id, at in last_stale.items():
+        out[device_id]["stale_index"] = device_id not in last_install or at > last_install[device_id]
+    return out
 
 
 def _device(session: Session, device_id: str) -> Device:
