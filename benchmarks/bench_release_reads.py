@@ -143,17 +143,18 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                                         "version": version, "percent": percent})
             r.raise_for_status()
             release = r.json()
-        for percent in (10, 20, 30):
-            (await client.patch(f"/v1/releases/{release['id']}", json={"percent": percent})).raise_for_status()
         rid = release["id"]
+        for percent in (10, 20, 30):
+            (await client.patch(f"/v1/releases/{rid}", json={"percent": percent})).raise_for_status()
+        middle = f"dev-{args.devices // 2 - 1:06d}"
         reads = {
-            "release status": f"/v1/releases/{rid}/status",
-            "adoption (60 points)": f"/v1/releases/{rid}/adoption?points=60",
-            "devices, first page": f"/v1/devices?fleet={FLEET}&limit=50",
-            "devices, middle page": f"/v1/devices?fleet={FLEET}&limit=50&after=dev-{args.devices // 2 - 1:06d}",
-            "devices, search": f"/v1/devices?fleet={FLEET}&q=77&limit=50",
-            "one device": f"/v1/devices/dev-{args.devices // 3:06d}",
-            "audit log": "/v1/audit?limit=50",
+            "release_status": f"/v1/releases/{rid}/status",
+            "adoption_60_points": f"/v1/releases/{rid}/adoption?points=60",
+            "devices_first_page": f"/v1/devices?fleet={FLEET}&limit=50",
+            "devices_middle_page": f"/v1/devices?fleet={FLEET}&limit=50&after={middle}",
+            "devices_search": f"/v1/devices?fleet={FLEET}&q=77&limit=50",
+            "one_device": f"/v1/devices/dev-{args.devices // 3:06d}",
+            "audit_log": "/v1/audit?limit=50",
         }
         timings = await time_reads(client, reads, args.repeat)
     app.state.engine.dispose()
