@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlmodel import Session, col, select
 
 from packager.manifest import format_time
 from sync_service.index import aware_utc
-from sync_service.models import AuditAction, AuditEvent
+from sync_service.models import AuditAction, AuditEvent, Channel, Fleet, ModelVersion, Release
 
-if TYPE_CHECKING:
-    from sync_service.crud_releases import ReleaseView
+
+class Changed(Protocol):
+    """What a record names (crud_releases.ReleaseView, which imports this module)."""
+
+    @property
+    def release(self) -> Release: ...
+    @property
+    def fleet(self) -> Fleet: ...
+    @property
+    def channel(self) -> Channel: ...
+    @property
+    def model_version(self) -> ModelVersion: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,7 @@ def record(
     *,
     actor: Actor,
     action: AuditAction,
-    view: ReleaseView,
+    view: Changed,
     index_version: int | None,
     detail: dict[str, Any] | None = None,
 ) -> None:
