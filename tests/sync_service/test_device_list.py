@@ -3,6 +3,7 @@ install, failure and stale index, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,3 +88,34 @@ def test_bad_list_requests_are_422(client: TestClient, auth: dict[str, str], par
     r = client.get("/v1/devices", params=params, headers=auth)
     assert r.status_code == 422, r.text
     assert r.json()["code"] == "validation_error"
+
+
+def test_one_devices_history_pages_newest_first(
+    client: TestClient, auth: dict[str, str], reported: dict[str, str], enrollment_token: str
+) -> None:
+    sent = [event("installed", version=v) for v in range(1, 8)]
+    for e in sent:  # one report each: each has its own receive time, in this order
+        report(client, reported["west-2"], "west-2", [e])
+    walked: list[str] = []
+    before: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 3, **({"before": before} if before else {})}
+        r = client.get("/v1/devices/west-2/history", params=params, headers=auth)
+        assert r.status_code == 200, r.text
+        if not r.json():
+            break
+        walked += [e["event_id"] for e in r.json()]
+        before = walked[-1]
+    # the service keeps a report's UUID in its canonical hex form
+    assert walked == [uuid.UUID(e["event_id"]).hex for e in reversed(sent)]
+    first = client.get("/v1/devices/north_1/history", headers=auth).json()
+    assert {(e["kind"], e["version"], e["reason"]) for e in first} == {
+        ("installed", 1, None), ("install_failed", 2, "sha256_mismatch"),
+    }
+    assert all(e["at"].endswith("Z") and e["received"].endswith("Z") for e in first)
+    # another device's report is not a page mark for this one
+    other = client.get("/v1/devices/north_1/history", params={"before": walked[0]}, headers=auth)
+    assert (other.status_code, other.json()["code"]) == (404, "report_not_found")
+    nobody = client.get("/v1/devices/nobody/history", headers=auth)
+    assert (nobody.status_code, nobody.json()["code"]) == (404, "device_not_found")
+    assert client.get("/v1/devices/west-2/history", params={"limit": 0}, headers=auth).status_code == 422

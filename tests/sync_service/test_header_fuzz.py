@@ -131,6 +131,7 @@ def world(
         ("GET", "/v1/fleets/field", publisher, {}),
         ("GET", "/v1/devices?fleet=field", publisher, {}),
         ("GET", "/v1/devices/fuzz-1", publisher, {}),
+        ("GET", "/v1/devices/fuzz-1/history?limit=5", publisher, {}),
         ("POST", "/v1/devices/nobody/retire", publisher, {}),  # 404: fuzz-1 must keep its token
         ("POST", "/v1/fleets/field/channels/stable/pack", publisher, {"json": {"valid_days": 1}}),
     ]

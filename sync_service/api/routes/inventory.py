@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import and_, or_, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from packager.manifest import format_time
@@ -30,6 +30,9 @@ FleetName = Annotated[str, Path(pattern=crud.NAME_PATTERN)]
 DeviceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=DEVICE_ID_MAX)]
 _NO_FLEET: dict[int | str, dict[str, Any]] = {404: {"description": "no such fleet"}}
 _NO_DEVICE: dict[int | str, dict[str, Any]] = {404: {"description": "no such device"}}
+_NO_REPORT: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such device (device_not_found), or no report `before` of it (report_not_found)"}
+}
 _LISTED_KINDS = ("installed", "install_failed", "golden_failed", "transfer_failed", "stale_index")
 
 
@@ -196,6 +199,47 @@ def show_device(device_id: DeviceId, _user: AnyPublisherDep, session: SessionDep
     return DeviceDetail.model_validate(
         {**public, "installed": installed, "failures": failures, "installed_from_packs": from_packs}
     )
+
+
+class DeviceReport(BaseModel):
+    event_id: str
+    kind: str
+    model: str | None
+    version: int | None
+    reason: str | None
+    at: str = Field(description="when the device says it happened")
+    received: str = Field(description="when the service received it")
+
+
+@router.get("/v1/devices/{device_id}/history", response_model=list[DeviceReport], responses=_NO_REPORT)
+def device_history(
+    device_id: DeviceId,
+    _user: AnyPublisherDep,
+    session: SessionDep,
+    before: Annotated[
+        str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+                          description="the last event_id of the previous page: the page before it")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeviceReport]:
+    """One device's reports, newest received first: the console's device page."""
+    _device(session, device_id)
+    query = select(DeviceEvent).where(col(DeviceEvent.device_id) == device_id)
+    if before is not None:
+        mark = session.get(DeviceEvent, before)
+        if mark is None or mark.device_id != device_id:
+            raise NotFound(f"device {device_id!r} has no report {before!r}", code="report_not_found")
+        received, event_id = col(DeviceEvent.received_at), col(DeviceEvent.event_id)
+        query = query.where(
+            or_(received < mark.received_at, and_(received == mark.received_at, event_id < mark.event_id))
+        )
+    query = query.order_by(col(DeviceEvent.received_at).desc(), col(DeviceEvent.event_id).desc()).limit(limit)
+    return [
+        DeviceReport(event_id=e.event_id, kind=e.kind, model=e.model_name, version=e.model_version,
+                     reason=e.reason, at=format_time(aware_utc(e.at)),
+                     received=format_time(aware_utc(e.received_at)))
+        for e in session.exec(query).all()
+    ]
 
 
 @router.post(
