@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from packager.manifest import format_time
-from sync_service.crud_releases import ReleaseView, devices_in_rollout
+from sync_service.crud_releases import ReleaseView, fleet_reach
 from sync_service.health_gate import FAILURE_KINDS, OUTCOME_KINDS
 from sync_service.index import aware_utc
 from sync_service.models import Device, DeviceEvent, now
@@ -36,8 +36,7 @@ def moments(start: datetime, end: datetime, points: int) -> list[datetime]:
 
 def adoption(session: Session, view: ReleaseView, *, points: int) -> dict[str, Any]:
     r, mv = view.release, view.model_version
-    device_ids = list(session.exec(select(Device.id).where(Device.fleet_id == view.fleet.id)).all())
-    in_rollout = devices_in_rollout(device_ids, salt=r.salt, percent=r.percent) if r.state == "active" else 0
+    registered, in_rollout = fleet_reach(session, view)
     rows = session.exec(
         select(DeviceEvent.device_id, DeviceEvent.kind, DeviceEvent.reason, DeviceEvent.received_at)
         .join(Device, col(Device.id) == col(DeviceEvent.device_id))
@@ -71,7 +70,7 @@ def adoption(session: Session, view: ReleaseView, *, points: int) -> dict[str, A
             "installed": len(installed),
             "failed": dict(sorted(failures.items())),
             "pending": max(in_rollout - settled, 0),
-            "outside": len(device_ids) - max(in_rollout, settled),
+            "outside": registered - max(in_rollout, settled),
         })
     return {
         "release_id": r.id,
@@ -79,7 +78,7 @@ def adoption(session: Session, view: ReleaseView, *, points: int) -> dict[str, A
         "version": mv.version,
         "percent": r.percent,
         "state": r.state,
-        "devices_registered": len(device_ids),
+        "devices_registered": registered,
         "devices_in_rollout": in_rollout,
         "points": series,
     }

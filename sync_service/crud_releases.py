@@ -288,6 +288,15 @@ def devices_in_rollout(device_ids: Sequence[str], *, salt: str, percent: float) 
     return sum(1 for d in device_ids if rollout_bucket(salt, d) < limit)
 
 
+def fleet_reach(session: Session, view: ReleaseView) -> tuple[int, int]:
+    """``(registered, in_rollout)``: the fleet's devices, and those inside the release's
+    bucket (none while it is not active)."""
+    r = view.release
+    device_ids = list(session.exec(select(Device.id).where(Device.fleet_id == view.fleet.id)).all())
+    in_rollout = devices_in_rollout(device_ids, salt=r.salt, percent=r.percent) if r.state == "active" else 0
+    return len(device_ids), in_rollout
+
+
 def reported_source(data: str | None) -> str:
     """Where an ``installed`` report says the model came from: ``pack`` for an offline pack
     (docs/offline.md), else the network."""
@@ -312,8 +321,7 @@ def release_status(*, session: Session, release_id: int) -> dict[str, Any]:
     view = _require(session=session, release_id=release_id)
     r, mv = view.release, view.model_version
     fleet_id = view.fleet.id
-    device_ids = list(session.exec(select(Device.id).where(Device.fleet_id == fleet_id)).all())
-    in_rollout = devices_in_rollout(device_ids, salt=r.salt, percent=r.percent) if r.state == "active" else 0
+    registered, in_rollout = fleet_reach(session, view)
 
     # A device's newest install of a model is its highest installed version: devices refuse
     # a lower version (docs/device.md 3.x), so the database can answer without handing every
@@ -357,7 +365,7 @@ def release_status(*, session: Session, release_id: int) -> dict[str, Any]:
     return {
         "release": view.public(),
         "devices_in_rollout": in_rollout,
-        "devices_registered": len(device_ids),
+        "devices_registered": registered,
         "devices_by_version": dict(sorted(by_version.items(), key=lambda kv: int(kv[0]))),
         "installs": installs,
         "installs_from_packs": from_packs,

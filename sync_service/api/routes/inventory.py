@@ -28,6 +28,8 @@ router = APIRouter(tags=["release engineers"])
 
 FleetName = Annotated[str, Path(pattern=crud.NAME_PATTERN)]
 DeviceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=DEVICE_ID_MAX)]
+# a search text or a page mark: the characters of device ids and report ids, any first one
+_ID_TEXT = r"^[A-Za-z0-9._:-]+$"
 _NO_FLEET: dict[int | str, dict[str, Any]] = {404: {"description": "no such fleet"}}
 _NO_DEVICE: dict[int | str, dict[str, Any]] = {404: {"description": "no such device"}}
 _NO_REPORT: dict[int | str, dict[str, Any]] = {
@@ -115,11 +117,11 @@ def list_devices(
     session: SessionDep,
     fleet: Annotated[str | None, Query(pattern=crud.NAME_PATTERN)] = None,
     q: Annotated[
-        str | None, Query(max_length=DEVICE_ID_MAX, pattern=r"^[A-Za-z0-9._:-]+$",
+        str | None, Query(max_length=DEVICE_ID_MAX, pattern=_ID_TEXT,
                           description="only ids containing this text")
     ] = None,
     after: Annotated[
-        str | None, Query(max_length=DEVICE_ID_MAX, pattern=r"^[A-Za-z0-9._:-]+$",
+        str | None, Query(max_length=DEVICE_ID_MAX, pattern=_ID_TEXT,
                           description="the last id of the previous page: the next page starts after it")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -217,7 +219,7 @@ def device_history(
     _user: AnyPublisherDep,
     session: SessionDep,
     before: Annotated[
-        str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+        str | None, Query(max_length=64, pattern=_ID_TEXT,
                           description="the last event_id of the previous page: the page before it")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
