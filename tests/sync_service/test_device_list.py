@@ -38,6 +38,7 @@ def reported(
     ])
     report(client, tokens["south-7"], "south-7", [
         _at(event("stale_index", model=None, version=None), 1), _at(event("installed", version=1), 5),
+        _at(event("installed", model=None, version=None), 6),
     ])
     return tokens
 
@@ -51,6 +52,7 @@ def test_each_device_shows_its_newest_install_failure_and_stale_index(
     assert rows["north_1"]["last_failure_at"] == "2026-12-01T00:02:00Z"
     assert rows["north-1"]["stale_index"] is True  # stale after its install
     assert rows["south-7"]["stale_index"] is False  # installed after a fresh index
+    assert rows["south-7"]["last_failure"] is None  # an install report naming no model is no failure
     assert rows["west-2"]["models"] == {} and rows["west-2"]["last_failure"] is None
 
 

@@ -162,9 +162,11 @@ def _latest_reports(session: Session, ids: list[str]) -> dict[str, dict[str, Any
     last_stale: dict[str, Any] = {}
     for device_id, kind, model, version, reason, at in rows:
         entry = out.setdefault(device_id, {"models": {}})
-        if kind == "installed" and model is not None and version is not None:
-            entry["models"][model] = max(entry["models"].get(model, 0), version)
-            last_install[device_id] = at
+        if kind == "installed":
+            # a report that names no model says nothing of what runs; it is no failure either
+            if model is not None and version is not None:
+                entry["models"][model] = max(entry["models"].get(model, 0), version)
+                last_install[device_id] = at
         elif kind == "stale_index":
             last_stale[device_id] = at
         else:
