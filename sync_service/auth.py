@@ -7,7 +7,9 @@ import secrets
 from typing import Literal, get_args
 
 TokenKind = Literal["publisher", "enrollment", "device"]
-Scope = Literal["publish", "release", "admin"]
+# `read`: reads what any publisher reads (models, releases, devices, audit) and changes
+# nothing: the release console for people who watch rollouts.
+Scope = Literal["read", "publish", "release", "admin"]
 PREFIX: dict[TokenKind, str] = {"publisher": "msp_", "enrollment": "mse_", "device": "msd_"}
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 

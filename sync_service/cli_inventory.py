@@ -76,9 +76,15 @@ def _models_list(args: argparse.Namespace) -> int:
 
 def _models_show(args: argparse.Namespace) -> int:
     data = _get(args, "GET", f"/v1/models/{args.name}/versions/{args.version}")
-    rows = [[a["target"], a["precision"], f"{a['length']:,}", a["sha256"]] for a in data["artifacts"]]
-    title = f"{data['name']} v{data['version']} (manifest {data['manifest_sha256']}, {data['created']})"
-    return _emit(args, data, title, ["target", "precision", "bytes", "sha256"], rows)
+    rows = [
+        [a["target"], a["precision"], f"{a['length']:,}", " → ".join(a["ep_plan"]["providers"]),
+         f"{a['parity']['max_abs_score_diff']:.2g}", a["sha256"]]
+        for a in data["artifacts"]
+    ]
+    title = (f"{data['name']} v{data['version']} (manifest {data['manifest_sha256']}, {data['created']}, "
+             f"signed by {', '.join(k[:12] for k in data['publisher_keyids'])})")
+    columns = ["target", "precision", "bytes", "providers", "parity max |Δ|", "sha256"]
+    return _emit(args, data, title, columns, rows)
 
 
 def _device_row(d: dict[str, Any]) -> list[str]:

@@ -37,7 +37,14 @@ from sync_service.errors import (
     VersionNotNewer,
 )
 from sync_service.health_gate import FAILURE_KINDS, device_counts
-from sync_service.index import IndexSigner, StoredIndex, lock_channel, write_new_version
+from sync_service.index import (
+    IndexSigner,
+    StoredIndex,
+    aware_utc,
+    lock_channel,
+    newest_head,
+    write_new_version,
+)
 from sync_service.models import (
     Channel,
     Device,
@@ -362,6 +369,7 @@ def release_status(*, session: Session, release_id: int) -> dict[str, Any]:
     ).all()
     by_reason = Counter(reason or kind for reason, kind in failures)
     counts = device_counts(session, r, fleet_id or 0, mv.name, mv.version)
+    head = newest_head(session, view.channel.id) if view.channel.id is not None else None
     return {
         "release": view.public(),
         "devices_in_rollout": in_rollout,
@@ -374,5 +382,7 @@ def release_status(*, session: Session, release_id: int) -> dict[str, Any]:
         "failing_devices": counts.failing,
         "failure_rate": counts.rate,
         "halted_by_health_gate": r.halted_by_health_gate,
+        "index_version": head[0] if head else None,
+        "index_expires": aware_utc(head[1]) if head else None,
     }
 

@@ -166,6 +166,13 @@ class NothingToPack(Conflict):
     code = "nothing_to_pack"
 
 
+class ArtifactNotRunnable(Conflict):
+    """The service's onnxruntime cannot load or run a stored artifact on its golden vectors
+    (it was verified as bytes when published, not run)."""
+
+    code = "artifact_not_runnable"
+
+
 class PackWindowTooLong(Conflict):
     """A window the request may state (the schema allows a year) but this service's
     ``offline_max_days`` policy forbids."""

@@ -100,6 +100,7 @@ def world(
         ("GET", f"/v1/blobs/{sha2}/delta?from={sha}", publisher, {}),
         ("GET", "/v1/models", publisher, {}),
         ("GET", "/v1/models/demo/versions/1", publisher, {}),
+        ("GET", "/v1/models/demo/versions/1/parity", publisher, {}),  # 409: the tiny model has no label
         ("GET", "/v1/admin/fleets", publisher, {}),
         ("POST", "/v1/admin/fleets", publisher, {"json": {"name": "f2"}}),
         ("POST", "/v1/admin/fleets/field/channels", publisher, {"json": {"name": "beta"}}),

@@ -1,4 +1,4 @@
-"""The audit log of release changes (release scope, as reading releases is): who, by token
+"""The audit log of release changes (any publisher token, as reading releases): who, by token
 id and name, changed which release, when, and the index version the change signed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from sync_service import audit
-from sync_service.api.deps import ReleaseDep, SessionDep
+from sync_service.api.deps import AnyPublisherDep, SessionDep
 from sync_service.crud import NAME_PATTERN
 from sync_service.models import AuditAction
 
@@ -36,7 +36,7 @@ class AuditEventPublic(BaseModel):
 @router.get("/v1/audit", response_model=list[AuditEventPublic])
 def list_audit(
     session: SessionDep,
-    _user: ReleaseDep,
+    _user: AnyPublisherDep,
     fleet: Annotated[str | None, Query(max_length=64, pattern=NAME_PATTERN)] = None,
     channel: Annotated[str | None, Query(max_length=64, pattern=NAME_PATTERN)] = None,
     release: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,

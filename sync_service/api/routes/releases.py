@@ -10,7 +10,16 @@ from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
 from sync_service import adoption, crud_releases
-from sync_service.api.deps import TEXT_LINE, Principal, ReleaseDep, SessionDep, SignerDep, Version
+from sync_service.api.deps import (
+    TEXT_LINE,
+    AnyPublisherDep,
+    Principal,
+    ReleaseDep,
+    SessionDep,
+    SettingsDep,
+    SignerDep,
+    Version,
+)
 from sync_service.api.openapi import refusals
 from sync_service.audit import Actor
 from sync_service.crud_releases import ReleaseView
@@ -86,6 +95,10 @@ class ReleaseStatus(BaseModel):
     failing_devices: int
     failure_rate: float
     halted_by_health_gate: bool
+    index_version: int | None = Field(description="the channel's newest signed index version")
+    index_expires: datetime | None = Field(description="when that index expires unless re-signed")
+    gate_failure_rate: float = Field(description="the health gate halts at this failure rate…")
+    gate_min_devices: int = Field(description="…once this many devices report on the release")
 
 
 def _actor(user: Principal) -> Actor:
@@ -136,7 +149,7 @@ def create_release(
 @router.get("")
 def list_releases(
     session: SessionDep,
-    _user: ReleaseDep,
+    _user: AnyPublisherDep,
     fleet: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
     channel: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
     state: ReleaseState | None = None,
@@ -146,7 +159,7 @@ def list_releases(
 
 
 @router.get("/{release_id}", responses=refusals(UNKNOWN))
-def get_release(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleasePublic:
+def get_release(release_id: ReleaseId, session: SessionDep, _user: AnyPublisherDep) -> ReleasePublic:
     view = crud_releases.get_release(session=session, release_id=release_id)
     if view is None:
         raise UnknownRelease(f"no release {release_id}")
@@ -194,8 +207,14 @@ def resume_release(
 
 
 @router.get("/{release_id}/status", responses=refusals(UNKNOWN))
-def release_status(release_id: ReleaseId, session: SessionDep, _user: ReleaseDep) -> ReleaseStatus:
-    return ReleaseStatus.model_validate(crud_releases.release_status(session=session, release_id=release_id))
+def release_status(
+    release_id: ReleaseId, session: SessionDep, settings: SettingsDep, _user: AnyPublisherDep
+) -> ReleaseStatus:
+    status = crud_releases.release_status(session=session, release_id=release_id)
+    return ReleaseStatus.model_validate(
+        {**status, "gate_failure_rate": settings.health_failure_rate,
+         "gate_min_devices": settings.health_min_devices}
+    )
 
 
 class AdoptionPoint(BaseModel):
@@ -221,7 +240,7 @@ class Adoption(BaseModel):
 def release_adoption(
     release_id: ReleaseId,
     session: SessionDep,
-    _user: ReleaseDep,
+    _user: AnyPublisherDep,
     points: Annotated[int, Query(ge=1, le=adoption.POINTS_MAX)] = 60,
 ) -> Adoption:
     """Adoption over time from device reports, by the time the service received each
