@@ -39,16 +39,21 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck test-python test-stub
 
-# Debian's nginx for the deploy tests (tests/deploy): installed when we are root with
-# apt-get; otherwise those tests skip, and under CI=true they fail instead.
+# Debian's nginx for the deploy tests (tests/deploy) and Debian's chromium for the release
+# console's browser tests (tests/console): installed when we are root with apt-get;
+# otherwise those tests skip, and under CI=true they fail instead.
+SYSTEM_DEPS := nginx:/usr/sbin/nginx chromium:/usr/bin/chromium
 system-deps:
-	@if ! command -v nginx >/dev/null 2>&1 && ! test -x /usr/sbin/nginx; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's nginx for the deploy tests"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null 2>&1 || \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }; \
-	  else echo "nginx is not installed: tests/deploy will skip (sudo apt-get install nginx)"; fi; \
-	fi
+	@for dep in $(SYSTEM_DEPS); do \
+	  pkg=$${dep%%:*}; path=$${dep#*:}; \
+	  if ! command -v $$pkg >/dev/null 2>&1 && ! test -x $$path; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing Debian's $$pkg for the tests that need it"; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null 2>&1 || \
+	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null; }; \
+	    else echo "$$pkg is not installed: the tests that need it will skip (sudo apt-get install $$pkg)"; fi; \
+	  fi; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sync_service.api.errors import install_error_handlers
 from sync_service.api.main import add_middleware, api_router, api_routes
 from sync_service.api.openapi import install_openapi
+from sync_service.console import app as console
 from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
 from sync_service.db import ensure_migrated, make_engine, session_slots
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, api_routes())
     sweep_litter(storage, settings.data_dir, settings.stale_temp_s)
     app.include_router(api_router)
+    console.install(app)
     add_middleware(app)
     install_openapi(app, api_routes())
     return app

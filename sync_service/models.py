@@ -166,3 +166,15 @@ class AuditEvent(SQLModel, table=True):
     version: int
     index_version: int | None = None  # None: nothing changed (halting a halted release)
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A release console login (sync_service/console/sessions.py): the browser holds a random
+    id in an HttpOnly cookie, the table its hash. The token it was opened with is read again
+    on every request, so revoking the token ends its sessions."""
+
+    id_hash: str = Field(primary_key=True, max_length=64)  # sha256 hex of the cookie's value
+    token_id: int = Field(foreign_key="apitoken.id", index=True)
+    csrf: str = Field(max_length=64)  # echoed by every form the console serves
+    created_at: datetime = Field(default_factory=now)
+    expires_at: datetime = Field(index=True)

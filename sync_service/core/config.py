@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     index_key_path: Path | None = Field(None, description="the online index signing key (PEM)")
     index_key_passphrase: SecretStr | None = None
     index_lifetime: timedelta = timedelta(days=7)
+    console_session_lifetime: timedelta = Field(
+        timedelta(hours=8), description="a release console login lasts this long (docs/console.md)"
+    )
     # The offline role's key, for `pack export` (docs/offline.md). Unset: offline.key beside
     # the index key when one is there, else packs cannot be exported (409 no_offline_key).
     offline_key_path: Path | None = Field(None, description="the offline-pack signing key (PEM)")
