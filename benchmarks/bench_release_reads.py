@@ -1,6 +1,8 @@
-"""What the release console reads, at fleet size: the latency of a release's status and its
-adoption chart, a page of the device list (first, a later page, a search), one device and
-the audit log, with ``--devices`` registered devices (10,000 by default) and their reports.
+"""What the release console reads and renders, at fleet size: the latency of a release's
+status and its adoption chart, a page of the device list (first, a later page, a search),
+one device, its report history and the audit log as JSON; and the console's pages built
+from them (the release page with its chart, device list pages, a device, the audit log), with
+``--devices`` registered devices (10,000 by default) and their reports.
 
 The service runs in this process (httpx's ASGI transport: the route, the database and the
 JSON, no sockets), on SQLite in a temporary directory, or on ``--database-url`` (an empty
@@ -104,6 +106,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from packager.keys import init_keys
     from sync_service import crud
     from sync_service.client import write_bundle_tar
+    from sync_service.console import sessions
     from sync_service.core.config import Settings
     from sync_service.main import create_app
 
@@ -123,6 +126,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         token, _ = crud.create_token(session=session, kind="publisher", name="bench",
                                      scopes=("publish", "release", "admin"))
         session.commit()
+        row = crud.get_token(session=session, plain=token)
+        assert row is not None and row.id is not None
+        login, _ = sessions.open_session(session, token_id=row.id, lifetime=timedelta(hours=1))
         fleet = crud.get_fleet(session=session, name=FLEET)
         assert fleet is not None and fleet.id is not None
         fleet_id = fleet.id
@@ -132,7 +138,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
           flush=True)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench.test",
-                                 headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 cookies={sessions.COOKIE: login}, timeout=120) as client:
         for version in (1, 2):
             tar = work / f"v{version}.tar"
             write_bundle_tar(make_bundle(work, keys, version), tar)
@@ -154,7 +161,15 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "devices_middle_page": f"/v1/devices?fleet={FLEET}&limit=50&after={middle}",
             "devices_search": f"/v1/devices?fleet={FLEET}&q=77&limit=50",
             "one_device": f"/v1/devices/dev-{args.devices // 3:06d}",
+            "device_history": f"/v1/devices/dev-{args.devices // 3:06d}/history?limit=50",
             "audit_log": "/v1/audit?limit=50",
+            # the console's pages: the same reads, rendered (sync_service/console/)
+            "page_release": f"/console/releases/{rid}",
+            "page_devices": f"/console/devices?fleet={FLEET}",
+            "page_devices_middle": f"/console/devices?fleet={FLEET}&after={middle}",
+            "page_devices_search": f"/console/devices?fleet={FLEET}&q=77",
+            "page_device": f"/console/devices/dev-{args.devices // 3:06d}",
+            "page_audit": "/console/audit",
         }
         timings = await time_reads(client, reads, args.repeat)
     app.state.engine.dispose()

@@ -53,7 +53,7 @@ def register_admin(sub: Any) -> None:
     token = add("token", "API tokens: publisher (with scopes) and fleet enrollment")
     token.add_argument("action", choices=("create", "list", "revoke"), help="what to do with tokens")
     token.add_argument("token_id", nargs="?", type=int, help="revoke: the token's id (see `token list`)")
-    token.add_argument("--scope", help="publisher scopes, comma-separated: publish,release,admin")
+    token.add_argument("--scope", help="publisher scopes, comma-separated: read,publish,release,admin")
     token.add_argument("--fleet", help="with --enroll: the fleet devices enrol into")
     token.add_argument("--enroll", action="store_true", help="make a fleet enrollment token")
     token.add_argument("--name", default="", help="a label to recognise the token by")
