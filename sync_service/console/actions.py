@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import Session
 
 from sync_service import audit, crud, crud_releases
 from sync_service.api.deps import SessionDep, SettingsDep, SignerDep
@@ -28,8 +31,9 @@ from sync_service.console import sessions
 from sync_service.console.deps import ConsoleForbidden, Viewer, ViewerDep
 from sync_service.console.pages import not_found, release_context
 from sync_service.console.render import page
+from sync_service.core.config import Settings
 from sync_service.crud_releases import ReleaseView
-from sync_service.errors import ServiceError
+from sync_service.errors import Conflict, ServiceError
 from sync_service.index import cache_for
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -111,52 +115,68 @@ def logout(request: Request, viewer: ViewerDep, session: SessionDep, csrf: Field
 # --------------------------------------------------------------------------- release actions
 
 
-def _actor(viewer: Viewer) -> Actor:
-    return Actor(viewer.principal.token_id, viewer.principal.name)
+@dataclass
+class _Action:
+    """One release action's request: checked (form, scope, release) before the handler
+    reads its own fields; ``ask``, ``refuse`` and ``apply`` are its three possible answers."""
+
+    request: Request
+    viewer: Viewer
+    session: Session
+    settings: Settings
+    number: int
+    context: dict[str, Any]
+
+    @property
+    def release(self) -> dict[str, Any]:
+        release: dict[str, Any] = self.context["release"]
+        return release
+
+    def refuse(self, message: str, status_code: int = 422) -> HTMLResponse:
+        return page(self.request, "release.html",
+                    {"viewer": self.viewer, "notice": None, "error": message, **self.context},
+                    status_code=status_code)
+
+    def ask(self, action: str, fields: dict[str, str], summary: str) -> HTMLResponse:
+        status = self.context["status"]
+        return page(self.request, "confirm.html", {
+            "viewer": self.viewer, "release": self.release, "action": action, "fields": fields,
+            "summary": summary, "next_index": (status.index_version or 0) + 1,
+        })
+
+    def apply(self, change: Callable[[Actor], ReleaseView]) -> Response:
+        """Make the change (which signs the index), commit, and show the release it changed."""
+        try:
+            view = change(Actor(self.viewer.principal.token_id, self.viewer.principal.name))
+        except ServiceError as exc:
+            self.session.rollback()
+            context = release_context(self.session, self.settings, self.number) or self.context
+            conflict = isinstance(exc, Conflict)
+            return page(self.request, "release.html",
+                        {"viewer": self.viewer, "notice": None, "error": str(exc), **context},
+                        status_code=409 if conflict else 400)
+        self.session.commit()
+        if view.channel.id is not None:
+            cache_for(self.request.app.state).forget_channel(view.channel.id)
+        events = audit.list_events(self.session, release_id=view.release.id, limit=1)
+        where = f"/console/releases/{view.release.id}"
+        if events:
+            where += f"?changed={events[0].id}"
+        return RedirectResponse(where, status_code=303)
 
 
-def _done(request: Request, session: SessionDep, view: ReleaseView) -> Response:
-    session.commit()
-    if view.channel.id is not None:
-        cache_for(request.app.state).forget_channel(view.channel.id)
-    events = audit.list_events(session, release_id=view.release.id, limit=1)
-    where = f"/console/releases/{view.release.id}"
-    if events:
-        where += f"?changed={events[0].id}"
-    return RedirectResponse(where, status_code=303)
-
-
-def _confirm(
-    request: Request, viewer: Viewer, context: dict[str, Any], *, action: str, fields: dict[str, str],
-    summary: str,
-) -> HTMLResponse:
-    status = context["status"]
-    return page(request, "confirm.html", {
-        "viewer": viewer, "release": context["release"], "action": action, "fields": fields,
-        "summary": summary,
-        "next_index": (status.index_version or 0) + 1,
-    })
-
-
-def _refused(request: Request, viewer: Viewer, session: SessionDep, settings: SettingsDep,
-             release_id: int, exc: ServiceError) -> HTMLResponse:
-    session.rollback()
-    context = release_context(session, settings, release_id)
-    if context is None:
-        return not_found(request, viewer, str(exc))
-    return page(request, "release.html", {"viewer": viewer, "notice": None, "error": str(exc), **context},
-                status_code=409 if "superseded" in str(exc) or "newer" in str(exc) else 400)
-
-
-def _release_or_404(
-    request: Request, viewer: Viewer, session: SessionDep, settings: SettingsDep, release_id: str
-) -> tuple[int, dict[str, Any]] | HTMLResponse:
+def _begin(
+    request: Request, viewer: Viewer, session: Session, settings: Settings, release_id: str,
+    csrf: str | None,
+) -> _Action | HTMLResponse:
+    _check_form(request, viewer, csrf)
+    _may_release(viewer)
     number = int(release_id) if release_id.isdigit() and 1 <= int(release_id) <= 2**31 - 1 else None
     context = release_context(session, settings, number) if number is not None else None
     if number is None or context is None:
         return not_found(request, viewer, f"No release {release_id}.")
-    session.rollback()  # the change below takes its own locks
-    return number, context
+    session.rollback()  # the change takes its own locks
+    return _Action(request, viewer, session, settings, number, context)
 
 
 @router.post("/releases/{release_id}/percent")
@@ -164,31 +184,21 @@ def set_percent(
     request: Request, release_id: str, viewer: ViewerDep, session: SessionDep, settings: SettingsDep,
     signer: SignerDep, csrf: Field = None, percent: Field = None, confirm: Field = None,
 ) -> Response:
-    _check_form(request, viewer, csrf)
-    _may_release(viewer)
-    found = _release_or_404(request, viewer, session, settings, release_id)
-    if isinstance(found, HTMLResponse):
-        return found
-    number, context = found
+    act = _begin(request, viewer, session, settings, release_id, csrf)
+    if isinstance(act, HTMLResponse):
+        return act
     try:
         value = float((percent or "").strip())
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and 0 <= value <= 100):
-        return page(request, "release.html", {
-            "viewer": viewer, "notice": None,
-            "error": f"The percent must be a number from 0 to 100, not {percent!r}.", **context},
-            status_code=422)
+        return act.refuse(f"The percent must be a number from 0 to 100, not {percent!r}.")
     if confirm != "yes":
-        old = context["release"]["percent"]
-        return _confirm(request, viewer, context, action="percent", fields={"percent": f"{value:g}"},
-                        summary=f"Change the rollout from {old:g}% to {value:g}% of the fleet's devices.")
-    try:
-        view = crud_releases.set_percent(session=session, signer=signer, release_id=number,
-                                         percent=value, actor=_actor(viewer))
-    except ServiceError as exc:
-        return _refused(request, viewer, session, settings, number, exc)
-    return _done(request, session, view)
+        old = act.release["percent"]
+        return act.ask("percent", {"percent": f"{value:g}"},
+                       f"Change the rollout from {old:g}% to {value:g}% of the fleet's devices.")
+    return act.apply(lambda actor: crud_releases.set_percent(
+        session=session, signer=signer, release_id=act.number, percent=value, actor=actor))
 
 
 @router.post("/releases/{release_id}/halt")
@@ -196,26 +206,17 @@ def halt(
     request: Request, release_id: str, viewer: ViewerDep, session: SessionDep, settings: SettingsDep,
     signer: SignerDep, csrf: Field = None, reason: Field = None, confirm: Field = None,
 ) -> Response:
-    _check_form(request, viewer, csrf)
-    _may_release(viewer)
-    found = _release_or_404(request, viewer, session, settings, release_id)
-    if isinstance(found, HTMLResponse):
-        return found
-    number, context = found
+    act = _begin(request, viewer, session, settings, release_id, csrf)
+    if isinstance(act, HTMLResponse):
+        return act
     text = (reason or "").strip()
     if not TEXT_LINE.match(text):
-        return page(request, "release.html", {
-            "viewer": viewer, "notice": None,
-            "error": "Say why you halt it: one line of up to 1,000 characters.", **context}, status_code=422)
+        return act.refuse("Say why you halt it: one line of up to 1,000 characters.")
     if confirm != "yes":
-        return _confirm(request, viewer, context, action="halt", fields={"reason": text},
-                        summary="Halt the rollout: devices that have not installed it stop installing it.")
-    try:
-        view, _ = crud_releases.halt_release(session=session, signer=signer, release_id=number,
-                                             reason=text, actor=_actor(viewer))
-    except ServiceError as exc:
-        return _refused(request, viewer, session, settings, number, exc)
-    return _done(request, session, view)
+        return act.ask("halt", {"reason": text},
+                       "Halt the rollout: devices that have not installed it stop installing it.")
+    return act.apply(lambda actor: crud_releases.halt_release(
+        session=session, signer=signer, release_id=act.number, reason=text, actor=actor)[0])
 
 
 @router.post("/releases/{release_id}/resume")
@@ -223,21 +224,13 @@ def resume(
     request: Request, release_id: str, viewer: ViewerDep, session: SessionDep, settings: SettingsDep,
     signer: SignerDep, csrf: Field = None, confirm: Field = None,
 ) -> Response:
-    _check_form(request, viewer, csrf)
-    _may_release(viewer)
-    found = _release_or_404(request, viewer, session, settings, release_id)
-    if isinstance(found, HTMLResponse):
-        return found
-    number, context = found
+    act = _begin(request, viewer, session, settings, release_id, csrf)
+    if isinstance(act, HTMLResponse):
+        return act
     if confirm != "yes":
-        return _confirm(request, viewer, context, action="resume", fields={},
-                        summary="Resume the rollout at its percent: devices in it install it again.")
-    try:
-        view = crud_releases.resume_release(session=session, signer=signer, release_id=number,
-                                            actor=_actor(viewer))
-    except ServiceError as exc:
-        return _refused(request, viewer, session, settings, number, exc)
-    return _done(request, session, view)
+        return act.ask("resume", {}, "Resume the rollout at its percent: devices in it install it again.")
+    return act.apply(lambda actor: crud_releases.resume_release(
+        session=session, signer=signer, release_id=act.number, actor=actor))
 
 
 @router.post("/releases/{release_id}/rollback")
@@ -247,29 +240,17 @@ def rollback(
 ) -> Response:
     """Release a published rollback version (old artifacts, re-signed offline as a higher
     version: ``modelsync release rollback``) to the whole channel, urgently."""
-    _check_form(request, viewer, csrf)
-    _may_release(viewer)
-    found = _release_or_404(request, viewer, session, settings, release_id)
-    if isinstance(found, HTMLResponse):
-        return found
-    number, context = found
-    release = context["release"]
+    act = _begin(request, viewer, session, settings, release_id, csrf)
+    if isinstance(act, HTMLResponse):
+        return act
+    release = act.release
     chosen = int(version) if version and version.isdigit() else None
-    if chosen is None or chosen not in context["rollback_candidates"]:
-        return page(request, "release.html", {
-            "viewer": viewer, "notice": None,
-            "error": "Choose one of the published versions listed under Roll back.", **context},
-            status_code=422)
+    if chosen is None or chosen not in act.context["rollback_candidates"]:
+        return act.refuse("Choose one of the published versions listed under Roll back.")
     if confirm != "yes":
-        return _confirm(request, viewer, context, action="rollback", fields={"version": str(chosen)},
-                        summary=f"Release {release['model']} v{chosen} to 100% of {release['fleet']}/"
-                                f"{release['channel']}, urgent: devices install it at their next sync.")
-    try:
-        view = crud_releases.create_release(
-            session=session, signer=signer, fleet=release["fleet"], channel=release["channel"],
-            model=release["model"], version=chosen, percent=100.0, urgent=True, actor=_actor(viewer),
-        )
-    except ServiceError as exc:
-        return _refused(request, viewer, session, settings, number, exc)
-    return _done(request, session, view)
-
+        return act.ask("rollback", {"version": str(chosen)},
+                       f"Release {release['model']} v{chosen} to 100% of {release['fleet']}/"
+                       f"{release['channel']}, urgent: devices install it at their next sync.")
+    return act.apply(lambda actor: crud_releases.create_release(
+        session=session, signer=signer, fleet=release["fleet"], channel=release["channel"],
+        model=release["model"], version=chosen, percent=100.0, urgent=True, actor=actor))
