@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from sync_service import crud
 from sync_service.console import sessions
-from sync_service.models import ApiToken, AuditEvent, ConsoleSession, now
+from sync_service.models import ApiToken, AuditEvent, ConsoleSession, Device, Fleet, now
 from tests.sync_service.bundle_factory import manifest_signed, tiny_onnx, write_bundle
 from tests.sync_service.fleet_helpers import bearer, create_release, event, publish, register, report
 
@@ -203,8 +203,8 @@ def test_device_list_pages_by_id(client: TestClient, publisher_token: str, enrol
 
 
 def test_output_is_escaped(
-    client: TestClient, auth: dict[str, str], publisher_token: str, fleet: str, tmp_path: Path,
-    publisher_keys: list[Any],
+    client: TestClient, app: FastAPI, auth: dict[str, str], publisher_token: str, fleet_row: Fleet,
+    tmp_path: Path, publisher_keys: list[Any],
 ) -> None:
     data = tiny_onnx(7)
     signed = manifest_signed("demo", 1, {"cpu": data})
@@ -219,6 +219,13 @@ def test_output_is_escaped(
         assert "<script>alert" not in text and "<img src=x" not in text, path
     assert "&lt;script&gt;alert(&#39;model&#39;)&lt;/script&gt;" in client.get("/console/models/demo/1").text
     assert "&lt;img src=x onerror=alert(1)&gt;" in client.get(f"/console/releases/{rel['id']}").text
+    # the API refuses such a device id; one that got into the database still renders as text
+    with Session(app.state.engine) as session:
+        evil = "<script>alert('device')</script>"
+        session.add(Device(id=evil, fleet_id=fleet_row.id or 0, platform="linux"))
+        session.commit()
+    text = client.get("/console/devices").text
+    assert "<script>alert" not in text and "&lt;script&gt;alert(&#39;device&#39;)&lt;/script&gt;" in text
 
 
 # --------------------------------------------------------------------------- actions
