@@ -101,8 +101,11 @@ class ServiceHandle:
             raise DemoError(f"{method} {path}: HTTP {resp.status_code} {resp.text[:300]}")
         return resp.json()
 
-    def release(self, model: str, version: int, percent: float, urgent: bool = False) -> dict[str, Any]:
-        body = {
+    def release(
+        self, model: str, version: int, percent: float, urgent: bool = False,
+        behaviour_gate: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "fleet": self.fleet,
             "channel": self.channel,
             "model": model,
@@ -110,6 +113,8 @@ class ServiceHandle:
             "percent": percent,
             "urgent": urgent,
         }
+        if behaviour_gate is not None:
+            body["behaviour_gate"] = behaviour_gate
         rel: dict[str, Any] = self._api("POST", "/v1/releases", json=body)
         self.releases[(model, version)] = int(rel["id"])
         return rel
@@ -118,6 +123,9 @@ class ServiceHandle:
         rid = self.releases[(model, version)]
         out: dict[str, Any] = self._api("PATCH", f"/v1/releases/{rid}", json={"percent": percent})
         return out
+
+    def get(self, path: str) -> Any:
+        return self._api("GET", path)
 
     def status(self, model: str, version: int) -> dict[str, Any]:
         out: dict[str, Any] = self._api("GET", f"/v1/releases/{self.releases[(model, version)]}/status")

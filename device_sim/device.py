@@ -5,8 +5,8 @@
     prediction = device.predict(rows)      # the installed model (previous one if it will not load)
 
 ``sync`` runs the async updater on its own event loop; a fleet in one process calls
-``async_sync`` instead. Inference counts are queued as one ``inference_stats`` report per
-model at the next sync, not per call.
+``async_sync`` instead. What the model did is queued as one ``behaviour`` report per model
+version at the next sync, not per call (device_sim/behaviour.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from device_sim import trust
+from device_sim.behaviour import Window
 from device_sim.errors import DownloadError, NoModelError
 from device_sim.golden import available_providers, runtime_version
 from device_sim.pack_install import PackResult, install_pack
@@ -32,7 +33,7 @@ from device_sim.transfer import Progress, SyncConfig, detail, make_client
 from device_sim.updater import SyncResult, Updater
 from packager import exit_codes
 from packager.errors import ConflictError, NotFoundError, UsageError, VerificationError
-from packager.manifest import ModelManifest, utcnow
+from packager.manifest import ModelManifest, format_time, utcnow
 
 
 async def register(
@@ -152,14 +153,6 @@ async def _retire(client: httpx.AsyncClient, device_id: str, token: str) -> None
 
 
 @dataclass
-class _Stats:
-    rows: int = 0
-    anomalies: int = 0
-    seconds: float = 0.0
-    calls: int = 0
-
-
-@dataclass
 class ModelStatus:
     name: str
     current: int
@@ -204,7 +197,7 @@ class Device:
         self.now = now
         self.progress = progress
         self._engines: dict[str, Any] = {}
-        self._stats: dict[tuple[str, int], _Stats] = {}
+        self._stats: dict[tuple[str, int], Window] = {}
 
     @classmethod
     async def async_register(
@@ -340,20 +333,21 @@ class Device:
         versions, engine = self._engine(model)
         t0 = time.perf_counter()
         prediction = engine.predict(features)
+        seconds = time.perf_counter() - t0
         inst = versions[engine.active_name]  # after predict: a failing version hands over
-        stats = self._stats.setdefault((inst.name, inst.version), _Stats())
-        stats.calls += 1
-        stats.rows += len(prediction)
-        stats.anomalies += prediction.anomalies
-        stats.seconds += time.perf_counter() - t0
+        window = self._stats.get((inst.name, inst.version))
+        if window is None:
+            profile = self.manifest(inst).behaviour
+            window = self._stats[(inst.name, inst.version)] = Window(
+                edges=list(profile.score_edges) if profile is not None else None, since=format_time(utcnow()))
+        window.observe(prediction.labels, prediction.scores, seconds, engine.provider)
         return prediction
 
     def queue_stats(self) -> None:
-        for (name, version), s in self._stats.items():
-            if s.rows:
-                self.store.enqueue("inference_stats", model=name, version=version,
-                                   data={"calls": s.calls, "rows": s.rows, "anomalies": s.anomalies,
-                                         "mean_ms_per_call": round(1000 * s.seconds / s.calls, 4)})
+        """One ``behaviour`` report per model version that scored rows since the last one."""
+        for (name, version), window in self._stats.items():
+            if window.rows:
+                self.store.enqueue("behaviour", model=name, version=version, data=window.report())
         self._stats.clear()
 
     # ------------------------------------------------------------------ status

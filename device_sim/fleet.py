@@ -40,6 +40,7 @@ from device_sim.faults import FaultyTransport
 from device_sim.fleet_golden import SharedGolden
 from device_sim.fleet_network import NETWORK_MIX, PROFILES, OfflineSwitch
 from device_sim.fleet_report import FleetResult, IndexEntryView, bucket_checks, convergence, health_gate
+from device_sim.fleet_scoring import FleetScorer
 from device_sim.store import Store
 from device_sim.transfer import SyncConfig
 from device_sim.updater import SyncResult, Updater, next_delay
@@ -76,6 +77,7 @@ class FleetSpec:
     state_dir: Path | None = None  # kept after the run; default: a temporary directory
     state_root: Path | None = None  # where that temporary directory goes
     device_prefix: str = "sim"
+    score_rows: int = 0  # telemetry rows each device scores per poll and reports (fleet_scoring.py)
 
     def __post_init__(self) -> None:
         if self.devices < 1:
@@ -157,6 +159,7 @@ class Fleet:
         self.spec = spec
         self.devices = plan_devices(spec)
         self.golden = SharedGolden()
+        self.scorer = FleetScorer(spec.score_rows, spec.seed, self.golden.cache)
         self.on_sample = on_sample
         self.result = FleetResult(
             devices=spec.devices,
@@ -354,6 +357,7 @@ class Fleet:
         if device.metered_now and device.wifi_at is not None and self.now() >= device.wifi_at:
             device.metered_now = False  # reached wifi: C.1 no longer holds it back
             self._apply_network(device, device.updater.store)
+        self.scorer.score(device.updater.store, device.rng)  # what it installed scores telemetry
         before = self._fault_count(device)
         started = time.perf_counter()
         result = await device.updater.sync_once()

@@ -29,7 +29,7 @@ from packager.fsutil import TMP_MARK, fsync_dir, temporary_beside, write_atomic_
 
 # The report kinds the service accepts, the TypeScript client's ReportKind (reports.ts).
 ReportKind = Literal["installed", "install_failed", "golden_failed", "transfer_failed", "stale_index",
-                     "inference_stats"]
+                     "inference_stats", "behaviour"]
 
 Hook = Callable[[str], None]
 

@@ -126,12 +126,17 @@ def release(
     percent: float,
     channel: str = "stable",
     urgent: bool = False,
+    behaviour_gate: dict[str, Any] | None = None,
     server: str | None = None,
     token: str | None = None,
 ) -> Release:
-    """Release a published version to ``percent`` of a fleet's channel (scope ``release``)."""
-    body = {"fleet": fleet, "channel": channel, "model": model, "version": version,
-            "percent": percent, "urgent": urgent}
+    """Release a published version to ``percent`` of a fleet's channel (scope ``release``);
+    ``behaviour_gate`` (``{max_rate_ratio, max_psi, min_devices, min_rows}``, any subset)
+    halts it when the candidate behaves unlike the incumbent (docs/behaviour.md)."""
+    body: dict[str, Any] = {"fleet": fleet, "channel": channel, "model": model, "version": version,
+                            "percent": percent, "urgent": urgent}
+    if behaviour_gate is not None:
+        body["behaviour_gate"] = behaviour_gate
     with _client(server, token) as api:
         return Release.from_json(api.json("POST", "/v1/releases", json=body))
 

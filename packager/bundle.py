@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from packager.behaviour import profile
 from packager.compression import ZSTD_LEVEL, zstd_copy
 from packager.errors import BundleError, KeyLoadError, UsageError, VerificationError
 from packager.fsutil import fsync_dir, write_new
@@ -159,6 +160,7 @@ def write_bundle(
             "artifacts": artifacts,
             "reference": reference.model_dump(mode="json", by_alias=True),
             "golden": golden.model_dump(mode="json", by_alias=True),
+            "behaviour": profile(*result.reference_outputs(golden_rows)).model_dump(mode="json"),
         }
         try:
             ModelManifest.model_validate(signed)

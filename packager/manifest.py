@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from packager.behaviour import BehaviourProfile
 from packager.errors import (
     BadSignatureError,
     ExpiredError,
@@ -286,6 +287,7 @@ class ModelManifest(_Doc):
     artifacts: list[Artifact] = Field(min_length=1)
     reference: Reference | None = None
     golden: GoldenVectors
+    behaviour: BehaviourProfile | None = None  # absent in bundles written before it existed
 
     def artifact_for(self, target: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.target == target), None)

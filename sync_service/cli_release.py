@@ -50,7 +50,8 @@ def _selector(parser: argparse.ArgumentParser) -> None:
 
 def register_release(sub: Any) -> None:
     release = sub.add_parser(
-        "release", help="staged rollouts: create, set, halt, resume, promote, rollback, list, status"
+        "release", help="staged rollouts: create, set, halt, resume, promote, rollback, list, status, "
+        "behaviour, audit"
     )
     verbs = release.add_subparsers(dest="release_command", metavar="ACTION", required=True)
 
@@ -61,8 +62,22 @@ def register_release(sub: Any) -> None:
     create.add_argument("--version", type=positive_int, required=True, help="the published version")
     create.add_argument("--percent", type=_percent, required=True, help="share of devices, 0..100")
     create.add_argument("--urgent", action="store_true", help="devices should install without waiting")
+    gate = create.add_argument_group("behaviour gate (docs/behaviour.md): any of these turns it on")
+    gate.add_argument("--behaviour-gate", action="store_true", help="judge the candidate's field behaviour")
+    gate.add_argument("--gate-rate-ratio", type=float, metavar="X",
+                      help="halt above X times the incumbent's anomaly rate, or below 1/X (default 2)")
+    gate.add_argument("--gate-psi", type=float, metavar="P", help="halt above this score PSI (default 0.25)")
+    gate.add_argument("--gate-min-devices", type=positive_int, metavar="N",
+                      help="judge once N devices report (default 10)")
+    gate.add_argument("--gate-min-rows", type=positive_int, metavar="N",
+                      help="…and they scored N rows (default 1000)")
     _common(create)
     create.set_defaults(handler=_create)
+
+    behaving = verbs.add_parser("behaviour", help="the candidate's field behaviour beside the incumbent's")
+    _selector(behaving)
+    _common(behaving)
+    behaving.set_defaults(handler=_behaviour)
 
     setp = verbs.add_parser("set", help="raise or lower a release's rollout percent")
     _selector(setp)
@@ -192,8 +207,12 @@ def _create_body(args: argparse.Namespace, channel: str, model: str, version: in
 def _create(args: argparse.Namespace) -> int:
     from modelsync.api import release
 
+    bounds = {k: v for k, v in (("max_rate_ratio", args.gate_rate_ratio), ("max_psi", args.gate_psi),
+                                ("min_devices", args.gate_min_devices), ("min_rows", args.gate_min_rows))
+              if v is not None}
+    gate = bounds if bounds or args.behaviour_gate else None
     created = release(fleet=args.fleet, channel=args.channel, model=args.model, version=args.version,
-                      percent=args.percent, urgent=args.urgent, **_where(args))
+                      percent=args.percent, urgent=args.urgent, behaviour_gate=gate, **_where(args))
     return _print_release(args, created.raw, "created")
 
 
@@ -301,6 +320,41 @@ def _status(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*row)
     console().print(table)
+    return 0
+
+
+def _behaviour(args: argparse.Namespace) -> int:
+    rid = _release_id(args, ("active", "halted", "superseded"))
+    with _client(args) as api:
+        body = api.json("GET", f"/v1/releases/{rid}/behaviour")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    from rich.table import Table
+
+    from packager.cli_common import console
+
+    table = Table(title=f"release {rid}: {body['model']} v{body['version']}, reports since {body['since']}")
+    for column in ("", "devices", "rows", "anomaly rate", "p50 ms", "p95 ms", "providers"):
+        table.add_column(column, justify="left" if column in ("", "providers") else "right")
+    for label, v in (("candidate", body["candidate"]), ("incumbent", body["incumbent"])):
+        if v is not None:
+            table.add_row(f"{label} v{v['version']}", str(v["devices"]), f"{v['rows']:,}",
+                          f"{v['anomaly_rate']:.2%}", f"{v['latency_p50_ms']:.2f}",
+                          f"{v['latency_p95_ms']:.2f}",
+                          ", ".join(f"{p} ({n})" for p, n in v["providers"].items()))
+    if body["reference"] is not None:
+        table.add_row("reference", "", "", f"{body['reference']['anomaly_rate']:.2%}", "", "", "")
+    console().print(table)
+    gate = body["gate"]
+    figures = []
+    if gate["rate_ratio"] is not None:
+        figures.append(f"rate ×{gate['rate_ratio']:.2f}")
+    if gate["psi"] is not None:
+        figures.append(f"PSI {gate['psi']:.3f}")
+    verdict = ("no behaviour gate" if gate["bounds"] is None else gate["breach"]
+               or (f"waiting: {gate['waiting']}" if gate["waiting"] else "within its bounds"))
+    console().print(f"against the {gate['baseline']}: {', '.join(figures) or '—'}; {verdict}")
     return 0
 
 

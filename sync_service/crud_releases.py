@@ -80,6 +80,7 @@ class ReleaseView:
             "state": r.state,
             "halt_reason": r.halt_reason,
             "halted_by_health_gate": r.halted_by_health_gate,
+            "behaviour_gate": json.loads(r.behaviour_gate) if r.behaviour_gate else None,
             "created": r.created_at,
             "updated": r.updated_at,
         }
@@ -153,6 +154,7 @@ def create_release(
     percent: float,
     actor: Actor,
     urgent: bool = False,
+    behaviour_gate: dict[str, Any] | None = None,
 ) -> ReleaseView:
     fleet_row = session.exec(select(Fleet).where(Fleet.name == fleet)).first()
     if fleet_row is None or fleet_row.id is None:
@@ -193,6 +195,7 @@ def create_release(
         urgent=urgent,
         state="active",
         health_since=stamp,
+        behaviour_gate=json.dumps(behaviour_gate, sort_keys=True) if behaviour_gate is not None else None,
         created_at=stamp,
         updated_at=stamp,
     )
@@ -202,7 +205,8 @@ def create_release(
     view = ReleaseView(release, fleet_row, channel_row, mv)
     audit.record(
         session, actor=actor, action="create", view=view, index_version=stored.version,
-        detail={"percent": percent, "urgent": urgent},
+        detail={"percent": percent, "urgent": urgent,
+                **({"behaviour_gate": behaviour_gate} if behaviour_gate is not None else {})},
     )
     return view
 

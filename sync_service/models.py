@@ -16,7 +16,7 @@ from sync_service.auth import TokenKind
 ReleaseState = Literal["active", "halted", "superseded"]
 BlobKind = Literal["manifest", "artifact", "reference"]
 ReportKind = Literal["installed", "install_failed", "golden_failed", "transfer_failed", "stale_index",
-                     "inference_stats"]
+                     "inference_stats", "behaviour"]
 Platform = Literal["android", "ios", "linux"]
 
 
@@ -106,6 +106,8 @@ class Release(SQLModel, table=True):
     halt_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     halted_by_health_gate: bool = False
     health_since: datetime | None = None  # health-gate window start: creation or last resume
+    # the behaviour gate's bounds (sync_service/behaviour.GateBounds as JSON); None: no gate
+    behaviour_gate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
 

@@ -222,3 +222,23 @@ def test_pack_files_regenerate_identically(tmp_path: Path) -> None:
     assert stored == sorted(p.relative_to(tmp_path) for p in (tmp_path / "packs").glob("*.mspack"))
     for rel in stored:
         assert (tmp_path / rel).read_bytes() == (VECTORS / rel).read_bytes(), f"{rel} differs"
+
+
+BEHAVIOUR = json.loads((VECTORS / "behaviour.json").read_text(encoding="utf-8"))["cases"]
+
+
+@pytest.mark.parametrize("case", BEHAVIOUR, ids=[c["why"] for c in BEHAVIOUR])
+def test_behaviour_window(case: dict[str, Any]) -> None:
+    """The device's behaviour window (device_sim/behaviour.py) reaches each case's report;
+    react-native-stub/test/behaviour.test.ts runs the same cases."""
+    import numpy as np
+
+    from device_sim.behaviour import Window
+
+    window = Window(edges=case["score_edges"], since="2026-01-01T00:00:00Z")
+    for call in case["calls"]:
+        scores = np.array([np.nan if s is None else s for s in call["scores"]], dtype=np.float32)
+        window.observe(np.array(call["labels"], dtype=np.int64), scores, call["ms"] / 1000, call["provider"])
+    report = window.report()
+    assert report["since"] == "2026-01-01T00:00:00Z"
+    assert {k: v for k, v in report.items() if k != "since"} == case["expect"]

@@ -170,8 +170,14 @@ suite("React Native: example/App.tsx and the hook against the real service", () 
   });
 
   describe("the app", () => {
-    it("first sync, then an update arriving while it is mounted", async () => {
-      await render(<App config={appConfig("rn-app-1")} />);
+    it("first sync, then an update arriving while it is mounted; the score goes out as a behaviour report", async () => {
+      const posted: { events: { kind: string; model?: string; version?: number; data?: any }[]; status: number }[] = [];
+      const recording: HttpFetch = async (url, init) => {
+        const res = (await fetch(url, init as RequestInit)) as unknown as Awaited<ReturnType<HttpFetch>>;
+        if (url.endsWith("/reports")) posted.push({ events: JSON.parse(String(init.body)).events, status: res.status });
+        return res;
+      };
+      await render(<App config={appConfig("rn-app-1", { fetch: recording })} />);
       expect(await screen.findByText(/v1 \(installed, cpu\)/, {}, LONG)).toBeTruthy();
       expect(await screen.findByText(/normal|ANOMALY/, {}, LONG)).toBeTruthy();
       expect(screen.getByText(/^up_to_date$|^updated$/)).toBeTruthy();
@@ -180,6 +186,25 @@ suite("React Native: example/App.tsx and the hook against the real service", () 
       fireEvent.press(screen.getByText("Sync now"));
       expect(await screen.findByText(/v2 \(installed, cpu\)/, {}, LONG)).toBeTruthy();
       expect(await screen.findByText("updated", {}, LONG)).toBeTruthy();
+
+      // The sample v1 scored, reported with that sync: no inference_stats any more.
+      const events = posted.flatMap((p) => p.events);
+      expect(events.map((e) => e.kind)).not.toContain("inference_stats");
+      const reports = events.filter((e) => e.kind === "behaviour");
+      expect(reports).toHaveLength(1);
+      const [report] = reports;
+      expect([report!.model, report!.version]).toEqual(["fleet-iforest", 1]);
+      const data = report!.data;
+      expect(Object.keys(data).sort()).toEqual(["anomalies", "calls", "histogram", "latency_ms", "provider", "rows", "since"]);
+      expect(data.rows).toBeGreaterThanOrEqual(1);
+      expect(data.calls).toBe(data.rows); // one sample row per call
+      expect(data.anomalies).toBeLessThanOrEqual(data.rows);
+      const edges: number[] = svc.bundles["1"]!.manifest.signed.behaviour.score_edges;
+      expect(data.histogram).toHaveLength(edges.length + 1);
+      expect(data.histogram.reduce((a: number, b: number) => a + b, 0)).toBe(data.rows);
+      expect(data.provider).toBe("CPUExecutionProvider");
+      expect(data.latency_ms.p50).toBeLessThanOrEqual(data.latency_ms.p95);
+      expect(posted.every((p) => p.status === 200)).toBe(true);
     });
 
     it("starts offline from the model embedded in the app bundle", async () => {

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 
+import { BehaviourWindow } from "../src/core/behaviour";
 import { sha256Hex } from "../src/core/bytes";
 import { MAX_MANIFEST_BYTES, ModelSyncClient } from "../src/core/client";
 import type { HttpFetch } from "../src/core/ports";
@@ -320,7 +321,11 @@ describe("client flow against forged documents", () => {
   it("reports wait on disk while the server refuses them, then go in batches of 500", async () => {
     svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-1"));
     const { client } = await newClient();
-    for (let i = 0; i < 501; i++) await client.reportInferenceStats("m", 1, { count: i });
+    for (let i = 0; i < 501; i++) {
+      const w = new BehaviourWindow(null, "2026-01-01T00:00:00Z");
+      w.observe([1], [0], i, "CPUExecutionProvider");
+      await client.reportBehaviour("m", 1, w.report());
+    }
     svc.reportStatus = 503;
     assert.equal((await client.sync()).reportsSent, 0);
     assert.equal((await client.pendingReports()).length, 501);
@@ -331,6 +336,38 @@ describe("client flow against forged documents", () => {
     assert.equal(ids.size, 501, "event ids are unique");
     for (const id of ids) assert.match(String(id), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.deepEqual(await client.pendingReports(), []);
+  });
+
+  it("queues a behaviour report as the wire format says, and refuses data the service would", async () => {
+    svc.json("/v1/channels/stable/index", sign(indexSigned(1, {}), "index-1"));
+    const { client } = await newClient();
+    const w = new BehaviourWindow([0, 1], Date.UTC(2026, 11, 3, 10));
+    w.observe([1, -1, 1], [-0.5, 0.5, 7], 2.5, "CPUExecutionProvider");
+    const data = w.report();
+    await client.reportBehaviour("battery-anomaly", 3, data);
+    await assert.rejects(client.reportBehaviour("battery-anomaly", 3, { ...data, histogram: [1, 1] }), RangeError);
+    await assert.rejects(client.reportBehaviour("battery-anomaly", 3, { ...data, calls: 0 }), RangeError);
+    assert.equal((await client.pendingReports()).length, 1, "only the good one is queued");
+    assert.equal((await client.sync()).reportsSent, 1);
+    const [event] = svc.reports.flat() as any[];
+    assert.deepEqual(Object.keys(event).sort(), ["at", "data", "event_id", "kind", "model", "version"]);
+    assert.equal(event.kind, "behaviour");
+    assert.deepEqual([event.model, event.version], ["battery-anomaly", 3]);
+    assert.match(event.at, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
+    assert.deepEqual(event.data, {
+      since: "2026-12-03T10:00:00Z",
+      rows: 3,
+      anomalies: 1,
+      calls: 1,
+      histogram: [1, 1, 1],
+      latency_ms: { p50: 2.5, p95: 2.5 },
+      provider: "CPUExecutionProvider",
+    });
+  });
+
+  it("installedManifest is null for a version this device does not keep", async () => {
+    const { client } = await newClient();
+    assert.equal(await client.installedManifest("battery-anomaly", 1), null);
   });
 
   it("a torn queue file is dropped instead of blocking every later report", async () => {

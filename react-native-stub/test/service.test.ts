@@ -15,7 +15,8 @@ import { after, before, describe, it } from "node:test";
 import { createElement } from "react";
 import { type ReactTestRenderer, act, create } from "react-test-renderer";
 
-import { type ClientOptions, ModelSyncClient } from "../src/core/client";
+import { BehaviourWindow } from "../src/core/behaviour";
+import { type ClientOptions, ModelSyncClient, type SyncResult } from "../src/core/client";
 import { HashMismatchError } from "../src/core/errors";
 import type { HttpFetch } from "../src/core/ports";
 import { NodeOrtRunner, openNodeSession } from "../src/node/ortRunner";
@@ -220,9 +221,79 @@ describe("against the real sync service", { skip: SKIP_REASON, timeout: 240_000 
     });
     const one = await m.run(manifest.golden.inputs[0]);
     assert.equal(one.length, 1, "a single row is one score");
+
+    // The next sync queues one behaviour report for v1 and the service takes it (200).
+    let synced: SyncResult | null = null;
+    await act(async () => {
+      synced = await latest().sync();
+    });
+    assert.ok(synced !== null);
+    const done = synced as SyncResult;
+    assert.equal(done.reportsSent, 1, "the behaviour report went with the sync");
+    assert.deepEqual(await client.pendingReports(), [], "and the service answered 200");
+    const n = manifest.golden.inputs.length;
+    const edges: number[] = manifest.behaviour.score_edges;
+    const seen1 = await api(svc, "GET", `/v1/releases/${release1.id}/behaviour`);
+    assert.equal(seen1.candidate.version, 1);
+    assert.equal(seen1.candidate.devices, 1, JSON.stringify(seen1.candidate));
+    assert.equal(seen1.candidate.reports, 1);
+    assert.equal(seen1.candidate.rows, n + 1);
+    assert.equal(seen1.candidate.anomalies, scores.filter((x) => x.anomaly).length + (one[0]!.anomaly ? 1 : 0));
+    assert.equal(seen1.candidate.histogram.length, edges.length + 1, "the manifest's bins");
+    assert.deepEqual(seen1.candidate.providers, { CPUExecutionProvider: 1 });
+    const again = await client.sync();
+    assert.equal(again.reportsSent, 0, "a window is reported once");
     await act(async () => {
       renderer!.unmount();
     });
+  });
+
+  it("sends a behaviour report the service takes; it refuses one for a version not installed or in other bins", async () => {
+    const { client } = await registered("ts-device-behaviour");
+    assert.equal((await client.sync()).outcome, "updated");
+    const manifest = (await client.installedManifest("fleet-iforest", 1))!;
+    assert.deepEqual(manifest.behaviour, svc.bundles["1"]!.manifest.signed.behaviour, "the installed manifest's profile");
+    assert.equal(await client.installedManifest("fleet-iforest", 2), null, "v2 is not installed here");
+    const edges = manifest.behaviour!.score_edges;
+    const window = new BehaviourWindow(edges, Date.now() - 60_000);
+    window.observe([1, -1, 1], [edges[0]! - 1, edges.at(-1)!, Number.NaN], 1.25, "CPUExecutionProvider");
+    const data = window.report();
+    assert.deepEqual(data.histogram.slice(0, 1).concat(data.histogram.slice(-1)), [1, 2]);
+    await client.reportBehaviour("fleet-iforest", 1, data);
+    const sent = await client.sync();
+    assert.equal(sent.reportsSent, 1);
+    assert.deepEqual(await client.pendingReports(), []);
+
+    // What the client must never queue (a refused batch would stay queued): the service's 422s.
+    const id = (await client.identity())!;
+    const post = async (version: number, body: Record<string, unknown>): Promise<{ status: number; text: string }> => {
+      const res = await fetch(`${svc.url}/v1/devices/${id.device_id}/reports`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${id.device_token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({
+          events: [
+            {
+              event_id: `0b6f7a52-3c1d-4e8f-9a2b-${String(version).padStart(12, "0")}`,
+              kind: "behaviour",
+              at: "2026-01-01T00:00:00Z",
+              model: "fleet-iforest",
+              version,
+              data: body,
+            },
+          ],
+        }),
+      });
+      return { status: res.status, text: await res.text() };
+    };
+    const bins2: number = svc.bundles["2"]!.manifest.signed.behaviour.score_edges.length + 1;
+    const notInstalled = await post(2, { ...data, histogram: [3, ...new Array<number>(bins2 - 1).fill(0)] });
+    assert.equal(notInstalled.status, 422, notInstalled.text);
+    assert.match(notInstalled.text, /never reported installing|behaviour_not_installed/);
+    const otherBins = await post(1, { ...data, histogram: [3] });
+    assert.equal(otherBins.status, 422, otherBins.text);
+    assert.match(otherBins.text, /histogram bins|wrong_bin_count/);
+    const extra = await post(1, { ...data, mean_ms_per_call: 1 });
+    assert.equal(extra.status, 422, extra.text);
   });
 
   it("resumes a download cut halfway with a Range request, within the same sync", async () => {

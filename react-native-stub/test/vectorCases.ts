@@ -1,6 +1,7 @@
 /** The cross-language vectors' cases, run through the core with no Node API, so that the
  * same code decides them under Node (vectors.test.ts) and under a Hermes runtime
  * (test-hermes/). ``load`` maps a path inside tests/vectors/ to its parsed JSON. */
+import { BehaviourWindow } from "../src/core/behaviour";
 import { bytesToHex, hexToBytes, sha256Hex, utf8ToBytes } from "../src/core/bytes";
 import { canonicalBytes, canonicalText } from "../src/core/canonical";
 import { parseTime, verifyIndex, verifyManifest, verifyRootSelf, verifyRootSignedBy } from "../src/core/documents";
@@ -171,6 +172,31 @@ export function packProblem(c: PackCase, trustedRoot: unknown, bytes: Uint8Array
   return null;
 }
 
+export interface BehaviourCase {
+  why: string;
+  score_edges: number[] | null;
+  calls: { labels: number[]; scores: (number | null)[]; ms: number; provider: string }[];
+  expect: Record<string, unknown>;
+}
+
+/** A behaviour case's calls through a BehaviourWindow (a null score is NaN, which JSON
+ * cannot carry): its report, `since` left out. */
+export function runBehaviourCase(c: BehaviourCase): Record<string, unknown> {
+  const window = new BehaviourWindow(c.score_edges, "2026-01-01T00:00:00Z");
+  for (const call of c.calls) {
+    window.observe(call.labels, call.scores.map((s) => (s === null ? Number.NaN : s)), call.ms, call.provider);
+  }
+  const { since, ...rest } = window.report();
+  if (since !== "2026-01-01T00:00:00Z") throw new Error(`since ${since}`);
+  return rest;
+}
+
+/** What is wrong with one behaviour case, or null: the report, field for field. */
+export function behaviourWindowProblem(c: BehaviourCase): string | null {
+  const got = sortedJson(runBehaviourCase(c));
+  return got === sortedJson(c.expect) ? null : `${c.why}: report ${got}, expected ${sortedJson(c.expect)}`;
+}
+
 /** Every case of every vector file, as "file: problem" lines (empty: all agree). With
  * `loadBytes`, the offline packs of packs.json too. */
 export function allProblems(load: Load, loadBytes?: LoadBytes): { checked: number; problems: string[] } {
@@ -180,7 +206,7 @@ export function allProblems(load: Load, loadBytes?: LoadBytes): { checked: numbe
     checked += 1;
     if (p !== null) problems.push(p);
   };
-  const index = load("manifest.json") as { cases: CaseRef[]; packs?: string };
+  const index = load("manifest.json") as { cases: CaseRef[]; packs?: string; behaviour?: string };
   for (const c of index.cases) {
     const body = load(c.file);
     const device = verdictOf(() => runDeviceCase(c.operation, body));
@@ -196,6 +222,7 @@ export function allProblems(load: Load, loadBytes?: LoadBytes): { checked: numbe
   for (const c of load("signing.json").cases) note(signingProblem(c, keys));
   for (const c of load("rollout.json").cases) note(rolloutProblem(c));
   note(utf8ToBytes("Gerät").length === 6 ? null : "UTF-8 is not what rollout buckets hash");
+  for (const c of load(index.behaviour ?? "behaviour.json").cases) note(behaviourWindowProblem(c));
   if (loadBytes !== undefined) {
     const packs = load(index.packs ?? "packs.json") as { trusted_root: unknown; cases: PackCase[] };
     for (const c of packs.cases) note(packProblem(c, packs.trusted_root, loadBytes(c.file)));

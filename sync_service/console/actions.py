@@ -35,6 +35,7 @@ from sync_service.core.config import Settings
 from sync_service.crud_releases import ReleaseView
 from sync_service.errors import Conflict, ServiceError
 from sync_service.index import cache_for
+from sync_service.storage import Storage
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -124,6 +125,7 @@ class _Action:
     viewer: Viewer
     session: Session
     settings: Settings
+    storage: Storage
     number: int
     context: dict[str, Any]
 
@@ -150,7 +152,7 @@ class _Action:
             view = change(Actor(self.viewer.principal.token_id, self.viewer.principal.name))
         except ServiceError as exc:
             self.session.rollback()
-            context = release_context(self.session, self.settings, self.number) or self.context
+            context = release_context(self.session, self.settings, self.storage, self.number) or self.context
             conflict = isinstance(exc, Conflict)
             return page(self.request, "release.html",
                         {"viewer": self.viewer, "notice": None, "error": str(exc), **context},
@@ -169,14 +171,15 @@ def _begin(
     request: Request, viewer: Viewer, session: Session, settings: Settings, release_id: str,
     csrf: str | None,
 ) -> _Action | HTMLResponse:
+    storage: Storage = request.app.state.storage
     _check_form(request, viewer, csrf)
     _may_release(viewer)
     number = int(release_id) if release_id.isdigit() and 1 <= int(release_id) <= 2**31 - 1 else None
-    context = release_context(session, settings, number) if number is not None else None
+    context = release_context(session, settings, storage, number) if number is not None else None
     if number is None or context is None:
         return not_found(request, viewer, f"No release {release_id}.")
     session.rollback()  # the change takes its own locks
-    return _Action(request, viewer, session, settings, number, context)
+    return _Action(request, viewer, session, settings, storage, number, context)
 
 
 @router.post("/releases/{release_id}/percent")

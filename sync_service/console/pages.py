@@ -11,11 +11,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from sync_service import adoption, audit, crud, crud_releases
+from sync_service import adoption, audit, behaviour, crud, crud_releases
 from sync_service.api.deps import SessionDep, SettingsDep, StorageDep
 from sync_service.api.routes import inventory
 from sync_service.api.routes.models_api import version_card
-from sync_service.api.routes.releases import ReleaseStatus
+from sync_service.api.routes.releases import ReleaseBehaviour, ReleaseStatus
 from sync_service.console import chart
 from sync_service.console.deps import Viewer, ViewerDep
 from sync_service.console.render import page
@@ -154,7 +154,7 @@ def releases_page(
 
 
 def release_context(
-    session: Session, settings: Any, release_id: int, points: int = 60
+    session: Session, settings: Any, storage: Storage, release_id: int, points: int = 60
 ) -> dict[str, Any] | None:
     view = crud_releases.get_release(session=session, release_id=release_id)
     if view is None:
@@ -165,6 +165,7 @@ def release_context(
         "gate_min_devices": settings.health_min_devices,
     })
     curve = adoption.adoption(session, view, points=points)
+    behaving = ReleaseBehaviour.model_validate(behaviour.release_behaviour(session, storage, view))
     history = [audit.public(e) for e in audit.list_events(session, release_id=release_id, limit=20)]
     # what a roll back can release: published versions of the model above this one that the
     # channel has not released yet (a rollback bundle is re-signed offline, then published)
@@ -182,6 +183,7 @@ def release_context(
         "status": status,
         "adoption": curve,
         "chart": chart.build(curve["points"]),
+        "behaviour": behaving,
         "audit": history,
         "rollback_candidates": candidates,
         "next_version": max(versions, default=view.model_version.version) + 1,
@@ -191,10 +193,10 @@ def release_context(
 @router.get("/releases/{release_id}")
 def release_page(
     request: Request, release_id: str, viewer: ViewerDep, session: SessionDep, settings: SettingsDep,
-    changed: Annotated[str | None, Query()] = None,
+    storage: StorageDep, changed: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
     number = _number(release_id)
-    context = release_context(session, settings, number) if number is not None else None
+    context = release_context(session, settings, storage, number) if number is not None else None
     if context is None:
         return not_found(request, viewer, f"No release {release_id}.")
     notice = None

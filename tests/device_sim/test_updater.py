@@ -52,8 +52,11 @@ def test_register_sync_install_and_predict(repo: Repo, tmp_path: Path) -> None:
     again = device.sync()
     assert again.status == "not_modified" and again.outcomes == []
     assert not any("/blobs/" in p for p in paths(repo))
-    assert [e["kind"] for e in repo.reports] == ["installed", "inference_stats"]
-    assert repo.reports[1]["data"]["rows"] == 2
+    assert [e["kind"] for e in repo.reports] == ["installed", "behaviour"]
+    data = repo.reports[1]["data"]
+    assert (data["rows"], data["anomalies"], data["calls"]) == (2, 1, 1)
+    assert data["provider"] == "CPUExecutionProvider" and data["histogram"] == []  # no profile in it
+    assert 0 <= data["latency_ms"]["p50"] <= data["latency_ms"]["p95"]
 
 
 def test_bad_enrollment_token_writes_nothing(repo: Repo, tmp_path: Path) -> None:
@@ -234,7 +237,7 @@ def test_offline_keeps_serving_and_reports_go_out_once(repo: Repo, tmp_path: Pat
     repo.reports_status = 200
     back = device.sync()
     assert back.reports_sent == 3
-    assert [e["kind"] for e in repo.reports] == ["installed", "inference_stats", "inference_stats"]
+    assert [e["kind"] for e in repo.reports] == ["installed", "behaviour", "behaviour"]
     assert len({e["event_id"] for e in repo.reports}) == 3
     assert device.sync().reports_sent == 0
 

@@ -112,6 +112,7 @@ def world(
         ("PATCH", f"/v1/releases/{release['id']}", publisher, {"json": {"percent": 100}}),
         ("GET", f"/v1/releases/{release['id']}/status", publisher, {}),
         ("GET", f"/v1/releases/{release['id']}/adoption?points=3", publisher, {}),
+        ("GET", f"/v1/releases/{release['id']}/behaviour", publisher, {}),
         ("GET", "/v1/audit?limit=5", publisher, {}),
         ("POST", f"/v1/releases/{release['id']}/halt", publisher, {"json": {"reason": "fuzz"}}),
         ("POST", f"/v1/releases/{release['id']}/resume", publisher, {}),

@@ -146,6 +146,7 @@ def test_openapi_docs_list_the_release_device_and_index_routes(client: TestClien
         "/v1/releases",
         "/v1/releases/{release_id}/status",
         "/v1/releases/{release_id}/adoption",
+        "/v1/releases/{release_id}/behaviour",
         "/v1/audit",
         "/v1/devices/register",
         "/v1/devices/{device_id}/reports",

@@ -505,6 +505,57 @@ def build_rollout() -> list[dict[str, Any]]:
     return out
 
 
+def build_behaviour() -> list[dict[str, Any]]:
+    """Behaviour windows (docs/behaviour.md): observations in, the report's aggregates out.
+    The expected values are computed here by the plain definitions (a linear scan for the
+    bin, nearest rank for percentiles), not by either client's code. A score of null is NaN
+    (JSON has none): it falls in the last bin. Scores and edges are float32 values (a model's
+    scores are float32; both clients compare them exactly), here dyadic fractions."""
+
+    def bin_of(edges: list[float], score: float | None) -> int:
+        if score is None:
+            return len(edges)
+        return sum(1 for e in edges if e <= score)
+
+    def rank(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        r = max(1, -(-int(q * 1000) * len(ordered) // 1000))  # ceil(q * n) for q in thousandths
+        return ordered[r - 1]
+
+    cases = []
+    specs = [
+        ("one call, scores on and around the edges", [-0.125, 0.0, 0.125],
+         [([1, -1, 1, 1, -1], [-0.25, -0.125, 0.0, 0.125, 0.0625], 1.5, "CPUExecutionProvider")]),
+        ("three calls, a NaN score in the last bin", [0.0],
+         [([1, 1], [0.3, 0.4], 2.0, "CPUExecutionProvider"),
+          ([-1], [None], 0.5, "CPUExecutionProvider"),
+          ([-1, 1, 1], [-1.0, 2.0, 0.0], 4.25, "NnapiExecutionProvider")]),
+        ("no profile: an empty histogram", None,
+         [([1, -1], [0.2, -0.3], 3.0, "CoreMLExecutionProvider")] * 4),
+        ("twenty calls: p50 and p95 by nearest rank", [-0.5, -0.25, 0.0, 0.25, 0.5],
+         [([1], [i / 16 - 0.5], float(i + 1), "CPUExecutionProvider") for i in range(20)]),
+    ]
+    for why, edges, calls in specs:
+        counts = [0] * (len(edges) + 1) if edges is not None else []
+        rows = anomalies = 0
+        for labels, scores, _, _ in calls:
+            rows += len(labels)
+            anomalies += sum(1 for v in labels if v == -1)
+            if edges is not None:
+                for s in scores:
+                    counts[bin_of(edges, s)] += 1
+        ms = [c[2] for c in calls]
+        cases.append({
+            "why": why,
+            "score_edges": edges,
+            "calls": [{"labels": lab, "scores": sco, "ms": m, "provider": p} for lab, sco, m, p in calls],
+            "expect": {"rows": rows, "anomalies": anomalies, "calls": len(calls), "histogram": counts,
+                       "latency_ms": {"p50": rank(ms, 0.5), "p95": rank(ms, 0.95)},
+                       "provider": calls[-1][3]},
+        })
+    return cases
+
+
 def build_keys() -> dict[str, Any]:
     return {
         "notice": NOTICE,
@@ -690,6 +741,7 @@ def write_all(out: Path) -> list[Path]:
         "keys.json": build_keys(),
         "canonical.json": {"notice": NOTICE, "cases": build_canonical()},
         "rollout.json": {"notice": NOTICE, "cases": build_rollout()},
+        "behaviour.json": {"notice": NOTICE, "cases": build_behaviour()},
         "signing.json": {"notice": NOTICE, "cases": build_signing()},
     }
     packs, pack_files = build_packs()
@@ -706,6 +758,7 @@ def write_all(out: Path) -> list[Path]:
         "canonical": "canonical.json",
         "keys": "keys.json",
         "rollout": "rollout.json",
+        "behaviour": "behaviour.json",
         "signing": "signing.json",
         "packs": "packs.json",
         "cases": listing,

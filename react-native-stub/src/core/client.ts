@@ -4,6 +4,7 @@
  * an inference runner for the golden-vector check. Check numbers in comments are the
  * doc's, the same as device_sim's.
  */
+import { type BehaviourData, behaviourProblem } from "./behaviour";
 import { formatTime } from "./documents";
 import {
   ArtifactLoadError,
@@ -20,7 +21,16 @@ import { type PlannedModel, planPack } from "./pack";
 import type { HttpFetch, InferenceRunner, NetworkMonitor, NetworkStatus, Storage } from "./ports";
 import { executionProviders, fixedBatch } from "./providers";
 import { ReportQueue } from "./reports";
-import type { Artifact, ChannelIndex, IndexEntry, ModelManifest, Root, Target } from "./schema";
+import {
+  type Artifact,
+  type ChannelIndex,
+  type IndexEntry,
+  type ModelManifest,
+  type Root,
+  type Target,
+  parseEnvelope,
+  validateManifest,
+} from "./schema";
 import { type Activation, type StagedModel, Staging } from "./staging";
 import { type DeviceIdentity, type Installed, State, indexVersionOf } from "./state";
 import {
@@ -379,10 +389,47 @@ export class ModelSyncClient {
     return this.reports.pending();
   }
 
-  /** Queue an `inference_stats` event; it is sent with the next sync. */
+  /** Queue a `behaviour` report for one model version (a BehaviourWindow's report(), see
+   * behaviour.ts); it is sent with the next sync, its `at` the window's end. The service
+   * takes it only for a version this device reported installing (the embedded model is
+   * not one) and with its manifest's bin count. Data the service would refuse in any case
+   * throws RangeError here, so that it never blocks the queue. */
+  async reportBehaviour(model: string, version: number, data: BehaviourData): Promise<void> {
+    const problem = behaviourProblem(data);
+    if (problem !== null) throw new RangeError(`behaviour report for ${model} v${version}: ${problem}`);
+    const id = await this.state.identity();
+    await this.reports.enqueue(id?.device_id ?? this.opts.deviceId, "behaviour", { model, version, data: { ...data } });
+  }
+
+  /** Queue an `inference_stats` event; it is sent with the next sync.
+   * @deprecated The hook reports `behaviour` (reportBehaviour) instead; the service still
+   * accepts `inference_stats` from older apps, but nothing judges a release by it. */
   async reportInferenceStats(model: string, version: number, data: Record<string, unknown>): Promise<void> {
     const id = await this.state.identity();
     await this.reports.enqueue(id?.device_id ?? this.opts.deviceId, "inference_stats", { model, version, data });
+  }
+
+  /** The manifest of a version this device installed and still keeps (current or
+   * previous), as verified when it was installed; null for any other version, the
+   * embedded model's included. Its `behaviour` holds the bins a behaviour report counts
+   * scores into (null: a manifest without a profile). Unreadable: StoreError. */
+  async installedManifest(name: string, version: number): Promise<ModelManifest | null> {
+    const p = await this.state.pointer(name);
+    const inst = [p?.current, p?.previous].find((i) => i?.version === version);
+    if (inst === undefined || inst === null) return null;
+    const data = await this.opts.storage.read(inst.manifest_path);
+    if (data === null) throw new StoreError(`${inst.manifest_path} is missing`);
+    let manifest: ModelManifest;
+    try {
+      manifest = validateManifest(parseEnvelope(parseJson(data, inst.manifest_path)).signed);
+    } catch (err) {
+      if (!(err instanceof ModelSyncError)) throw err;
+      throw new StoreError(`${inst.manifest_path} is unreadable: ${err.message}`);
+    }
+    if (manifest.name !== name || manifest.version !== version) {
+      throw new StoreError(`${inst.manifest_path} is ${manifest.name} v${manifest.version}, not ${name} v${version}`);
+    }
+    return manifest;
   }
 
   // ------------------------------------------------------------------------- 1. root

@@ -1,5 +1,16 @@
 /** Platform-neutral core: import from here in any runtime. */
 export * from "./client";
+export {
+  BehaviourWindow,
+  LATENCY_SAMPLES,
+  MAX_BINS,
+  behaviourProblem,
+  binOf,
+  histogram,
+  nearestRank,
+  ortProviderName,
+} from "./behaviour";
+export type { BehaviourData, BehaviourLatency } from "./behaviour";
 export * from "./documents";
 export * from "./errors";
 export * from "./pack";

@@ -10,13 +10,17 @@ import { StoreError } from "./errors";
 import type { State } from "./state";
 import { type Endpoint, failure, request } from "./transfer";
 
+/** The kinds the service takes (device_sim/store.py's ReportKind). `behaviour` is what a
+ * model did since the last report (behaviour.ts); `inference_stats`, its predecessor, is
+ * still accepted (reportInferenceStats, deprecated) but no longer sent by the hook. */
 export type ReportKind =
   | "installed"
   | "install_failed"
   | "golden_failed"
   | "transfer_failed"
   | "stale_index"
-  | "inference_stats";
+  | "inference_stats"
+  | "behaviour";
 
 export interface ReportEvent {
   event_id: string;

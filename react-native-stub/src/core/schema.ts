@@ -88,6 +88,18 @@ export interface ModelCard {
   outputs: TensorSpec[];
   threshold: number;
 }
+/** What the reference model does on the parity rows (packager.manifest.BehaviourProfile,
+ * docs/behaviour.md): the score histogram's interior bin edges (B-1 edges, B bins), the
+ * share of those rows in each bin, the reference's anomaly rate. A device counts what it
+ * scores into the same bins (behaviour.ts) and reports the counts. */
+export interface BehaviourProfile {
+  score_edges: number[];
+  reference_histogram: number[];
+  anomaly_rate: number;
+  rows: number;
+  /** The anomaly rate a device may see in its first rows; null when the manifest sets none. */
+  expected_band: [number, number] | null;
+}
 export interface ModelManifest {
   _type: "model-manifest";
   name: string;
@@ -96,6 +108,8 @@ export interface ModelManifest {
   model: ModelCard;
   artifacts: Artifact[];
   golden: GoldenVectors;
+  /** null: a manifest written before behaviour profiles existed (then a report's histogram is []). */
+  behaviour: BehaviourProfile | null;
 }
 export interface FileRef {
   path: string;
@@ -312,6 +326,41 @@ function artifact(v: Json, where: string): Artifact {
   };
 }
 
+/** The most interior edges a profile may have (packager.manifest: 63 edges, 64 bins). */
+export const MAX_SCORE_EDGES = 63;
+
+function behaviourProfile(v: Json, where: string): BehaviourProfile {
+  const o = obj(v, where);
+  const f = (k: string): unknown => field(o, k, where);
+  const edges = arr(f("score_edges"), `${where}.score_edges`, 1).map((x, i) => num(x, `${where}.score_edges.${i}`));
+  if (edges.length > MAX_SCORE_EDGES) fail(`${where}.score_edges`, `at most ${MAX_SCORE_EDGES} item(s)`);
+  for (let i = 1; i < edges.length; i++) {
+    if (!(edges[i]! > edges[i - 1]!)) fail(`${where}.score_edges`, "must be finite and strictly increasing");
+  }
+  const shares = arr(f("reference_histogram"), `${where}.reference_histogram`).map((x, i) =>
+    num(x, `${where}.reference_histogram.${i}`),
+  );
+  if (shares.length !== edges.length + 1) {
+    fail(`${where}.reference_histogram`, "needs one share per bin (len(score_edges) + 1)");
+  }
+  const band = optional(o, "expected_band", null, (b): [number, number] | null => {
+    if (b === null) return null;
+    const pair = arr(b, `${where}.expected_band`, 2);
+    if (pair.length !== 2) fail(`${where}.expected_band`, "expected 2 items");
+    const lo = num(pair[0], `${where}.expected_band.0`);
+    const hi = num(pair[1], `${where}.expected_band.1`);
+    if (!(lo >= 0 && lo <= hi && hi <= 1)) fail(`${where}.expected_band`, "must be 0 <= low <= high <= 1");
+    return [lo, hi];
+  });
+  return {
+    score_edges: edges,
+    reference_histogram: shares,
+    anomaly_rate: num(f("anomaly_rate"), `${where}.anomaly_rate`, 0, 1),
+    rows: int(f("rows"), `${where}.rows`, 1),
+    expected_band: band,
+  };
+}
+
 export function validateManifest(s: Record<string, unknown>): ModelManifest {
   const w = "model-manifest";
   const f = (k: string): unknown => field(s, k, w);
@@ -343,6 +392,8 @@ export function validateManifest(s: Record<string, unknown>): ModelManifest {
       label: arr(g("label"), `${w}.golden.label`).map((x, i) => int(x, `${w}.golden.label.${i}`)),
       score: arr(g("score"), `${w}.golden.score`).map((x, i) => num(x, `${w}.golden.score.${i}`)),
     },
+    // absent in manifests written before profiles existed, as in packager/manifest.py
+    behaviour: optional(s, "behaviour", null, (b) => (b === null ? null : behaviourProfile(b, `${w}.behaviour`))),
   };
 }
 

@@ -5,10 +5,15 @@
  * client says is current (installed, previous, or the one embedded in the app), syncs on
  * mount and then periodically, and swaps the session when a sync installs a new version.
  * Inference never waits for the network: offline, the installed model keeps answering.
+ * What each installed version did (rows, anomalies, the score histogram in its manifest's
+ * bins, latency, provider) is summed in a BehaviourWindow per version and queued as one
+ * `behaviour` report at the next sync (core/behaviour.ts, docs/behaviour.md).
  */
 import { useCallback, useEffect, useRef, useState } from "react";
 
+import { BehaviourWindow, ortProviderName } from "../core/behaviour";
 import type { ActiveModel, ModelSyncClient, ProgressEvent, SyncOutcome, SyncResult } from "../core/client";
+import { ModelSyncError } from "../core/errors";
 import type { LoadedModel } from "../core/ports";
 
 /** An inference session on one artifact, and the providers it really got. */
@@ -66,10 +71,25 @@ export interface UseAnomalyModelOptions {
   appState?: AppStateLike;
 }
 
-interface Stats {
-  count: number;
-  anomalies: number;
-  ms: number;
+/** The session serving now, and what its calls are reported as: null for a model the
+ * service never heard this device install (the embedded one), whose report it would refuse,
+ * or one whose installed manifest cannot be read. */
+interface Serving {
+  key: string;
+  open: ModelSession;
+  reported: { name: string; version: number; edges: number[] | null } | null;
+}
+
+interface VersionWindow {
+  name: string;
+  version: number;
+  window: BehaviourWindow;
+}
+
+/** A monotonic clock where the runtime has one (React Native and Node both do). */
+function clockMs(): number {
+  const perf = (globalThis as { performance?: { now?: () => number } }).performance;
+  return typeof perf?.now === "function" ? perf.now() : Date.now();
 }
 
 export function useModel(
@@ -85,10 +105,9 @@ export function useModel(
   const [error, setError] = useState<string | null>(null);
   const [progress, setProgress] = useState<ProgressEvent | null>(null);
   const [staged, setStaged] = useState<number | null>(null);
-  const session = useRef<{ key: string; open: ModelSession } | null>(null);
-  const stats = useRef<Stats>({ count: 0, anomalies: 0, ms: 0 });
+  const session = useRef<Serving | null>(null);
+  const windows = useRef(new Map<string, VersionWindow>());
   const mounted = useRef(true);
-  const activeRef = useRef<ActiveModel | null>(null);
 
   /** Open (or keep) the session for whatever the client says is current. */
   const load = useCallback(async (): Promise<void> => {
@@ -98,20 +117,29 @@ export function useModel(
     setStaged(waiting?.version ?? null);
     if (current === null) {
       setStatus("no_model");
-      activeRef.current = null;
       setActive(null);
       return;
     }
     const key = `${current.name}@${current.version}:${current.path}`;
     if (session.current?.key !== key) {
+      let reported: Serving["reported"] = null;
+      if (current.source !== "embedded") {
+        try {
+          const manifest = await client.installedManifest(current.name, current.version);
+          if (manifest !== null) {
+            reported = { name: current.name, version: current.version, edges: manifest.behaviour?.score_edges ?? null };
+          }
+        } catch (err) {
+          if (!(err instanceof ModelSyncError)) throw err; // unreadable: served, not reported
+        }
+      }
       const open = await openSession(current.path, current.providers, current.fixedBatch);
       const old = session.current;
-      session.current = { key, open };
+      session.current = { key, open, reported };
       await old?.open.release();
       if (!mounted.current) return;
       setProviders(open.providers);
     }
-    activeRef.current = current;
     setActive(current);
     setStatus("ready");
     setError(null);
@@ -120,15 +148,15 @@ export function useModel(
   const sync = useCallback(async (): Promise<SyncResult | null> => {
     setSyncState("syncing");
     try {
-      const s = stats.current;
-      const serving = activeRef.current;
-      if (s.count > 0 && serving !== null) {
-        stats.current = { count: 0, anomalies: 0, ms: 0 };
-        await client.reportInferenceStats(serving.name, serving.version, {
-          count: s.count,
-          anomalies: s.anomalies,
-          mean_latency_ms: s.ms / s.count,
-        });
+      // Each window that scored rows becomes one report; calls from now on start new ones.
+      const due = [...windows.current.values()].filter((w) => w.window.rows > 0);
+      windows.current = new Map();
+      for (const w of due) {
+        try {
+          await client.reportBehaviour(w.name, w.version, w.window.report());
+        } catch (err) {
+          if (!(err instanceof RangeError)) throw err; // data the service would refuse: dropped
+        }
       }
       const result = await client.sync();
       if (!mounted.current) return result;
@@ -185,19 +213,32 @@ export function useModel(
   }, [client, model, syncIntervalMs, syncOnMount, syncOnForeground, appState, load, sync]);
 
   const run = useCallback(async (features: readonly number[] | readonly (readonly number[])[]): Promise<Score[]> => {
-    const open = session.current?.open;
-    if (open === undefined) throw new Error("no model loaded yet");
+    const serving = session.current;
+    if (serving === null) throw new Error("no model loaded yet");
+    const open = serving.open;
     const rows = (features.length > 0 && Array.isArray(features[0]) ? features : [features]) as readonly (readonly number[])[];
-    const start = Date.now();
+    const start = clockMs();
     const out = await open.run(rows);
+    const ms = clockMs() - start;
     const scores = rows.map((_, i) => {
       const label = Number(out.label[i]);
       return { label, score: Number(out.score[i]), anomaly: label === -1 };
     });
-    const s = stats.current;
-    s.count += rows.length;
-    s.anomalies += scores.filter((x) => x.anomaly).length;
-    s.ms += Date.now() - start;
+    const reported = serving.reported;
+    if (reported !== null) {
+      const key = `${reported.name}@${reported.version}`;
+      let w = windows.current.get(key);
+      if (w === undefined) {
+        w = { name: reported.name, version: reported.version, window: new BehaviourWindow(reported.edges, Date.now()) };
+        windows.current.set(key, w);
+      }
+      w.window.observe(
+        scores.map((x) => x.label),
+        scores.map((x) => x.score),
+        ms,
+        ortProviderName(open.providers[0] ?? "cpu"),
+      );
+    }
     return scores;
   }, []);
 

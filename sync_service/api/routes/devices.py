@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sync_service import crud, crud_devices
+from sync_service import behaviour, crud, crud_devices
 from sync_service.api.deps import (
     TEXT_LINE,
     DeviceDep,
@@ -18,10 +18,12 @@ from sync_service.api.deps import (
     SessionDep,
     SettingsDep,
     SignerDep,
+    StorageDep,
     Version,
 )
 from sync_service.api.openapi import refusals
-from sync_service.errors import DeviceInOtherFleet, Forbidden, UnknownFleet
+from sync_service.behaviour import BehaviourData
+from sync_service.errors import DeviceInOtherFleet, Forbidden, UnknownFleet, Unprocessable
 from sync_service.index import cache_for
 from sync_service.index_fast_path import token_cache_for
 from sync_service.models import DEVICE_ID_MAX, PROVIDERS_MAX, Device, Platform, ReportKind
@@ -74,6 +76,21 @@ class ReportEvent(BaseModel):
     version: Version | None = None
     reason: str | None = Field(None, max_length=256, pattern=TEXT_LINE)
     data: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _behaviour(self) -> ReportEvent:
+        if self.kind == "behaviour":
+            if self.model is None or self.version is None:
+                raise ValueError("a behaviour report names its model and version")
+            if self.data is None:
+                raise ValueError("a behaviour report carries its data (docs/protocol.md)")
+            try:
+                self.data = BehaviourData.model_validate(self.data).model_dump(mode="json")
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"behaviour data{'.' + where if where else ''}: {err['msg']}") from None
+        return self
 
     @field_validator("at")
     @classmethod
@@ -133,7 +150,11 @@ def register_device(
 
 @router.post(
     "/{device_id}/reports",
-    responses=refusals({Forbidden: "the token belongs to another device"}),
+    responses=refusals({
+        Forbidden: "the token belongs to another device",
+        Unprocessable: "a behaviour report for a version the device never installed "
+        "(behaviour_not_installed), or with another bin count than its manifest's (wrong_bin_count)",
+    }),
 )
 def post_reports(
     device_id: DeviceId,
@@ -142,6 +163,7 @@ def post_reports(
     session: SessionDep,
     settings: SettingsDep,
     signer: SignerDep,
+    storage: StorageDep,
     device: DeviceDep,
 ) -> ReportAccepted:
     if device.device_id != device_id:
@@ -161,6 +183,7 @@ def post_reports(
         )
         for e in body.events
     ]
+    behaviour.check_reports(session, storage, device_id, events)  # before anything is stored
     accepted, duplicates = crud_devices.store_events(session=session, device_id=device_id, events=events)
     halted = crud_devices.apply_health_gate(
         session=session,
@@ -169,6 +192,9 @@ def post_reports(
         events=events,
         failure_rate=settings.health_failure_rate,
         min_devices=settings.health_min_devices,
+    )
+    halted += behaviour.apply_gate(
+        session=session, storage=storage, signer=signer, fleet_id=row.fleet_id, events=events
     )
     session.commit()
     for view in halted:

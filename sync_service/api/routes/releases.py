@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
-from sync_service import adoption, crud_releases
+from sync_service import adoption, behaviour, crud_releases
 from sync_service.api.deps import (
     TEXT_LINE,
     AnyPublisherDep,
@@ -18,10 +18,12 @@ from sync_service.api.deps import (
     SessionDep,
     SettingsDep,
     SignerDep,
+    StorageDep,
     Version,
 )
 from sync_service.api.openapi import refusals
 from sync_service.audit import Actor
+from sync_service.behaviour import GateBounds
 from sync_service.crud_releases import ReleaseView
 from sync_service.errors import (
     NewerReleaseActive,
@@ -53,6 +55,9 @@ class ReleaseCreate(BaseModel):
     version: Version
     percent: Percent
     urgent: StrictBool = False
+    behaviour_gate: GateBounds | None = Field(
+        None, description="halt the rollout when the candidate's field behaviour leaves these bounds"
+    )
 
 
 class PercentUpdate(BaseModel):
@@ -77,6 +82,7 @@ class ReleasePublic(BaseModel):
     state: ReleaseState
     halt_reason: str | None
     halted_by_health_gate: bool
+    behaviour_gate: GateBounds | None
     created: datetime
     updated: datetime
 
@@ -141,7 +147,9 @@ def create_release(
     body: ReleaseCreate, request: Request, session: SessionDep, signer: SignerDep, user: ReleaseDep
 ) -> ReleasePublic:
     view = crud_releases.create_release(
-        session=session, signer=signer, actor=_actor(user), **body.model_dump()
+        session=session, signer=signer, actor=_actor(user),
+        **body.model_dump(exclude={"behaviour_gate"}),
+        behaviour_gate=body.behaviour_gate.model_dump() if body.behaviour_gate else None,
     )
     return _committed(request, session, view)
 
@@ -249,3 +257,56 @@ def release_adoption(
     if view is None:
         raise UnknownRelease(f"no release {release_id}")
     return Adoption.model_validate(adoption.adoption(session, view, points=points))
+
+
+class VersionBehaviourPublic(BaseModel):
+    version: int
+    devices: int
+    reports: int
+    rows: int
+    anomalies: int
+    anomaly_rate: float
+    histogram: list[int] | None = Field(description="summed counts per bin of the manifest's score_edges")
+    latency_p50_ms: float = Field(description="median of the reports' p50s")
+    latency_p95_ms: float = Field(description="95th percentile (nearest rank) of the reports' p95s")
+    providers: dict[str, int] = Field(description="provider → devices whose newest report ran on it")
+
+
+class ReferenceBehaviour(BaseModel):
+    anomaly_rate: float
+    histogram: list[float]
+    score_edges: list[float]
+
+
+class GateState(BaseModel):
+    bounds: GateBounds | None = Field(description="null: the release has no behaviour gate")
+    baseline: str = Field(description="what the candidate is judged against: 'incumbent vN' or 'reference'")
+    rate_ratio: float | None
+    psi: float | None
+    breach: str | None = Field(description="the halt reason when the bounds are left")
+    waiting: str | None = Field(description="why it is not judged yet")
+
+
+class ReleaseBehaviour(BaseModel):
+    release_id: int
+    model: str
+    version: int
+    since: datetime = Field(description="reports received since the release was created or last resumed")
+    candidate: VersionBehaviourPublic
+    incumbent: VersionBehaviourPublic | None = Field(
+        description="the newest lower version with reports in the fleet in the same window"
+    )
+    reference: ReferenceBehaviour | None = Field(description="the manifest's profile of the reference model")
+    gate: GateState
+
+
+@router.get("/{release_id}/behaviour", responses=refusals(UNKNOWN))
+def release_behaviour(
+    release_id: ReleaseId, session: SessionDep, storage: StorageDep, _user: AnyPublisherDep
+) -> ReleaseBehaviour:
+    """What the candidate did in the field beside the incumbent, from devices' behaviour
+    reports (docs/behaviour.md), and the behaviour gate's judgement."""
+    view = crud_releases.get_release(session=session, release_id=release_id)
+    if view is None:
+        raise UnknownRelease(f"no release {release_id}")
+    return ReleaseBehaviour.model_validate(behaviour.release_behaviour(session, storage, view))

@@ -1,0 +1,73 @@
+"""What a device's model did since its last report, per model version: rows scored, anomalies,
+the score histogram in the manifest's bins, latency p50/p95 per call, the provider that ran
+it. Only these aggregates leave the device (a ``behaviour`` report, docs/behaviour.md); no
+telemetry row does.
+
+Bounded: the histogram has the manifest's bin count (at most packager.behaviour.MAX_BINS);
+latencies are kept for at most LATENCY_SAMPLES calls per window (a reservoir beyond, seeded,
+so a run is repeatable), percentiles by nearest rank."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from packager.behaviour import histogram
+
+LATENCY_SAMPLES = 512
+
+
+def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile by nearest rank: the value at rank ceil(q * n), 1-based."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+@dataclass
+class Window:
+    edges: list[float] | None  # the manifest's bins; None: a manifest without a profile
+    since: str
+    rows: int = 0
+    anomalies: int = 0
+    calls: int = 0
+    counts: list[int] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    provider: str = ""
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def observe(self, labels: np.ndarray, scores: np.ndarray, seconds: float, provider: str) -> None:
+        self.calls += 1
+        self.rows += int(labels.shape[0])
+        self.anomalies += int((labels == -1).sum())
+        if self.edges is not None:
+            add = histogram(self.edges, scores.astype(np.float64).tolist())
+            self.counts = [a + b for a, b in zip(self.counts or [0] * len(add), add, strict=True)]
+        ms = seconds * 1000.0
+        if len(self.latencies_ms) < LATENCY_SAMPLES:
+            self.latencies_ms.append(ms)
+        else:  # reservoir: every call kept with the same chance
+            j = self._rng.randrange(self.calls)
+            if j < LATENCY_SAMPLES:
+                self.latencies_ms[j] = ms
+        self.provider = provider
+
+    def report(self) -> dict[str, Any]:
+        """The ``data`` of a ``behaviour`` report (docs/protocol.md)."""
+        ordered = sorted(self.latencies_ms)
+        return {
+            "since": self.since,
+            "rows": self.rows,
+            "anomalies": self.anomalies,
+            "calls": self.calls,
+            "histogram": self.counts if self.edges is not None else [],
+            "latency_ms": {"p50": round(nearest_rank(ordered, 0.5), 4),
+                           "p95": round(nearest_rank(ordered, 0.95), 4)},
+            "provider": self.provider,
+        }

@@ -1,0 +1,135 @@
+"""The behaviour gate's fleet scenario (docs/behaviour.md): a model trained on telemetry in
+other units passes every byte and golden check, reaches the first devices of its rollout,
+and is halted by what those devices report it doing; a good model's rollout then completes.
+
+    v1  good, released to 100%: the incumbent every device runs and reports on
+    v2  trained on temperatures in °F, storage in MB and utilisations as fractions: its
+        golden vectors agree (they were drawn from its own training data), and on the
+        field's telemetry it calls nearly every row an anomaly
+    v3  good again (another seed), released to 100% with the same gate: it rolls on
+
+Used by tests/device_sim/test_behaviour_fleet.py (a small fleet) and
+benchmarks/bench_behaviour_gate.py (thousands of devices)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from device_sim.demo import ServiceHandle
+from device_sim.fleet import Fleet, FleetSpec
+
+MODEL = "pump-iforest"
+TRAIN_ROWS = 3000
+
+
+def other_units(frame: Any) -> Any:
+    """The same telemetry as a pipeline with a units bug would hand the trainer."""
+    bad = frame.copy()
+    bad["battery_temp_c"] = bad["battery_temp_c"] * 1.8 + 32  # °F
+    bad["storage_free_gb"] = bad["storage_free_gb"] * 1024  # MB
+    for column in ("cpu_util_pct", "memory_used_pct", "battery_level"):
+        bad[column] = bad[column] / 100  # fractions, not percent
+    return bad
+
+
+def build_bundles(work: Path, keys_dir: Path, trees: int = 30) -> dict[int, Path]:
+    from packager.detectors import IsolationForestDetector
+    from packager.keys import load_private_key, load_root
+    from packager.package import build_and_write
+    from packager.telemetry import generate_telemetry
+
+    key = load_private_key(keys_dir / "publisher.key")
+    root = load_root(keys_dir / "root.json")
+    out = {}
+    for version, seed, convert in ((1, 1, False), (2, 2, True), (3, 3, False)):
+        frame = generate_telemetry(TRAIN_ROWS, seed=seed).frame
+        if convert:
+            frame = other_units(frame)
+        model = IsolationForestDetector(n_estimators=trees, random_state=seed).fit(frame)
+        out[version] = build_and_write(
+            model, name=MODEL, version=version, targets=("android-nnapi", "ios-coreml", "cpu"), keys=[key],
+            root=root, out_dir=work / f"bundle-v{version}", calibration=frame.to_numpy(),
+        )
+    return out
+
+
+def run(
+    svc: ServiceHandle, bundles: dict[int, Path], spec: FleetSpec, gate: dict[str, Any], *,
+    first_phase: float, deadline_s: float = 120.0, settle: float = 1.0,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the scenario; returns its figures (times in seconds from each release). The bad
+    model is released once ``settle`` of the eligible devices run v1."""
+    for version in (1, 2, 3):
+        svc.publish(bundles[version])
+    svc.release(MODEL, 1, 100)
+    fleet = Fleet(spec)
+
+    async def scenario() -> dict[str, Any]:
+        await fleet.start()
+        try:
+            if not await fleet.wait(lambda: fleet.share_on(MODEL, 1) >= settle, deadline_s):
+                raise RuntimeError(f"v1 reached {fleet.share_on(MODEL, 1):.2%} of the fleet only")
+            say(f"v1 on {fleet.share_on(MODEL, 1):.1%} of {spec.devices} devices; releasing v2 "
+                f"(other units) to {first_phase:g}% with the gate")
+            t0 = time.monotonic()
+            rel = await asyncio.to_thread(svc.release, MODEL, 2, first_phase, False, gate)
+
+            def halted() -> bool:
+                return bool(state["state"] == "halted")
+
+            state: dict[str, Any] = {"state": "active"}
+
+            async def poll_release() -> bool:
+                while time.monotonic() - t0 < deadline_s:
+                    state.update(await asyncio.to_thread(svc.get, f"/v1/releases/{rel['id']}"))
+                    if halted():
+                        return True
+                    await asyncio.sleep(0.25)
+                return False
+
+            if not await poll_release():
+                raise RuntimeError("the behaviour gate did not halt v2")
+            time_to_halt = time.monotonic() - t0
+            exposed_at_halt = sum(d.installed.get(MODEL) == 2 for d in fleet.devices)
+            await asyncio.sleep(3 * spec.poll_interval_s)  # syncs in flight at the halt land
+            exposed = sum(d.installed.get(MODEL) == 2 for d in fleet.devices)
+            behaviour = await asyncio.to_thread(svc.get, f"/v1/releases/{rel['id']}/behaviour")
+            say(f"v2 halted after {time_to_halt:.1f} s: {state['halt_reason']}")
+
+            t1 = time.monotonic()
+            good = await asyncio.to_thread(svc.release, MODEL, 3, 100, False, gate)
+            reached = await fleet.wait(lambda: fleet.share_on(MODEL, 3) >= 0.95, deadline_s)
+            time_to_95 = time.monotonic() - t1
+            await fleet.wait(lambda: fleet.share_on(MODEL, 3) >= 1.0, 10 * spec.poll_interval_s)
+            good_state = await asyncio.to_thread(svc.get, f"/v1/releases/{good['id']}")
+            good_behaviour = await asyncio.to_thread(svc.get, f"/v1/releases/{good['id']}/behaviour")
+            say(f"v3 on {fleet.share_on(MODEL, 3):.0%} of the fleet, 95% after {time_to_95:.1f} s; its "
+                f"release is {good_state['state']} ({good_behaviour['gate']['breach'] or 'no breach'})")
+            return {
+                "devices": spec.devices, "first_phase_percent": first_phase, "gate": gate,
+                "bad_release": {"halt_reason": state["halt_reason"], "time_to_halt_s": round(time_to_halt, 2),
+                                "devices_on_bad_at_halt": exposed_at_halt, "devices_on_bad": exposed,
+                                "candidate": behaviour["candidate"], "incumbent": behaviour["incumbent"]},
+                "good_release": {"state": good_state["state"], "reached_95": reached,
+                                 "time_to_95_s": round(time_to_95, 2), "share": fleet.share_on(MODEL, 3),
+                                 "gate": good_behaviour["gate"]},
+                "in_first_phase": sum(
+                    1 for d in fleet.eligible() if _in_bucket(rel["salt"], d.device_id, first_phase)
+                ),
+                "rows_scored": fleet.scorer.scored,
+            }
+        finally:
+            await fleet.stop()
+
+    return asyncio.run(scenario())
+
+
+def _in_bucket(salt: str, device_id: str, percent: float) -> bool:
+    from packager.manifest import rollout_bucket
+
+    return rollout_bucket(salt, device_id) < percent * 100
