@@ -127,6 +127,7 @@ def release(
     channel: str = "stable",
     urgent: bool = False,
     behaviour_gate: dict[str, Any] | None = None,
+    phases: list[dict[str, Any]] | None = None,
     server: str | None = None,
     token: str | None = None,
 ) -> Release:
@@ -137,6 +138,8 @@ def release(
                             "percent": percent, "urgent": urgent}
     if behaviour_gate is not None:
         body["behaviour_gate"] = behaviour_gate
+    if phases is not None:
+        body["phases"] = phases  # [{percent, hold_s}, …]: the service ramps (docs/behaviour.md)
     with _client(server, token) as api:
         return Release.from_json(api.json("POST", "/v1/releases", json=body))
 

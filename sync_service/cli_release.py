@@ -48,6 +48,30 @@ def _selector(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="the model, when the channel releases several")
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _phases(text: str) -> list[dict[str, Any]]:
+    """``5:1h,25:30m,100`` → [{percent, hold_s}, …] (the last phase's hold is not used)."""
+    out = []
+    for part in text.split(","):
+        percent, _, hold = part.strip().partition(":")
+        try:
+            value = float(percent)
+            if not hold:
+                seconds = 60
+            elif hold[-1] in _UNITS:
+                seconds = int(float(hold[:-1]) * _UNITS[hold[-1]])
+            else:
+                seconds = int(hold)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not PERCENT[:HOLD]: {part!r} (e.g. 5:1h)") from None
+        out.append({"percent": value, "hold_s": max(1, seconds)})
+    if len(out) < 2:
+        raise argparse.ArgumentTypeError("a phased ramp has at least two phases, e.g. 10:1h,100")
+    return out
+
+
 def register_release(sub: Any) -> None:
     release = sub.add_parser(
         "release", help="staged rollouts: create, set, halt, resume, promote, rollback, list, status, "
@@ -60,7 +84,9 @@ def register_release(sub: Any) -> None:
     create.add_argument("--channel", default="stable", help="the fleet's channel (default: stable)")
     create.add_argument("--model", required=True, help="the published model's name")
     create.add_argument("--version", type=positive_int, required=True, help="the published version")
-    create.add_argument("--percent", type=_percent, required=True, help="share of devices, 0..100")
+    create.add_argument(
+        "--percent", type=_percent, help="share of devices, 0..100 (with --phases: the first phase's)"
+    )
     create.add_argument("--urgent", action="store_true", help="devices should install without waiting")
     gate = create.add_argument_group("behaviour gate (docs/behaviour.md): any of these turns it on")
     gate.add_argument("--behaviour-gate", action="store_true", help="judge the candidate's field behaviour")
@@ -71,6 +97,11 @@ def register_release(sub: Any) -> None:
                       help="judge once N devices report (default 10)")
     gate.add_argument("--gate-min-rows", type=positive_int, metavar="N",
                       help="…and they scored N rows (default 1000)")
+    create.add_argument(
+        "--phases", type=_phases, metavar="P:HOLD,…",
+        help="a phased ramp, e.g. 5:1h,25:1h,100 (percent:hold; s, m, h or d): each next phase once the "
+        "hold is over and the gates pass; --percent defaults to the first",
+    )
     _common(create)
     create.set_defaults(handler=_create)
 
@@ -211,8 +242,14 @@ def _create(args: argparse.Namespace) -> int:
                                 ("min_devices", args.gate_min_devices), ("min_rows", args.gate_min_rows))
               if v is not None}
     gate = bounds if bounds or args.behaviour_gate else None
+    percent = args.percent
+    if percent is None:
+        if not args.phases:
+            raise UsageError("give --percent, or --phases (the release starts at the first phase)")
+        percent = args.phases[0]["percent"]
     created = release(fleet=args.fleet, channel=args.channel, model=args.model, version=args.version,
-                      percent=args.percent, urgent=args.urgent, behaviour_gate=gate, **_where(args))
+                      percent=percent, urgent=args.urgent, behaviour_gate=gate, phases=args.phases,
+                      **_where(args))
     return _print_release(args, created.raw, "created")
 
 
@@ -315,6 +352,12 @@ def _status(args: argparse.Namespace) -> int:
     ]
     rows += [(f"devices on v{v}", str(n)) for v, n in status["devices_by_version"].items()]
     rows += [(f"failures: {reason}", str(n)) for reason, n in status["failures_by_reason"].items()]
+    schedule = r.get("schedule")
+    if schedule:
+        steps = " → ".join(f"{p['percent']:g}%" for p in schedule["phases"])
+        rows.append(("phase", f"{schedule['phase']} of {schedule['of']} ({steps})"))
+        if not schedule["done"]:
+            rows.append(("next", f"{schedule['next_percent']:g}% judged at {schedule['next_judgement']}"))
     if r.get("halt_reason"):
         rows.append(("halt reason", r["halt_reason"]))
     for row in rows:

@@ -19,6 +19,7 @@ import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import distinct, func, update
@@ -81,9 +82,27 @@ class ReleaseView:
             "halt_reason": r.halt_reason,
             "halted_by_health_gate": r.halted_by_health_gate,
             "behaviour_gate": json.loads(r.behaviour_gate) if r.behaviour_gate else None,
+            "schedule": phase_state(r),
             "created": r.created_at,
             "updated": r.updated_at,
         }
+
+
+def phase_state(release: Release) -> dict[str, Any] | None:
+    """Where a phased release stands: for status and the console (None: no schedule)."""
+    if not release.phases:
+        return None
+    phases = json.loads(release.phases)
+    index = release.phase
+    since = aware_utc(release.phase_since or release.created_at)
+    last = index >= len(phases) - 1
+    next_at = None if last else since + timedelta(seconds=phases[index]["hold_s"])
+    return {
+        "phase": index + 1, "of": len(phases), "percent": phases[index]["percent"],
+        "since": since, "phases": phases,
+        "next_percent": None if last else phases[index + 1]["percent"], "next_judgement": next_at,
+        "done": last,
+    }
 
 
 def _views_query() -> Any:
@@ -155,6 +174,7 @@ def create_release(
     actor: Actor,
     urgent: bool = False,
     behaviour_gate: dict[str, Any] | None = None,
+    phases: list[dict[str, Any]] | None = None,
 ) -> ReleaseView:
     fleet_row = session.exec(select(Fleet).where(Fleet.name == fleet)).first()
     if fleet_row is None or fleet_row.id is None:
@@ -196,6 +216,9 @@ def create_release(
         state="active",
         health_since=stamp,
         behaviour_gate=json.dumps(behaviour_gate, sort_keys=True) if behaviour_gate is not None else None,
+        phases=json.dumps(phases) if phases else None,
+        phase=0,
+        phase_since=stamp,
         created_at=stamp,
         updated_at=stamp,
     )
@@ -206,7 +229,8 @@ def create_release(
     audit.record(
         session, actor=actor, action="create", view=view, index_version=stored.version,
         detail={"percent": percent, "urgent": urgent,
-                **({"behaviour_gate": behaviour_gate} if behaviour_gate is not None else {})},
+                **({"behaviour_gate": behaviour_gate} if behaviour_gate is not None else {}),
+                **({"phases": phases} if phases else {})},
     )
     return view
 

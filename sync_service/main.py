@@ -20,6 +20,7 @@ from sync_service.core.config import Settings
 from sync_service.core.keys import ServiceKeys
 from sync_service.db import ensure_migrated, make_engine, session_slots
 from sync_service.errors import ServiceConfigError
+from sync_service.phases import advance_periodically
 from sync_service.storage import make_storage
 from sync_service.storage.sweep import sweep_litter, sweep_periodically
 
@@ -34,9 +35,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.storage, settings.data_dir, settings.stale_temp_s, settings.sweep_interval_s
         )
     )
+    ramps = asyncio.create_task(advance_periodically(app, settings.phase_interval_s))
     try:
         yield
     finally:
+        ramps.cancel()
         sweeper.cancel()
         app.state.engine.dispose()
 

@@ -108,6 +108,11 @@ class Release(SQLModel, table=True):
     health_since: datetime | None = None  # health-gate window start: creation or last resume
     # the behaviour gate's bounds (sync_service/behaviour.GateBounds as JSON); None: no gate
     behaviour_gate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # a phased ramp (sync_service/phases.Schedule's phases as JSON), the phase it is in
+    # (0-based) and since when; None: the percent changes only by hand
+    phases: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    phase: int = 0
+    phase_since: datetime | None = None
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
 

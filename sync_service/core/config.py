@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     index_key_path: Path | None = Field(None, description="the online index signing key (PEM)")
     index_key_passphrase: SecretStr | None = None
     index_lifetime: timedelta = timedelta(days=7)
+    phase_interval_s: float = Field(5.0, gt=0, description="how often phased ramps are judged")
     console_session_lifetime: timedelta = Field(
         timedelta(hours=8), description="a release console login lasts this long (docs/console.md)"
     )

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, model_validator
 
 from sync_service import adoption, behaviour, crud_releases
 from sync_service.api.deps import (
@@ -36,6 +36,7 @@ from sync_service.errors import (
 )
 from sync_service.index import cache_for
 from sync_service.models import ReleaseState
+from sync_service.phases import Phase, Schedule
 
 router = APIRouter(prefix="/v1/releases", tags=["releases"])
 
@@ -58,6 +59,31 @@ class ReleaseCreate(BaseModel):
     behaviour_gate: GateBounds | None = Field(
         None, description="halt the rollout when the candidate's field behaviour leaves these bounds"
     )
+    phases: list[Phase] | None = Field(
+        None, min_length=2, max_length=10,
+        description="a phased ramp: the service moves to each next percent once the phase has been "
+        "held for hold_s and the gates pass; `percent` must be the first phase's",
+    )
+
+    @model_validator(mode="after")
+    def _schedule(self) -> ReleaseCreate:
+        if self.phases is not None:
+            Schedule(phases=self.phases)  # rising percents
+            if self.percent != self.phases[0].percent:
+                raise ValueError(
+                    f"percent {self.percent:g} is not the first phase's {self.phases[0].percent:g}")
+        return self
+
+
+class PhaseState(BaseModel):
+    phase: int = Field(description="1-based")
+    of: int
+    percent: float
+    since: datetime
+    phases: list[Phase]
+    next_percent: float | None
+    next_judgement: datetime | None = Field(description="when the hold ends and the gates are judged")
+    done: bool
 
 
 class PercentUpdate(BaseModel):
@@ -83,6 +109,7 @@ class ReleasePublic(BaseModel):
     halt_reason: str | None
     halted_by_health_gate: bool
     behaviour_gate: GateBounds | None
+    schedule: PhaseState | None
     created: datetime
     updated: datetime
 
@@ -148,8 +175,9 @@ def create_release(
 ) -> ReleasePublic:
     view = crud_releases.create_release(
         session=session, signer=signer, actor=_actor(user),
-        **body.model_dump(exclude={"behaviour_gate"}),
+        **body.model_dump(exclude={"behaviour_gate", "phases"}),
         behaviour_gate=body.behaviour_gate.model_dump() if body.behaviour_gate else None,
+        phases=[p.model_dump() for p in body.phases] if body.phases else None,
     )
     return _committed(request, session, view)
 
