@@ -71,3 +71,31 @@ class Window:
                            "p95": round(nearest_rank(ordered, 0.95), 4)},
             "provider": self.provider,
         }
+
+
+@dataclass
+class BandCheck:
+    """A freshly activated version's first ``rows`` rows against the manifest's expected
+    anomaly-rate band: judged once, when they have been scored (docs/behaviour.md)."""
+
+    band: tuple[float, float]
+    rows: int
+    seen: int = 0
+    anomalies: int = 0
+    judged: bool = False
+
+    def observe(self, labels: np.ndarray) -> dict[str, Any] | None:
+        """None while counting or once passed; the report's data the moment it falls outside."""
+        if self.judged:
+            return None
+        self.seen += int(labels.shape[0])
+        self.anomalies += int((labels == -1).sum())
+        if self.seen < self.rows:
+            return None
+        self.judged = True
+        rate = self.anomalies / self.seen
+        lo, hi = self.band
+        if lo <= rate <= hi:
+            return None
+        return {"rows": self.seen, "anomalies": self.anomalies, "anomaly_rate": round(rate, 6),
+                "expected_band": [lo, hi]}

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from device_sim import trust
-from device_sim.behaviour import Window
+from device_sim.behaviour import BandCheck, Window
 from device_sim.errors import DownloadError, NoModelError
 from device_sim.golden import available_providers, runtime_version
 from device_sim.pack_install import PackResult, install_pack
@@ -189,8 +189,12 @@ class Device:
         runtime: str | None = None,
         now: Any = utcnow,
         progress: Progress | None = None,
+        band_check_rows: int = 1000,
     ) -> None:
         self.store = Store.open(Path(state_dir))
+        # a new version's first rows against its manifest's expected band; 0: never checked
+        self.band_check_rows = band_check_rows
+        self._band: dict[tuple[str, int], BandCheck] = {}
         self.transport = transport
         self.config = config or SyncConfig()
         self.runtime = runtime
@@ -335,13 +339,29 @@ class Device:
         prediction = engine.predict(features)
         seconds = time.perf_counter() - t0
         inst = versions[engine.active_name]  # after predict: a failing version hands over
-        window = self._stats.get((inst.name, inst.version))
+        key = (inst.name, inst.version)
+        window = self._stats.get(key)
         if window is None:
             profile = self.manifest(inst).behaviour
-            window = self._stats[(inst.name, inst.version)] = Window(
+            window = self._stats[key] = Window(
                 edges=list(profile.score_edges) if profile is not None else None, since=format_time(utcnow()))
+            if self.band_check_rows and profile is not None and profile.expected_band is not None \
+                    and key not in self._band:
+                self._band[key] = BandCheck(profile.expected_band, self.band_check_rows)
         window.observe(prediction.labels, prediction.scores, seconds, engine.provider)
+        check = self._band.get(key)
+        out_of_band = check.observe(prediction.labels) if check is not None else None
+        if out_of_band is not None:
+            self._fall_back(inst, out_of_band)
         return prediction
+
+    def _fall_back(self, inst: Installed, data: dict[str, Any]) -> None:
+        """The version's first rows left its expected band: serve the previous one from the
+        next call on, never reinstall this one, and say why (an install_failed report)."""
+        self.store.fall_back(inst.name)
+        self.store.enqueue("install_failed", model=inst.name, version=inst.version,
+                           reason="behaviour_out_of_band", data=data)
+        self._engines.pop(inst.name, None)
 
     def queue_stats(self) -> None:
         """One ``behaviour`` report per model version that scored rows since the last one."""

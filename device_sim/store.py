@@ -290,6 +290,21 @@ class Store:
                 shutil.rmtree(old, ignore_errors=True)
         self.discard_partial(inst.artifact_sha256)
 
+    def fall_back(self, name: str) -> Installed | None:
+        """Make the previous version current again and never reinstall the current one (its
+        behaviour left the manifest's band): one atomic pointer swap, as an install's. Returns
+        the version now current, or None when there is no previous to fall back to."""
+        slot = self.slot(name)
+        if slot is None:
+            return None
+        self.mark_failed(name, slot.current.version)
+        if slot.previous is None or not self.intact(slot.previous):
+            return None
+        back = Slot(current=slot.previous, previous=None)
+        self.write_json(self.version_dir(slot.previous).parent / "current.json", back.model_dump())
+        shutil.rmtree(self.version_dir(slot.current), ignore_errors=True)
+        return slot.previous
+
     def usage_bytes(self) -> int:
         """Bytes held by installed models and partial downloads (the storage budget, C.2)."""
         total = 0

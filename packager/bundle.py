@@ -91,6 +91,7 @@ def write_bundle(
     force: bool = False,
     root: Root | None = None,
     progress: Progress | None = None,
+    expected_band: tuple[float, float] | None = None,
 ) -> Path:
     """Write ``out_dir`` as a bundle of ``result``, signed by ``keys``; returns ``out_dir``.
 
@@ -160,7 +161,8 @@ def write_bundle(
             "artifacts": artifacts,
             "reference": reference.model_dump(mode="json", by_alias=True),
             "golden": golden.model_dump(mode="json", by_alias=True),
-            "behaviour": profile(*result.reference_outputs(golden_rows)).model_dump(mode="json"),
+            "behaviour": profile(*result.reference_outputs(golden_rows)).model_copy(
+                update={"expected_band": expected_band}).model_dump(mode="json"),
         }
         try:
             ModelManifest.model_validate(signed)

@@ -10,6 +10,15 @@ from packager.cli_common import add_json_arg, passphrase_from, print_json
 from packager.manifest import TARGETS
 
 
+def _band(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not LO,HI: {text!r} (e.g. 0.01,0.15)") from None
+    if not 0 <= lo <= hi <= 1:
+        raise argparse.ArgumentTypeError(f"the band must be 0 <= LO <= HI <= 1, got {text!r}")
+    return lo, hi
+
 def register(sub: Any) -> None:
     pkg = sub.add_parser(
         "package",
@@ -42,6 +51,11 @@ def register(sub: Any) -> None:
         "--features", metavar="A,B,C", help="comma-separated feature names, in the model's column order"
     )
     pkg.add_argument("--description", default="", metavar="TEXT", help="free text for the model card")
+    pkg.add_argument(
+        "--expected-anomaly-band", type=_band, metavar="LO,HI",
+        help="anomaly rate a device should see in its first rows (e.g. 0.01,0.15); outside it, a device "
+        "falls back to its previous model (docs/behaviour.md)",
+    )
     pkg.add_argument(
         "-o", "--output", type=Path, required=True, metavar="DIR",
         help="the bundle directory: must not exist or be empty (see --force)",
@@ -94,6 +108,7 @@ def _package(args: argparse.Namespace) -> int:
             calibration_path=args.calibration,
             features=features,
             description=args.description,
+            expected_band=args.expected_anomaly_band,
             force=args.force,
             progress=progress,
         )

@@ -116,6 +116,7 @@ def package_model(
     calibration_path: Path | None = None,
     features: Sequence[str] | None = None,
     description: str = "",
+    expected_band: tuple[float, float] | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> Path:
@@ -154,7 +155,7 @@ def package_model(
     return build_and_write(
         model, name=name, version=version, targets=targets, keys=keys, root=root, out_dir=out_dir,
         calibration=calibration, features=features, description=description, force=force,
-        progress=progress,
+        progress=progress, expected_band=expected_band,
     )
 
 
@@ -172,6 +173,7 @@ def build_and_write(
     force: bool = False,
     root: Root | None = None,
     progress: Progress | None = None,
+    expected_band: tuple[float, float] | None = None,
 ) -> Path:
     """Library entry point for an in-memory model (the demo, tests)."""
     from packager.pipeline import build
@@ -203,6 +205,7 @@ def build_and_write(
             result, name=name, version=version, keys=keys, out_dir=out_dir, golden_rows=pool,
             golden_source=result.rows_source, golden_note=result.rows_note,
             description=description, force=force, root=root, progress=progress,
+            expected_band=expected_band,
         )
 
 

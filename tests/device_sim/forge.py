@@ -106,9 +106,11 @@ def manifest_doc(
     golden_from: bytes | None = None,
     score_atol: float = 1e-4,
     signers: list[Any] | None = None,
+    behaviour: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A signed manifest with one artifact per target; golden vectors from ``golden_from``
-    (default: the first artifact), so they match unless a test says otherwise."""
+    (default: the first artifact), so they match unless a test says otherwise; ``behaviour``
+    is signed as the manifest's behaviour profile."""
     first = next(iter(artifacts.values()))
     labels, scores = run_model(golden_from or first, GOLDEN_X)
     arts = [
@@ -121,6 +123,8 @@ def manifest_doc(
     signed = documents.manifest_signed(
         name, version, documents.model_card(FEATURES), arts, (GOLDEN_X, labels, scores)
     )
+    if behaviour is not None:
+        signed["behaviour"] = behaviour
     return sign(signed, keys.publisher if signers is None else signers)
 
 

@@ -282,3 +282,18 @@ def test_calibration_files(tmp_path: Path) -> None:
     np.save(tmp_path / "flat.npy", np.zeros(3))
     with pytest.raises(UsageError, match="non-empty table"):
         load_calibration(tmp_path / "flat.npy")
+
+
+def test_expected_anomaly_band_is_signed_in_the_profile(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    assert main(_package(inputs, tmp_path / "b", "--expected-anomaly-band", "0.01,0.2")) == 0
+    signed = json.loads((tmp_path / "b" / "manifest.json").read_text())["signed"]
+    assert signed["behaviour"]["expected_band"] == [0.01, 0.2]
+    assert len(signed["behaviour"]["score_edges"]) == 9
+    for bad in ("0.3,0.1", "x", "0.1,1.5"):
+        with pytest.raises(SystemExit):
+            main(_package(inputs, tmp_path / "c", "--expected-anomaly-band", bad))
+        assert "--expected-anomaly-band" in capsys.readouterr().err
