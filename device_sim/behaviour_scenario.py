@@ -17,13 +17,23 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from device_sim.demo import ServiceHandle
 from device_sim.fleet import Fleet, FleetSpec
 
 MODEL = "pump-iforest"
 TRAIN_ROWS = 3000
+
+
+class Service(Protocol):
+    """What the scenario asks of a running service (device_sim.demo.ServiceHandle)."""
+
+    def publish(self, bundle: Path) -> str: ...
+
+    def release(self, model: str, version: int, percent: float, urgent: bool = False,
+                behaviour_gate: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def get(self, path: str) -> Any: ...
 
 
 def other_units(frame: Any) -> Any:
@@ -36,29 +46,37 @@ def other_units(frame: Any) -> Any:
     return bad
 
 
-def build_bundles(work: Path, keys_dir: Path, trees: int = 30) -> dict[int, Path]:
+def build_bundle(
+    work: Path, keys_dir: Path, *, version: int, seed: int, units_bug: bool, trees: int = 30,
+    name: str = MODEL,
+) -> Path:
+    """An IsolationForest bundle trained on the synthetic telemetry, or on it with the units
+    bug of :func:`other_units`."""
     from packager.detectors import IsolationForestDetector
     from packager.keys import load_private_key, load_root
     from packager.package import build_and_write
     from packager.telemetry import generate_telemetry
 
-    key = load_private_key(keys_dir / "publisher.key")
-    root = load_root(keys_dir / "root.json")
-    out = {}
-    for version, seed, convert in ((1, 1, False), (2, 2, True), (3, 3, False)):
-        frame = generate_telemetry(TRAIN_ROWS, seed=seed).frame
-        if convert:
-            frame = other_units(frame)
-        model = IsolationForestDetector(n_estimators=trees, random_state=seed).fit(frame)
-        out[version] = build_and_write(
-            model, name=MODEL, version=version, targets=("android-nnapi", "ios-coreml", "cpu"), keys=[key],
-            root=root, out_dir=work / f"bundle-v{version}", calibration=frame.to_numpy(),
-        )
-    return out
+    frame = generate_telemetry(TRAIN_ROWS, seed=seed).frame
+    if units_bug:
+        frame = other_units(frame)
+    model = IsolationForestDetector(n_estimators=trees, random_state=seed).fit(frame)
+    return build_and_write(
+        model, name=name, version=version, targets=("android-nnapi", "ios-coreml", "cpu"),
+        keys=[load_private_key(keys_dir / "publisher.key")], root=load_root(keys_dir / "root.json"),
+        out_dir=work / f"bundle-{name}-v{version}", calibration=frame.to_numpy(),
+    )
+
+
+def build_bundles(work: Path, keys_dir: Path, trees: int = 30) -> dict[int, Path]:
+    return {
+        version: build_bundle(work, keys_dir, version=version, seed=seed, units_bug=bug, trees=trees)
+        for version, seed, bug in ((1, 1, False), (2, 2, True), (3, 3, False))
+    }
 
 
 def run(
-    svc: ServiceHandle, bundles: dict[int, Path], spec: FleetSpec, gate: dict[str, Any], *,
+    svc: Service, bundles: dict[int, Path], spec: FleetSpec, gate: dict[str, Any], *,
     first_phase: float, deadline_s: float = 120.0, settle: float = 1.0,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:

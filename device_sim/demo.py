@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from device_sim.behaviour_scenario import build_bundle
 from device_sim.errors import DemoError
 from packager.errors import UsageError
 
@@ -192,6 +193,9 @@ class DemoResult:
     converged_v2: bool
     v2_share: float
     outside_bucket: int
+    bad_halt_reason: str | None
+    bad_exposed: int
+    bad_bucket: int
     unexpected_errors: dict[str, int]
     parity_passed: bool
     seconds: float
@@ -206,6 +210,11 @@ class DemoResult:
             (
                 f"{self.outside_bucket} devices outside the signed 50% bucket moved (needs 0)",
                 self.outside_bucket == 0,
+            ),
+            (
+                f"the model trained in other units halted by the behaviour gate, on {self.bad_exposed} "
+                f"of the {self.bad_bucket} devices in its first phase (needs a halt, none outside it)",
+                self.bad_halt_reason is not None and self.bad_exposed <= self.bad_bucket,
             ),
             (
                 f"unexpected errors: {sum(self.unexpected_errors.values())} (needs 0)",
@@ -227,7 +236,7 @@ async def _fleet_phase(
     console: Any,
     poll: float,
     deadline: float,
-) -> tuple[float, float, float, int, float, Any]:
+) -> tuple[float, float, float, int, float, dict[str, Any], Any]:
     from device_sim.fleet import Fleet, FleetSpec, default_state_root
     from device_sim.fleet_report import write_report
 
@@ -241,6 +250,7 @@ async def _fleet_phase(
         seed=7,
         offline_start_within_s=4 * poll,
         state_root=default_state_root(),
+        score_rows=100,  # devices score telemetry and report what their model does
     )
     fleet = Fleet(spec)
     console.rule(f"[bold]7. {devices} devices join the fleet")
@@ -276,11 +286,41 @@ async def _fleet_phase(
         await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= 1.0, deadline)
         v2_share = fleet.share_on(MODEL, 2)
         console.print(f"at 100%: v2 on {v2_share:.0%} of eligible devices after {fleet.now():.1f} s")
+        bad = await _bad_build(svc, bundles[2], fleet, console, poll, deadline)
         await asyncio.sleep(poll)
     finally:
         result = await fleet.stop()
     paths = write_report(result, out)
-    return v1, expected, observed, outside, v2_share, (result, paths)
+    return v1, expected, observed, outside, v2_share, bad, (result, paths)
+
+
+async def _bad_build(
+    svc: ServiceHandle, bundle: Path, fleet: Any, console: Any, poll: float, deadline: float
+) -> dict[str, Any]:
+    """Stage 9: v3, trained on the telemetry in other units, passes every check; released to
+    half the fleet under the behaviour gate, the first devices' reports halt it."""
+    from packager.manifest import rollout_bucket
+
+    console.rule("[bold]9. v3, trained on telemetry in other units, behind the behaviour gate")
+    await asyncio.to_thread(svc.publish, bundle)
+    # one device's rows judge it here (a small fleet); a real fleet waits for more
+    gate = {"max_rate_ratio": 2.0, "max_psi": 0.25, "min_devices": 1, "min_rows": 200}
+    rel = await asyncio.to_thread(svc.release, MODEL, 3, 50, False, gate)
+    bucket = sum(1 for d in fleet.eligible() if rollout_bucket(rel["salt"], d.device_id) < 5000)
+    console.print(f"released v3 to 50% ({bucket} devices) with gate {gate}")
+    state: dict[str, Any] = {}
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        state = await asyncio.to_thread(svc.get, f"/v1/releases/{rel['id']}")
+        if state["state"] == "halted":
+            break
+        await asyncio.sleep(poll / 2)
+    await asyncio.sleep(2 * poll)  # syncs in flight at the halt land
+    exposed = sum(1 for d in fleet.devices if d.installed.get(MODEL) == 3)
+    reason = state.get("halt_reason") if state.get("state") == "halted" else None
+    console.print(f"halted after {time.monotonic() - started:.1f} s: {reason or 'not halted'}")
+    console.print(f"devices that ran v3: {exposed} of the {bucket} in its first phase")
+    return {"reason": reason, "exposed": exposed, "bucket": bucket}
 
 
 def run_demo(
@@ -307,6 +347,8 @@ def run_demo(
     workdir.mkdir(parents=True, exist_ok=True)
     keys_dir = ensure_keys(workdir / "keys")
     bundles = [run_packaging_demo(workdir, console, version=v) for v in (1, 2)]
+    console.print("building v3 from the same telemetry with a units bug (°F, MB, fractions)")
+    bundles.append(build_bundle(workdir, keys_dir, version=3, seed=3, units_bug=True, name=MODEL))
 
     with sigterm_as_interrupt():
         console.rule("[bold]5. the sync service")
@@ -324,7 +366,7 @@ def run_demo(
             console.print(svc.publish(bundles[0]).strip())
             if on_ready is not None:
                 on_ready(svc)
-            v1, expected, observed, outside, v2_share, (result, paths) = asyncio.run(
+            v1, expected, observed, outside, v2_share, bad, (result, paths) = asyncio.run(
                 _fleet_phase(svc, bundles, devices, workdir / "fleet", console, poll_interval, deadline)
             )
             with contextlib.suppress(DemoError):
@@ -335,10 +377,10 @@ def run_demo(
                 )
         console.print("service stopped")
 
-    console.rule("[bold]9. parity on the device runtime")
+    console.rule("[bold]10. parity on the device runtime")
     report = run_parity(bundles[1], rows=3000, root=_root(keys_dir))
     print_parity(report, console)
-    console.rule("[bold]10. fleet report")
+    console.rule("[bold]11. fleet report")
     console.print(
         f"bytes moved: {result.bytes_by_kind}; failures by reason: "
         f"{result.failures_by_reason or 'none'}; unexpected errors: {result.unexpected_errors or 'none'}"
@@ -356,11 +398,14 @@ def run_demo(
         converged_v2=v2_share >= 1.0,
         v2_share=v2_share,
         outside_bucket=outside,
+        bad_halt_reason=bad["reason"],
+        bad_exposed=bad["exposed"],
+        bad_bucket=bad["bucket"],
         unexpected_errors=dict(result.unexpected_errors),
         parity_passed=report.passed,
         seconds=seconds,
     )
-    console.rule("[bold]11. verdict")
+    console.rule("[bold]12. verdict")
     for text, passed in result_.criteria():
         console.print(f"{'[green]✓' if passed else '[red]✗'}[/] {text}")
     if result_.ok:

@@ -54,7 +54,8 @@ def test_demo_runs_end_to_end_and_stops_its_server(tmp_path: Path) -> None:
     assert share is not None and int(share.group(1)) >= 95
     assert "honest stand-in for NNAPI and CoreML" in flat
     assert "demo passed" in flat and "✗" not in flat
-    assert flat.count("✓") == 5
+    assert flat.count("✓") == 6
+    assert "halted after" in flat and "behaviour gate: anomaly rate" in flat
     plot = tmp_path / "demo" / "fleet" / "convergence.png"
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "Rollout buckets" in (tmp_path / "demo" / "fleet" / "summary.md").read_text()
