@@ -96,6 +96,7 @@ def run(
                 f"(other units) to {first_phase:g}% with the gate")
             t0 = time.monotonic()
             rel = await asyncio.to_thread(svc.release, MODEL, 2, first_phase, False, gate)
+            fleet.result.mark(fleet.now(), f"v2 (other units) to {first_phase:g}%, gated")
 
             def halted() -> bool:
                 return bool(state["state"] == "halted")
@@ -113,6 +114,7 @@ def run(
             if not await poll_release():
                 raise RuntimeError("the behaviour gate did not halt v2")
             time_to_halt = time.monotonic() - t0
+            fleet.result.mark(fleet.now(), "v2 halted by the behaviour gate")
             exposed_at_halt = sum(d.installed.get(MODEL) == 2 for d in fleet.devices)
             await asyncio.sleep(3 * spec.poll_interval_s)  # syncs in flight at the halt land
             exposed = sum(d.installed.get(MODEL) == 2 for d in fleet.devices)
@@ -121,6 +123,7 @@ def run(
 
             t1 = time.monotonic()
             good = await asyncio.to_thread(svc.release, MODEL, 3, 100, False, gate)
+            fleet.result.mark(fleet.now(), "v3 to 100%, gated")
             reached = await fleet.wait(lambda: fleet.share_on(MODEL, 3) >= 0.95, deadline_s)
             time_to_95 = time.monotonic() - t1
             await fleet.wait(lambda: fleet.share_on(MODEL, 3) >= 1.0, 10 * spec.poll_interval_s)

@@ -196,6 +196,7 @@ class DemoResult:
     bad_halt_reason: str | None
     bad_exposed: int
     bad_bucket: int
+    bad_outside: int
     unexpected_errors: dict[str, int]
     parity_passed: bool
     seconds: float
@@ -212,9 +213,10 @@ class DemoResult:
                 self.outside_bucket == 0,
             ),
             (
-                f"the model trained in other units halted by the behaviour gate, on {self.bad_exposed} "
-                f"of the {self.bad_bucket} devices in its first phase (needs a halt, none outside it)",
-                self.bad_halt_reason is not None and self.bad_exposed <= self.bad_bucket,
+                f"the model trained in other units halted by the behaviour gate; it reached "
+                f"{self.bad_exposed} of the {self.bad_bucket} devices in its first phase and "
+                f"{self.bad_outside} outside it (needs a halt and 0 outside)",
+                self.bad_halt_reason is not None and self.bad_outside == 0,
             ),
             (
                 f"unexpected errors: {sum(self.unexpected_errors.values())} (needs 0)",
@@ -267,6 +269,7 @@ async def _fleet_phase(
         console.rule("[bold]8. staged rollout of v2: 50%, then 100%")
         await asyncio.to_thread(svc.publish, bundles[1])
         rel = await asyncio.to_thread(svc.release, MODEL, 2, 50)
+        fleet.result.mark(fleet.now(), "v2 to 50%")
         expected = fleet.expected_share(MODEL, 2, 50, rel["salt"])
         await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= expected - 1e-9, deadline)
         await asyncio.sleep(2 * poll)  # let a couple of polls pass: nobody outside the bucket moves
@@ -283,6 +286,7 @@ async def _fleet_phase(
             f"{expected:.1%} in the bucket; devices outside it that moved: {outside}"
         )
         await asyncio.to_thread(svc.set_percent, MODEL, 2, 100)
+        fleet.result.mark(fleet.now(), "v2 to 100%")
         await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= 1.0, deadline)
         v2_share = fleet.share_on(MODEL, 2)
         console.print(f"at 100%: v2 on {v2_share:.0%} of eligible devices after {fleet.now():.1f} s")
@@ -306,6 +310,7 @@ async def _bad_build(
     # one device's rows judge it here (a small fleet); a real fleet waits for more
     gate = {"max_rate_ratio": 2.0, "max_psi": 0.25, "min_devices": 1, "min_rows": 200}
     rel = await asyncio.to_thread(svc.release, MODEL, 3, 50, False, gate)
+    fleet.result.mark(fleet.now(), "v3 (other units) to 50%, gated")
     bucket = sum(1 for d in fleet.eligible() if rollout_bucket(rel["salt"], d.device_id) < 5000)
     console.print(f"released v3 to 50% ({bucket} devices) with gate {gate}")
     state: dict[str, Any] = {}
@@ -313,14 +318,17 @@ async def _bad_build(
     while time.monotonic() - started < deadline:
         state = await asyncio.to_thread(svc.get, f"/v1/releases/{rel['id']}")
         if state["state"] == "halted":
+            fleet.result.mark(fleet.now(), "v3 halted by the behaviour gate")
             break
         await asyncio.sleep(poll / 2)
-    await asyncio.sleep(2 * poll)  # syncs in flight at the halt land
-    exposed = sum(1 for d in fleet.devices if d.installed.get(MODEL) == 3)
     reason = state.get("halt_reason") if state.get("state") == "halted" else None
     console.print(f"halted after {time.monotonic() - started:.1f} s: {reason or 'not halted'}")
-    console.print(f"devices that ran v3: {exposed} of the {bucket} in its first phase")
-    return {"reason": reason, "exposed": exposed, "bucket": bucket}
+    await asyncio.sleep(4 * poll)  # syncs that fetched the index before the halt may still land
+    in_bucket = {d.device_id for d in fleet.eligible() if rollout_bucket(rel["salt"], d.device_id) < 5000}
+    ran = {d.device_id for d in fleet.devices if d.installed.get(MODEL) == 3}
+    console.print(f"devices that installed v3: {len(ran)}, all among the {bucket} of its first phase: "
+                  f"{ran <= in_bucket}")
+    return {"reason": reason, "exposed": len(ran), "bucket": bucket, "outside": len(ran - in_bucket)}
 
 
 def run_demo(
@@ -401,6 +409,7 @@ def run_demo(
         bad_halt_reason=bad["reason"],
         bad_exposed=bad["exposed"],
         bad_bucket=bad["bucket"],
+        bad_outside=bad["outside"],
         unexpected_errors=dict(result.unexpected_errors),
         parity_passed=report.passed,
         seconds=seconds,

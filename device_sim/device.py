@@ -345,8 +345,10 @@ class Device:
             profile = self.manifest(inst).behaviour
             window = self._stats[key] = Window(
                 edges=list(profile.score_edges) if profile is not None else None, since=format_time(utcnow()))
+            slot = self.store.slot(inst.name)
+            current = slot is not None and slot.current.version == inst.version  # not a fallback
             if self.band_check_rows and profile is not None and profile.expected_band is not None \
-                    and key not in self._band:
+                    and current and key not in self._band:
                 self._band[key] = BandCheck(profile.expected_band, self.band_check_rows)
         window.observe(prediction.labels, prediction.scores, seconds, engine.provider)
         check = self._band.get(key)

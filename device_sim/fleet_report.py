@@ -74,6 +74,11 @@ class FleetResult:
     sync_p95_ms: float = 0.0
     syncs: int = 0
     notes: list[str] = field(default_factory=list)
+    # (seconds since start, what happened): release steps and halts, drawn on the plot
+    marks: list[tuple[float, str]] = field(default_factory=list)
+
+    def mark(self, t: float, what: str) -> None:
+        self.marks.append((t, what))
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -89,17 +94,22 @@ def write_plot(result: FleetResult, path: Path) -> None:
 
     labels = sorted({k for _, v in result.timeline for k in v}, key=_version_order)
     ts = [t for t, _ in result.timeline]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(9.5, 4.5), dpi=110)
     for label in labels:
         share = [100.0 * v.get(label, 0) / max(result.devices, 1) for _, v in result.timeline]
         ax.plot(ts, share, label=label, linewidth=2)
+    for t, what in result.marks:
+        halt = "halt" in what
+        ax.axvline(t, color="#b42318" if halt else "#5b6473", linestyle="--", linewidth=1, alpha=0.8)
+        ax.text(t, 99, f" {what}", rotation=90, va="top", ha="right", fontsize=8,
+                color="#b42318" if halt else "#5b6473")
     ax.set_xlabel("seconds since the fleet started")
     ax.set_ylabel("% of fleet")
     ax.set_ylim(-2, 102)
     ax.set_title(f"{result.devices:,} simulated devices, poll every {result.poll_interval_s:g} s")
     ax.grid(alpha=0.3)
     if labels:
-        ax.legend(loc="center right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
