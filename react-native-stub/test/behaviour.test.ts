@@ -16,6 +16,7 @@ import {
   nearestRank,
   ortProviderName,
   round4,
+  roundHalfEven,
 } from "../src/core/behaviour";
 import { FormatError } from "../src/core/errors";
 import { validateManifest } from "../src/core/schema";
@@ -129,6 +130,23 @@ describe("nearest rank and rounding", () => {
       [4.25, 4.25],
     ];
     for (const [x, want] of python) assert.equal(round4(x), want, `round(${x}, 4)`);
+  });
+  it("rounds to 6 decimals as Python's round(x, 6) does (the band check's anomaly_rate)", () => {
+    // the right-hand values are Python's
+    const python: [number, number][] = [
+      [1 / 128, 0.007812],
+      [3 / 128, 0.023438],
+      [5 / 128, 0.039062],
+      [1 / 3, 0.333333],
+      [2 / 3, 0.666667],
+      [0.1000001, 0.1],
+      [0.0000005, 0.0],
+      [0.0000015, 0.000002],
+      [0.25, 0.25],
+      [1, 1],
+      [0, 0],
+    ];
+    for (const [x, want] of python) assert.equal(roundHalfEven(x, 6), want, `round(${x}, 6)`);
   });
 });
 

@@ -73,17 +73,25 @@ export function nearestRank(sorted: readonly number[], q: number): number {
   return sorted[rank - 1]!;
 }
 
-/** Python's round(x, 4): the nearest 4-decimal number, an exact tie to the even last digit.
- * toFixed rounds the double's exact value, ties upward; a double is an exact tie at 4
- * decimals only when 32x is an odd integer. */
-export function round4(x: number): number {
+/** Python's round(x, digits): the nearest number of `digits` decimals, an exact tie to the
+ * even last digit. toFixed rounds the double's exact value, ties upward; a double is an
+ * exact tie at d decimals only when x * 2^(d+1) is an odd integer (x = m / 2^(d+1), m odd),
+ * and then x * 10^d = m * 5^d / 2 is exact. */
+export function roundHalfEven(x: number, digits: number): number {
   if (!Number.isFinite(x)) return x;
-  if (Number.isInteger(x * 32) && !Number.isInteger(x * 16)) {
-    const scaled = x * 10_000; // exact: an odd multiple of 312.5
+  const twice = 2 ** (digits + 1);
+  if (Number.isInteger(x * twice) && !Number.isInteger(x * (twice / 2))) {
+    const scale = 10 ** digits;
+    const scaled = x * scale; // exact: an odd multiple of 5^digits / 2
     const down = Math.floor(scaled);
-    return (down % 2 === 0 ? down : down + 1) / 10_000;
+    return (down % 2 === 0 ? down : down + 1) / scale;
   }
-  return Number(x.toFixed(4));
+  return Number(x.toFixed(digits));
+}
+
+/** Python's round(x, 4) (a behaviour report's latencies). */
+export function round4(x: number): number {
+  return roundHalfEven(x, 4);
 }
 
 /** onnxruntime's own name of an onnxruntime-common provider ("cpu" → CPUExecutionProvider),

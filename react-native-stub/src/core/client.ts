@@ -4,7 +4,7 @@
  * an inference runner for the golden-vector check. Check numbers in comments are the
  * doc's, the same as device_sim's.
  */
-import { type BehaviourData, behaviourProblem } from "./behaviour";
+import { type BehaviourData, behaviourProblem, roundHalfEven } from "./behaviour";
 import { formatTime } from "./documents";
 import {
   ArtifactLoadError,
@@ -101,7 +101,48 @@ export interface ClientOptions {
    * staged and becomes current when the next client over this state directory starts
    * (staging.ts). */
   activation?: Activation;
+  /** The expected-band check (observeBand): a version whose manifest sets
+   * `behaviour.expected_band` is judged on the first this-many rows scored with it after it
+   * became current on this device, and falls back when its anomaly rate leaves the band.
+   * Counted in memory: a new client (an app restart) counts again. Default 1000; 0 turns
+   * the check off. */
+  bandCheckRows?: number;
   now?: () => number;
+}
+
+/** The default of ClientOptions.bandCheckRows, the Python device's too. */
+export const BAND_CHECK_ROWS = 1000;
+
+/** The `reason` of the `install_failed` report a version that left its expected band gets. */
+export const BEHAVIOUR_OUT_OF_BAND = "behaviour_out_of_band";
+
+/** What observeBand() made of a version's rows so far. */
+export interface BandVerdict {
+  model: string;
+  version: number;
+  /** "off": not judged (the check is off, the manifest sets no band, the version is not
+   * the installed current one, or its manifest is unreadable). "counting": fewer than
+   * bandCheckRows rows yet. "passed": judged inside the band, never judged again.
+   * "fell_back": judged outside it; the version is failed for good and no longer served. */
+  outcome: "off" | "counting" | "passed" | "fell_back";
+  /** Rows and anomalies counted for the version: at the judgement, the ones judged. */
+  rows: number;
+  anomalies: number;
+  expectedBand: [number, number] | null;
+  /** anomalies / rows, once judged, rounded to 6 decimals as the Python device reports it. */
+  anomalyRate?: number;
+  /** After "fell_back": the model served now (currentModel), null when there is none. */
+  serving?: ActiveModel | null;
+}
+
+/** One version's count since it became current (in memory). */
+interface BandCount {
+  rows: number;
+  anomalies: number;
+  /** The manifest's band, null when the version is not judged. */
+  band: Promise<[number, number] | null>;
+  /** Set once it is judged (or known not to be): every later call gets this. */
+  verdict: Promise<BandVerdict> | null;
 }
 
 export type SyncOutcome = "updated" | "staged" | "up_to_date" | "stale" | "deferred" | "offline" | "failed";
@@ -191,6 +232,8 @@ export class ModelSyncClient {
   private starting: Promise<StagedActivation[]> | null = null;
   // A sync and a pack install never run at once: both read and write the same state.
   private queue: Promise<unknown> = Promise.resolve();
+  // The expected-band check's counts, per "<model>@<version>" (observeBand).
+  private readonly bands = new Map<string, BandCount>();
 
   constructor(private readonly opts: ClientOptions) {
     this.state = new State(opts.storage);
@@ -399,6 +442,110 @@ export class ModelSyncClient {
     if (problem !== null) throw new RangeError(`behaviour report for ${model} v${version}: ${problem}`);
     const id = await this.state.identity();
     await this.reports.enqueue(id?.device_id ?? this.opts.deviceId, "behaviour", { model, version, data: { ...data } });
+  }
+
+  // ------------------------------------------------------------------------- expected band
+
+  /**
+   * The expected-band check (the Python device's, docs/behaviour.md): count `rows` scored by
+   * `model` v`version` in one run() call, `anomalies` of them labelled -1. The hook calls it
+   * after every call; an app that scores outside the hook may too.
+   *
+   * Only a version whose signed manifest sets `behaviour.expected_band` [lo, hi] is judged,
+   * only while it is the installed current version, and only once: when its rows counted
+   * since it became current (in this client, in memory: a restart counts again) reach
+   * `bandCheckRows`, over all of them (the last call's rows included), rate =
+   * anomalies / rows (reported rounded to 6 decimals, as the Python device does). Inside the band it passes and is never judged again. Outside, the
+   * client falls back: an `install_failed` report with reason `behaviour_out_of_band` and
+   * data {rows, anomalies, anomaly_rate, expected_band} is queued, the version is marked
+   * failed (failed.json: never installed again) and leaves the pointer, so the previous
+   * installed version is current again, or, with none, the model embedded in the app
+   * serves. The fallback waits for a running sync or pack install (they share the state).
+   * The version's behaviour window is reported as usual by whoever keeps it.
+   */
+  observeBand(model: string, version: number, rows: number, anomalies: number): Promise<BandVerdict> {
+    const limit = this.opts.bandCheckRows ?? BAND_CHECK_ROWS;
+    const off = (counted: { rows: number; anomalies: number }): BandVerdict => ({
+      model,
+      version,
+      outcome: "off",
+      ...counted,
+      expectedBand: null,
+    });
+    const whole = (n: number): boolean => Number.isInteger(n) && n >= 0;
+    if (!whole(rows) || !whole(anomalies) || anomalies > rows) {
+      return Promise.reject(new RangeError(`observeBand ${model} v${version}: ${anomalies} anomalies of ${rows} rows`));
+    }
+    if (!(limit > 0)) return Promise.resolve(off({ rows, anomalies }));
+    const key = `${model}@${version}`;
+    let count = this.bands.get(key);
+    if (count === undefined) {
+      const created: BandCount = { rows: 0, anomalies: 0, band: this.bandOf(model, version), verdict: null };
+      created.band.then(
+        (band) => {
+          if (band === null && created.verdict === null) {
+            created.verdict = Promise.resolve(off({ rows: created.rows, anomalies: created.anomalies }));
+          }
+        },
+        () => undefined, // the caller of this call sees the rejection
+      );
+      this.bands.set(key, created);
+      count = created;
+    }
+    if (count.verdict !== null) return count.verdict;
+    count.rows += rows;
+    count.anomalies += anomalies;
+    const counted = { rows: count.rows, anomalies: count.anomalies };
+    const band = count.band;
+    if (counted.rows < limit) {
+      return band.then((b) => (b === null ? off(counted) : { model, version, outcome: "counting", ...counted, expectedBand: b }));
+    }
+    // the call that reaches the limit: judged on exactly the rows counted so far
+    count.verdict = band.then((b) => (b === null ? off(counted) : this.judgeBand(model, version, counted, b)));
+    return count.verdict;
+  }
+
+  /** The band a version is judged against: its manifest's, while it is the installed
+   * current version; otherwise (previous, embedded, not installed, unreadable) null. */
+  private async bandOf(model: string, version: number): Promise<[number, number] | null> {
+    await this.start();
+    try {
+      const p = await this.state.pointer(model);
+      if (p === null || p.current.version !== version) return null;
+      const band = (await this.installedManifest(model, version))?.behaviour?.expected_band ?? null;
+      return band === null ? null : [band[0], band[1]];
+    } catch (err) {
+      if (err instanceof ModelSyncError) return null;
+      throw err;
+    }
+  }
+
+  private async judgeBand(
+    model: string,
+    version: number,
+    counted: { rows: number; anomalies: number },
+    band: [number, number],
+  ): Promise<BandVerdict> {
+    const [lo, hi] = band;
+    // as the Python device: judged on the exact rate, reported as round(rate, 6)
+    const exact = counted.anomalies / counted.rows;
+    const rate = roundHalfEven(exact, 6);
+    const verdict: BandVerdict = { model, version, outcome: "passed", ...counted, expectedBand: band, anomalyRate: rate };
+    if (exact >= lo && exact <= hi) return verdict;
+    return this.serial(async () => {
+      const id = await this.state.identity();
+      // Reported first: a crash before the fallback judges the version again after the
+      // restart (a second report of the same device counts once), never loses the report.
+      await this.reports.enqueue(id?.device_id ?? this.opts.deviceId, "install_failed", {
+        model,
+        version,
+        reason: BEHAVIOUR_OUT_OF_BAND,
+        data: { rows: counted.rows, anomalies: counted.anomalies, anomaly_rate: rate, expected_band: [lo, hi] },
+      });
+      await this.state.markFailed(model, version); // never installed again
+      await this.state.dropVersion(model, version); // the previous is current again
+      return { ...verdict, outcome: "fell_back", serving: await this.currentModel(model) };
+    });
   }
 
   /** Queue an `inference_stats` event; it is sent with the next sync.

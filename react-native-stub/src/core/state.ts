@@ -182,6 +182,31 @@ export class State {
     }
   }
 
+  /**
+   * The fallback from a version that failed after it was activated (the expected-band
+   * check, client.ts observeBand): `version` leaves the pointer. When it is current, the
+   * previous version becomes current again (with no previous behind it); with no previous,
+   * the pointer goes and the model embedded in the app, if any, serves. When it is the
+   * previous, it is dropped. Its files go (check 5.3). Returns the pointer now in effect.
+   * One atomic write of current.json, as an install's swap.
+   */
+  async dropVersion(name: string, version: number): Promise<Pointer | null> {
+    const p = await this.pointer(name);
+    if (p === null) return null;
+    let next: Pointer | null;
+    if (p.current.version === version) next = p.previous === null ? null : { current: p.previous, previous: null };
+    else if (p.previous?.version === version) next = { current: p.current, previous: null };
+    else return p;
+    if (next === null) {
+      await this.storage.remove(`models/${name}/current.json`);
+      await this.storage.remove(`models/${name}`);
+    } else {
+      await this.writeJson(`models/${name}/current.json`, next);
+      await this.cleanUp(name);
+    }
+    return next;
+  }
+
   async failed(): Promise<Record<string, number[]>> {
     return (await this.readJson<Record<string, number[]>>("failed.json")) ?? {};
   }

@@ -7,7 +7,10 @@
  * Inference never waits for the network: offline, the installed model keeps answering.
  * What each installed version did (rows, anomalies, the score histogram in its manifest's
  * bins, latency, provider) is summed in a BehaviourWindow per version and queued as one
- * `behaviour` report at the next sync (core/behaviour.ts, docs/behaviour.md).
+ * `behaviour` report at the next sync (core/behaviour.ts, docs/behaviour.md). Each call's
+ * rows also go to the client's expected-band check (ModelSyncClient.observeBand): a version
+ * whose anomaly rate leaves its manifest's band in its first rows falls back, and the hook
+ * then serves what is current (the previous version, or the embedded model).
  */
 import { useCallback, useEffect, useRef, useState } from "react";
 
@@ -238,9 +241,21 @@ export function useModel(
         ms,
         ortProviderName(open.providers[0] ?? "cpu"),
       );
+      // The expected-band check (ModelSyncClient.observeBand): a version that leaves its
+      // manifest's band in its first rows is failed and the previous one served. Not awaited:
+      // a fallback waits for a running sync, and scoring never waits for the network.
+      const anomalies = scores.reduce((n, x) => n + (x.anomaly ? 1 : 0), 0);
+      client
+        .observeBand(reported.name, reported.version, scores.length, anomalies)
+        .then(async (verdict) => {
+          if (verdict.outcome === "fell_back") await load(); // serve what is current now
+        })
+        .catch((err: unknown) => {
+          if (mounted.current) setError((err as Error).message);
+        });
     }
     return scores;
-  }, []);
+  }, [client, load]);
 
   return {
     status,
