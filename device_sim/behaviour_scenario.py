@@ -81,7 +81,8 @@ def run(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the scenario; returns its figures (times in seconds from each release). The bad
-    model is released once ``settle`` of the eligible devices run v1."""
+    model is released once ``settle`` of the eligible devices run v1, and the good one is
+    followed until ``settle`` of them run it."""
     for version in (1, 2, 3):
         svc.publish(bundles[version])
     svc.release(MODEL, 1, 100)
@@ -126,7 +127,8 @@ def run(
             fleet.result.mark(fleet.now(), "v3 to 100%, gated")
             reached = await fleet.wait(lambda: fleet.share_on(MODEL, 3) >= 0.95, deadline_s)
             time_to_95 = time.monotonic() - t1
-            await fleet.wait(lambda: fleet.share_on(MODEL, 3) >= 1.0, 10 * spec.poll_interval_s)
+            # then all of it (``settle``), waited for as a condition: a slow link's device is late
+            await fleet.wait(lambda: fleet.share_on(MODEL, 3) >= settle, deadline_s)
             good_state = await asyncio.to_thread(svc.get, f"/v1/releases/{good['id']}")
             good_behaviour = await asyncio.to_thread(svc.get, f"/v1/releases/{good['id']}/behaviour")
             say(f"v3 on {fleet.share_on(MODEL, 3):.0%} of the fleet, 95% after {time_to_95:.1f} s; its "
