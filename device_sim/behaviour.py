@@ -9,25 +9,15 @@ so a run is repeatable), percentiles by nearest rank."""
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from packager.behaviour import histogram
+from packager.behaviour import histogram, nearest_rank
 
 LATENCY_SAMPLES = 512
-
-
-def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile by nearest rank: the value at rank ceil(q * n), 1-based."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return float(sorted_values[rank - 1])
 
 
 @dataclass
@@ -60,15 +50,14 @@ class Window:
 
     def report(self) -> dict[str, Any]:
         """The ``data`` of a ``behaviour`` report (docs/protocol.md)."""
-        ordered = sorted(self.latencies_ms)
         return {
             "since": self.since,
             "rows": self.rows,
             "anomalies": self.anomalies,
             "calls": self.calls,
             "histogram": self.counts if self.edges is not None else [],
-            "latency_ms": {"p50": round(nearest_rank(ordered, 0.5), 4),
-                           "p95": round(nearest_rank(ordered, 0.95), 4)},
+            "latency_ms": {"p50": round(nearest_rank(self.latencies_ms, 0.5), 4),
+                           "p95": round(nearest_rank(self.latencies_ms, 0.95), 4)},
             "provider": self.provider,
         }
 

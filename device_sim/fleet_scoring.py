@@ -43,12 +43,10 @@ class FleetScorer:
         return self._pool
 
     def _manifest(self, store: Store, inst: Any) -> ModelManifest:
-        import json
-
+        """One parse per manifest for the whole fleet (devices share versions)."""
         hit = self._manifests.get(inst.manifest_sha256)
         if hit is None:
-            raw = json.loads(store.manifest_path(inst).read_bytes())
-            hit = self._manifests[inst.manifest_sha256] = ModelManifest.model_validate(raw["signed"])
+            hit = self._manifests[inst.manifest_sha256] = store.manifest(inst)
         return hit
 
     def score(self, store: Store, rng: random.Random) -> None:

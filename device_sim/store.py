@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from device_sim.errors import StoreError
 from packager.errors import UsageError
 from packager.fsutil import TMP_MARK, fsync_dir, temporary_beside, write_atomic_with
+from packager.manifest import ModelManifest
 
 # The report kinds the service accepts, the TypeScript client's ReportKind (reports.ts).
 ReportKind = Literal["installed", "install_failed", "golden_failed", "transfer_failed", "stale_index",
@@ -237,6 +238,11 @@ class Store:
 
     def manifest_path(self, inst: Installed) -> Path:
         return self.version_dir(inst) / "manifest.json"
+
+    def manifest(self, inst: Installed) -> ModelManifest:
+        """The installed version's manifest (verified at install, checks 3.2-3.3)."""
+        raw = json.loads(self.manifest_path(inst).read_bytes())
+        return ModelManifest.model_validate(raw["signed"])
 
     def intact(self, inst: Installed) -> bool:
         """Both files present and the artifact's bytes still hash to what was installed."""

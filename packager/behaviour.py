@@ -98,6 +98,15 @@ def profile(labels: NDArray[Any], scores: NDArray[Any], bins: int = BINS) -> Beh
     )
 
 
+def nearest_rank(values: Iterable[float], q: float) -> float:
+    """The ``q`` quantile by nearest rank: the value at rank ceil(q * n), 1-based; 0 for none
+    (device latencies, and the service's percentile of devices' percentiles)."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return float(ordered[max(1, math.ceil(q * len(ordered))) - 1])
+
+
 def psi(observed: Sequence[float], expected: Sequence[float]) -> float:
     """Population stability index of two histograms (counts or shares, same bins):
     ``sum((o - e) * ln(o / e))`` over shares, each floored at PSI_EPSILON."""

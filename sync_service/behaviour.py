@@ -10,7 +10,6 @@ sends percentiles, not samples)."""
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections import Counter
@@ -22,15 +21,15 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from sqlmodel import Session, col, select
 
-from packager.behaviour import MAX_BINS, BehaviourProfile, psi
-from packager.manifest import ModelManifest, parse_envelope
+from packager.behaviour import MAX_BINS, BehaviourProfile, nearest_rank, psi
 from sync_service.audit import Actor
+from sync_service.bundles import stored_manifest
 from sync_service.crud_releases import ReleaseView, get_release, halt_release
 from sync_service.errors import Unprocessable
 from sync_service.health_gate import serialize_judgement, window_start
 from sync_service.index import IndexSigner, aware_utc
 from sync_service.models import Channel, Device, DeviceEvent, ModelVersion, Release
-from sync_service.storage import Storage, blob_key
+from sync_service.storage import Storage
 
 BEHAVIOUR_GATE = Actor(None, "behaviour-gate")
 # A judgement sums every report in the release's window, so once a release has passed with
@@ -104,8 +103,7 @@ def profile_of(storage: Storage, mv: ModelVersion) -> BehaviourProfile | None:
     with _lock:
         if mv.manifest_sha256 in _profiles:
             return _profiles[mv.manifest_sha256]
-    envelope = parse_envelope(json.loads(storage.get(blob_key(mv.manifest_sha256))))
-    found = ModelManifest.model_validate(envelope.signed).behaviour
+    found = stored_manifest(storage, mv.manifest_sha256)[0].behaviour
     with _lock:
         if len(_profiles) > 1024:
             _profiles.clear()
@@ -119,6 +117,7 @@ def check_reports(session: Session, storage: Storage, device_id: str, events: Se
     manifest's bin count. Raises Unprocessable for the first that does not hold: the batch
     is refused whole, nothing stored."""
     installed_here: set[tuple[str, int]] = set()
+    bins: dict[tuple[str, int], int] = {}  # checked versions → their manifest's bin count
     for e in events:
         if e.kind == "installed" and e.model is not None and e.version is not None:
             installed_here.add((e.model, e.version))
@@ -126,18 +125,20 @@ def check_reports(session: Session, storage: Storage, device_id: str, events: Se
             continue
         assert e.model is not None and e.version is not None and e.data is not None  # the schema's
         key = (e.model, e.version)
-        if key not in installed_here and not _installed_before(session, device_id, *key):
-            raise Unprocessable(
-                f"behaviour report for {e.model} v{e.version}, which device {device_id} never reported "
-                "installing", code="behaviour_not_installed",
-            )
-        mv = session.exec(
-            select(ModelVersion).where(ModelVersion.name == e.model, ModelVersion.version == e.version)
-        ).first()
-        if mv is None:
-            raise Unprocessable(f"no model {e.model} v{e.version}", code="behaviour_not_installed")
-        prof = profile_of(storage, mv)
-        want = len(prof.score_edges) + 1 if prof is not None else 0
+        if key not in bins:
+            if key not in installed_here and not _installed_before(session, device_id, *key):
+                raise Unprocessable(
+                    f"behaviour report for {e.model} v{e.version}, which device {device_id} never reported "
+                    "installing", code="behaviour_not_installed",
+                )
+            mv = session.exec(
+                select(ModelVersion).where(ModelVersion.name == e.model, ModelVersion.version == e.version)
+            ).first()
+            if mv is None:
+                raise Unprocessable(f"no model {e.model} v{e.version}", code="behaviour_not_installed")
+            prof = profile_of(storage, mv)
+            bins[key] = len(prof.score_edges) + 1 if prof is not None else 0
+        want = bins[key]
         got = len(e.data["histogram"])
         if got != want:
             raise Unprocessable(
@@ -183,13 +184,6 @@ class VersionBehaviour:
         }
 
 
-def _nearest_rank(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
-
-
 def summarize(version: int, reports: Sequence[tuple[str, dict[str, Any]]]) -> VersionBehaviour:
     """The fleet's sum for one version from ``(device_id, data)`` pairs, oldest first."""
     rows = anomalies = 0
@@ -208,7 +202,7 @@ def summarize(version: int, reports: Sequence[tuple[str, dict[str, Any]]]) -> Ve
         newest_provider[device_id] = str(data["provider"])
     return VersionBehaviour(
         version=version, devices=len(newest_provider), reports=len(reports), rows=rows, anomalies=anomalies,
-        histogram=hist, latency_p50_ms=_nearest_rank(p50s, 0.5), latency_p95_ms=_nearest_rank(p95s, 0.95),
+        histogram=hist, latency_p50_ms=nearest_rank(p50s, 0.5), latency_p95_ms=nearest_rank(p95s, 0.95),
         providers=dict(sorted(Counter(newest_provider.values()).items())),
     )
 
@@ -233,9 +227,7 @@ def fleet_reports(
 
 @dataclass(frozen=True)
 class Judgement:
-    candidate: VersionBehaviour
     baseline: str  # "incumbent vN" or "reference"
-    baseline_rate: float | None
     rate_ratio: float | None
     psi: float | None
     breach: str | None  # the halt reason, or None
@@ -254,13 +246,12 @@ def judge(
     elif reference is not None:
         label, base_rate, base_hist = "reference", reference.anomaly_rate, reference.reference_histogram
     else:
-        return Judgement(candidate, "none", None, None, None, None,
-                         "no incumbent with enough rows and no reference profile")
+        return Judgement("none", None, None, None, "no incumbent with enough rows and no reference profile")
     ratio = candidate.anomaly_rate / max(base_rate, 1e-3)
     index = (psi(candidate.histogram, base_hist) if candidate.histogram is not None and base_hist is not None
              and len(candidate.histogram) == len(base_hist) else None)
     if candidate.devices < bounds.min_devices or candidate.rows < bounds.min_rows:
-        return Judgement(candidate, label, base_rate, ratio, index, None,
+        return Judgement(label, ratio, index, None,
                          f"{candidate.devices} of {bounds.min_devices} devices, {candidate.rows:,} of "
                          f"{bounds.min_rows:,} rows")
     problems = []
@@ -273,7 +264,7 @@ def judge(
     if problems:
         breach = (f"behaviour gate: {'; '.join(problems)}, over {candidate.devices} devices and "
                   f"{candidate.rows:,} rows")
-    return Judgement(candidate, label, base_rate, ratio, index, breach, None)
+    return Judgement(label, ratio, index, breach, None)
 
 
 def release_behaviour(session: Session, storage: Storage, view: ReleaseView) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from packager.manifest import ModelManifest, Root, verify_manifest
+from packager.manifest import ModelManifest, Root, parse_envelope, verify_manifest
 from sync_service import crud
 from sync_service.errors import (
     BadRequest,
@@ -265,3 +265,10 @@ def ingest(tar_path: Path, workdir: Path, *, engine: Engine, storage: Storage, r
                 if found is not None:
                     return found
     raise ConcurrentUpload("concurrent uploads kept colliding: retry")
+
+
+def stored_manifest(storage: Storage, manifest_sha256: str) -> tuple[ModelManifest, list[str]]:
+    """A published version's manifest as stored (verified when it was uploaded) and the key
+    ids of its signatures."""
+    envelope = parse_envelope(json.loads(storage.get(blob_key(manifest_sha256))))
+    return ModelManifest.model_validate(envelope.signed), [s.keyid for s in envelope.signatures]

@@ -14,14 +14,14 @@ from sqlmodel import Session
 from sync_service import adoption, audit, behaviour, crud, crud_releases
 from sync_service.api.deps import SessionDep, SettingsDep, StorageDep
 from sync_service.api.routes import inventory
-from sync_service.api.routes.models_api import version_card
+from sync_service.api.routes.models_api import check_parity, version_card
 from sync_service.api.routes.releases import ReleaseBehaviour, ReleaseStatus
 from sync_service.console import chart
 from sync_service.console.deps import Viewer, ViewerDep
 from sync_service.console.render import page
 from sync_service.errors import NotFound, ServiceError
 from sync_service.models import DEVICE_ID_MAX, ModelVersion
-from sync_service.storage import Storage
+from sync_service.storage import Storage, blob_key
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -99,8 +99,6 @@ def artifact_bytes(storage: Storage, session: Session, name: str, version: str, 
         return None
     if all(a.sha256 != sha256 for a in crud.list_artifacts(session=session, model_version_id=mv.id or 0)):
         return None
-    from sync_service.storage import blob_key
-
     return storage.get(blob_key(sha256))
 
 
@@ -121,8 +119,6 @@ def parity_json(
     request: Request, name: str, version: str, viewer: ViewerDep, session: SessionDep, storage: StorageDep,
 ) -> Response:
     """GET /v1/models/{name}/versions/{v}/parity's answer, for the try-it panel's script."""
-    from sync_service.api.routes.models_api import check_parity
-
     mv = _model_version(session, name, version)
     if mv is None:
         return not_found(request, viewer, f"No model {name} version {version}.")

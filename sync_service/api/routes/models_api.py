@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -13,18 +12,17 @@ from packager.manifest import (
     EpPlan,
     GoldenTolerance,
     ModelCard,
-    ModelManifest,
     Parity,
     Quantization,
     format_time,
-    parse_envelope,
 )
 from sync_service import crud, parity
 from sync_service.api.deps import AnyPublisherDep, SessionDep, StorageDep
 from sync_service.api.openapi import refusals
+from sync_service.bundles import stored_manifest
 from sync_service.errors import ArtifactNotRunnable, NotFound
 from sync_service.models import ModelVersion
-from sync_service.storage import Storage, blob_key
+from sync_service.storage import Storage
 
 router = APIRouter(prefix="/v1/models", tags=["release engineers"])
 
@@ -112,14 +110,8 @@ def _model_version(session: SessionDep, name: str, version: int) -> ModelVersion
     return mv
 
 
-def read_manifest(storage: Storage, mv: ModelVersion) -> tuple[ModelManifest, list[str]]:
-    """The stored manifest (verified when it was published) and its signatures' key ids."""
-    envelope = parse_envelope(json.loads(storage.get(blob_key(mv.manifest_sha256))))
-    return ModelManifest.model_validate(envelope.signed), [s.keyid for s in envelope.signatures]
-
-
 def version_card(session: SessionDep, storage: Storage, mv: ModelVersion) -> ModelVersionPublic:
-    manifest, keyids = read_manifest(storage, mv)
+    manifest, keyids = stored_manifest(storage, mv.manifest_sha256)
     stored = {a.target: a for a in crud.list_artifacts(session=session, model_version_id=mv.id or 0)}
     selection = manifest.golden.selection
     extra = manifest.model_extra or {}
@@ -180,7 +172,7 @@ def check_parity(
     target's artifact, beside the reference model's scores the manifest signs: what the
     console's try-it panel compares the browser's onnxruntime-web against."""
     mv = _model_version(session, name, version)
-    manifest, _ = read_manifest(storage, mv)
+    manifest, _ = stored_manifest(storage, mv.manifest_sha256)
     artifact = manifest.artifact_for(target)
     if artifact is None:
         raise NotFound(f"{name} v{version} has no {target} artifact", code="artifact_not_found")
