@@ -376,7 +376,7 @@ def parse_envelope(raw: Any) -> Envelope:
     try:
         return Envelope.model_validate(raw)
     except ValidationError as exc:
-        raise FormatError(f"malformed envelope: {_first_error(exc)}") from exc
+        raise FormatError(f"malformed envelope: {first_error(exc)}") from exc
 
 
 def check_signatures(
@@ -421,10 +421,11 @@ def _typed(envelope: Envelope, expected: str) -> Any:
     try:
         return cls.model_validate(envelope.signed)
     except ValidationError as exc:
-        raise FormatError(f"malformed {expected}: {_first_error(exc)}") from exc
+        raise FormatError(f"malformed {expected}: {first_error(exc)}") from exc
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
+    """A validation error as one line: where, then what."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(document)"
     return f"{loc}: {err['msg']}"

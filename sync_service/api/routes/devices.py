@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from packager.manifest import first_error
 from sync_service import behaviour, crud, crud_devices
 from sync_service.api.deps import (
     TEXT_LINE,
@@ -87,9 +88,7 @@ class ReportEvent(BaseModel):
             try:
                 self.data = BehaviourData.model_validate(self.data).model_dump(mode="json")
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                raise ValueError(f"behaviour data{'.' + where if where else ''}: {err['msg']}") from None
+                raise ValueError(f"behaviour data: {first_error(exc)}") from None
         return self
 
     @field_validator("at")
