@@ -113,7 +113,11 @@ def run(
                 return False
 
             if not await poll_release():
-                raise RuntimeError("the behaviour gate did not halt v2")
+                seen = await asyncio.to_thread(svc.get, f"/v1/releases/{rel['id']}/behaviour")
+                raise RuntimeError(
+                    f"the behaviour gate did not halt v2 within {deadline_s:g} s: gate {seen['gate']}, "
+                    f"candidate {seen['candidate']}, devices on v2 "
+                    f"{sum(d.installed.get(MODEL) == 2 for d in fleet.devices)}")
             time_to_halt = time.monotonic() - t0
             fleet.result.mark(fleet.now(), "v2 halted by the behaviour gate")
             exposed_at_halt = sum(d.installed.get(MODEL) == 2 for d in fleet.devices)

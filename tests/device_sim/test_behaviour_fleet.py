@@ -17,7 +17,9 @@ from device_sim.fleet import FleetSpec, default_state_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-GATE = {"max_rate_ratio": 2.0, "max_psi": 0.25, "min_devices": 3, "min_rows": 600}
+# Judged after two devices: the first phase (half the fleet, by a salt drawn at release) holds
+# fewer than two of the 24 once in about 700,000 runs; at 30% and three devices it was 1 in 80.
+GATE = {"max_rate_ratio": 2.0, "max_psi": 0.25, "min_devices": 2, "min_rows": 400}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_a_model_in_other_units_is_halted_in_its_first_phase(
         old_runtime_share=0.0, offline_share=0.0, sample_every_s=0.2, state_root=default_state_root(),
         device_prefix="behave", score_rows=200,
     )
-    out = behaviour_scenario.run(service, bundles, spec, GATE, first_phase=30, say=lambda _: None)
+    out = behaviour_scenario.run(service, bundles, spec, GATE, first_phase=50, say=lambda _: None)
     bad = out["bad_release"]
     assert bad["halt_reason"].startswith("behaviour gate: anomaly rate")
     # the bad model flags nearly everything the field sends; the incumbent about what it was trained to
