@@ -205,7 +205,9 @@ def _status(args: argparse.Namespace) -> int:
                   f"onnxruntime {st.ort_version}  server {st.server}", highlight=False)
     console.print(f"trusted root v{st.root_version}, index "
                   f"{'v' + str(st.index_version) if st.index_version else 'none yet'}, "
-                  f"{st.queued_reports} report(s) queued", highlight=False)
+                  f"{st.queued_reports} report(s) queued"
+                  + (f", {st.refused_reports} refused by the server" if st.refused_reports else ""),
+                  highlight=False)
     table = Table(title="installed models")
     for col in ("model", "current", "previous", "serving", "target", "installed"):
         table.add_column(col)

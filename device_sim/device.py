@@ -176,6 +176,7 @@ class DeviceStatus:
     models: list[ModelStatus] = field(default_factory=list)
     pack_index_version: int | None = None  # the last offline pack's index (check P.2.3)
     queued_reports: int = 0
+    refused_reports: int = 0  # events the service refused (422/413), dropped from the queue
     failed: dict[str, list[int]] = field(default_factory=dict)
 
 
@@ -391,6 +392,7 @@ class Device:
             root_version=int(self.store.root_envelope()["signed"]["version"]),
             index_version=int(saved[0]["signed"]["version"]) if saved else None,
             models=models, queued_reports=sum(1 for _ in self.store.queued(10**9)),
+            refused_reports=int(self.store.refused_reports()["count"]),
             failed={k: sorted(v) for k, v in self.store.failed().items()},
             pack_index_version=self.store.pack_floor(ident.channel),
         )

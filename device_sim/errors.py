@@ -190,9 +190,10 @@ class DownloadError(ModelSyncError):
     code = "download"
     exit_code = exit_codes.UNREACHABLE
 
-    def __init__(self, message: str, *, damaged: bool = False) -> None:
+    def __init__(self, message: str, *, damaged: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.damaged = damaged
+        self.status = status  # the HTTP status that refused the request, when one did
 
 
 class SlowRetrievalError(DownloadError):

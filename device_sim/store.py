@@ -365,6 +365,20 @@ class Store:
             else:
                 path.unlink(missing_ok=True)
 
+    def refuse_report(self, path: Path, event: dict[str, Any], why: str) -> None:
+        """Drop an event the service refused on its own, keeping a count and the last one."""
+        refused = self.refused_reports()
+        self.write_json(self.root / "refused.json", {
+            "count": refused["count"] + 1, "last_kind": event.get("kind"), "last_error": why[:300]})
+        self.dequeue([path])
+
+    def refused_reports(self) -> dict[str, Any]:
+        try:
+            found = self.read_json(self.root / "refused.json")
+        except StoreError:
+            found = None
+        return found if isinstance(found, dict) else {"count": 0, "last_kind": None, "last_error": None}
+
     def dequeue(self, paths: list[Path]) -> None:
         for p in paths:
             p.unlink(missing_ok=True)

@@ -100,7 +100,7 @@ class Http:
         except httpx.HTTPError as exc:
             raise DownloadError(f"{what}: {type(exc).__name__}") from None
         if resp.status_code != 200:
-            raise DownloadError(f"{what}: HTTP {resp.status_code}{detail(resp)}")
+            raise DownloadError(f"{what}: HTTP {resp.status_code}{detail(resp)}", status=resp.status_code)
 
     async def refuse(self, resp: httpx.Response, what: str) -> NoReturn:
         """Raise DownloadError for an unexpected status, with the server's one-line detail."""

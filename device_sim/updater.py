@@ -18,7 +18,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 
@@ -50,6 +51,8 @@ from packager.manifest import (
 MAX_ROOT_BYTES = 1 << 20
 MAX_INDEX_BYTES = 8 << 20
 REPORT_BATCH = 500
+# What the service answers a batch it will never take as sent (invalid, too large).
+REFUSED_STATUSES = frozenset({413, 422})
 # A model's bytes that arrived damaged or cut are fetched once more, from byte 0 after a
 # mismatch, before the failure is reported (as transfer_failed): one bit flipped on the path
 # must neither halt a rollout nor cost a poll interval.
@@ -430,10 +433,27 @@ class Updater:
             batch = list(self.store.queued(REPORT_BATCH))
             if not batch:
                 return sent
+            sent += await self._send_batch(batch)
+
+    async def _send_batch(self, batch: list[tuple[Path, dict[str, Any]]]) -> int:
+        """The service takes a batch whole or not at all, so one event it will never accept
+        (a 422: say, a behaviour report for a version it no longer knows) would hold every
+        later report back for good. A batch refused with 422 or 413 is halved until the
+        refused events stand alone; those are dropped and counted (``reports_refused``).
+        Any other failure raises and leaves the batch queued for the next sync."""
+        try:
             await self.http.post_json(f"/v1/devices/{self.identity.device_id}/reports",
                                       {"events": [event for _, event in batch]}, "reports")
-            self.store.dequeue([p for p, _ in batch])
-            sent += len(batch)
+        except DownloadError as exc:
+            if exc.status not in REFUSED_STATUSES:
+                raise
+            if len(batch) > 1:
+                half = len(batch) // 2
+                return await self._send_batch(batch[:half]) + await self._send_batch(batch[half:])
+            self.store.refuse_report(batch[0][0], batch[0][1], str(exc))
+            return 0
+        self.store.dequeue([p for p, _ in batch])
+        return len(batch)
 
     # ------------------------------------------------------------------ polling
 
