@@ -20,7 +20,7 @@ import {
 import { type PlannedModel, planPack } from "./pack";
 import type { HttpFetch, InferenceRunner, NetworkMonitor, NetworkStatus, Storage } from "./ports";
 import { executionProviders, fixedBatch } from "./providers";
-import { ReportQueue } from "./reports";
+import { type RefusedReports, ReportQueue } from "./reports";
 import {
   type Artifact,
   type ChannelIndex,
@@ -60,6 +60,9 @@ import {
   trustedRoot,
   wantedEntries,
 } from "./trust";
+
+export type { RefusedReports } from "./reports";
+export type { RefusedReport } from "./state";
 
 export type Platform = "android" | "ios" | "linux";
 
@@ -417,7 +420,9 @@ export class ModelSyncClient {
     return result;
   }
 
-  /** Send queued reports; offline or refused batches stay queued for the next sync. */
+  /** Send queued reports. A batch that fails (offline, auth, 5xx) stays queued for the next
+   * sync; events the service refuses on their own (422, 413) are dropped and counted
+   * (refusedReports()), so that they cannot hold back the others. */
   private async flushReports(ep: Endpoint, id: DeviceIdentity): Promise<number> {
     this.emit({ phase: "reports" });
     try {
@@ -430,6 +435,12 @@ export class ModelSyncClient {
 
   pendingReports(): Promise<string[]> {
     return this.reports.pending();
+  }
+
+  /** How many queued report events the service refused (422 invalid, 413 too large) and
+   * that were dropped for good, and the last one's kind, status and the service's detail. */
+  refusedReports(): Promise<RefusedReports> {
+    return this.reports.refused();
   }
 
   /** Queue a `behaviour` report for one model version (a BehaviourWindow's report(), see

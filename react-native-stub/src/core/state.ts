@@ -15,7 +15,8 @@
  *   staged/<name>/                a verified version waiting for the next start (staging.ts)
  *   queue/<ms>-<seq>.json         one report event per file, removed once the server took it
  *   failed.json                   {"<model>": [versions]} never retried
- *   status.json                   bookkeeping: last stale index reported, event sequence
+ *   status.json                   bookkeeping: last stale index reported, event sequence,
+ *                                 reports the service refused (count and the last one)
  *
  * Installing writes the version directory first and swaps current.json last (one atomic
  * rename), so an app killed at any instant finds either the old pointer or the new one,
@@ -59,10 +60,24 @@ export interface Pointer {
   previous: Installed | null;
 }
 
+/** The last report event the service refused on its own (reports.ts), for diagnostics. */
+export interface RefusedReport {
+  kind: string;
+  /** The HTTP status: 422 (invalid) or 413 (too large). */
+  status: number;
+  /** The service's one-line detail, or "" when it sent none. */
+  detail: string;
+}
+
 export interface Status {
   stale_reported_index: number | null;
   event_seq: number;
+  /** Report events dropped from the queue because the service refused them alone. */
+  reports_refused: number;
+  last_refused: RefusedReport | null;
 }
+
+const NO_STATUS: Status = { stale_reported_index: null, event_seq: 0, reports_refused: 0, last_refused: null };
 
 export class State {
   constructor(readonly storage: Storage) {}
@@ -218,7 +233,8 @@ export class State {
   }
 
   async status(): Promise<Status> {
-    return (await this.readJson<Status>("status.json")) ?? { stale_reported_index: null, event_seq: 0 };
+    // A status.json written before a field existed reads as that field's default.
+    return { ...NO_STATUS, ...(await this.readJson<Partial<Status>>("status.json")) };
   }
 
   saveStatus(s: Status): Promise<void> {
