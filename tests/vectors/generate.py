@@ -50,6 +50,7 @@ from packager.manifest import (
     sha256_hex,
     sign,
 )
+from tests.vectors.generate_cohort import build as build_cohort
 
 HERE = Path(__file__).resolve().parent
 NOTICE = (
@@ -746,6 +747,7 @@ def write_all(out: Path) -> list[Path]:
     }
     packs, pack_files = build_packs()
     files["packs.json"] = packs
+    files["cohort.json"] = build_cohort()
     listing = []
     for case in build_cases():
         rel = f"cases/{case['name']}.json"
@@ -761,6 +763,7 @@ def write_all(out: Path) -> list[Path]:
         "behaviour": "behaviour.json",
         "signing": "signing.json",
         "packs": "packs.json",
+        "cohort": "cohort.json",
         "cases": listing,
     }
     (out / "packs").mkdir(exist_ok=True)

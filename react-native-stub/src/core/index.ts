@@ -11,6 +11,8 @@ export {
   ortProviderName,
 } from "./behaviour";
 export type { BehaviourData, BehaviourLatency } from "./behaviour";
+export { matches as matchesCohort, parseRule as parseCohortRule, parseVersion, ruleJson as cohortRuleJson } from "./cohort";
+export type { Rule as CohortRule, Version } from "./cohort";
 export * from "./documents";
 export * from "./errors";
 export * from "./pack";
