@@ -9,6 +9,12 @@ scoring ``--rows`` rows of synthetic telemetry per poll and reporting what its m
 Prints and writes: the devices in the first phase, how many installed the bad model before
 the halt (and after the syncs in flight landed), the time from its release to the halt, the
 gate's reason, and the good model's time to 95% of the fleet.
+
+``--shadow`` runs the shadow scenario instead (behaviour_scenario.run_shadow): v2 and v3 are
+shadow releases to the whole fleet, v2 halted on its agreement with v1, v3 promoted:
+
+    .venv/bin/python benchmarks/bench_behaviour_gate.py --shadow \
+        --out benchmarks/results/behaviour_shadow.json
 """
 
 from __future__ import annotations
@@ -37,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-phase", type=float, default=5.0,
                         help="percent of the bad model's first phase")
     parser.add_argument("--min-devices", type=int, default=20, help="the gate judges after this many devices")
+    parser.add_argument("--shadow", action="store_true", help="the shadow scenario")
     parser.add_argument("--out", type=Path, help="write the figures here (JSON)")
     args = parser.parse_args(argv)
     from packager.keys import init_keys
 
-    gate = {"max_rate_ratio": 2.0, "max_psi": 0.25, "min_devices": args.min_devices,
-            "min_rows": args.min_devices * args.rows}
+    gate: dict[str, object] = {"max_rate_ratio": 2.0, "max_psi": 0.25, "min_devices": args.min_devices,
+                               "min_rows": args.min_devices * args.rows}
+    if args.shadow:
+        gate["min_agreement"] = 0.8
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-behaviour-") as tmp:
         work = Path(tmp)
@@ -57,21 +66,39 @@ def main(argv: list[str] | None = None) -> int:
                 offline_share=0.0, state_root=default_state_root(), score_rows=args.rows,
                 device_prefix="gate",
             )
-            out = behaviour_scenario.run(svc, bundles, spec, gate, first_phase=args.first_phase,
-                                         deadline_s=30 * args.poll_interval, settle=0.99,
-                                         say=lambda m: print(m, flush=True))
+            if args.shadow:
+                out = behaviour_scenario.run_shadow(svc, bundles, spec, gate,
+                                                    deadline_s=30 * args.poll_interval, settle=0.99,
+                                                    say=lambda m: print(m, flush=True))
+            else:
+                out = behaviour_scenario.run(svc, bundles, spec, gate, first_phase=args.first_phase,
+                                             deadline_s=30 * args.poll_interval, settle=0.99,
+                                             say=lambda m: print(m, flush=True))
     out["poll_interval_s"] = args.poll_interval
     out["rows_per_poll"] = args.rows
     out["wall_s"] = round(time.monotonic() - started, 1)
+    if args.shadow:
+        bad, good = out["bad_shadow"], out["good_shadow"]
+        print(f"the v2 shadow was halted {bad['time_to_halt_s']} s after its release, held by "
+              f"{bad['devices_holding_at_halt']} devices, acted on by {bad['devices_acting_on_bad']}; v3 "
+              f"passed in {good['time_to_pass_s']} s and reached 95% {good['time_to_95_after_promote_s']} s "
+              f"after its promote, {good['installs_from_held']} installs from held files "
+              f"({good['bytes_installing_held']} bytes)")
+        _write(args.out, out)
+        return 0
     bad, good = out["bad_release"], out["good_release"]
     print(f"{out['in_first_phase']} devices in the first {args.first_phase:g}%; the bad model reached "
           f"{bad['devices_on_bad_at_halt']} before the halt ({bad['devices_on_bad']} once syncs in flight "
           f"landed), halted {bad['time_to_halt_s']} s after its release; the good model reached 95% "
           f"in {good['time_to_95_s']} s")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
+    _write(args.out, out)
     return 0
+
+
+def _write(path: Path | None, out: dict[str, object]) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

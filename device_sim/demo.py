@@ -104,8 +104,9 @@ class ServiceHandle:
 
     def release(
         self, model: str, version: int, percent: float, urgent: bool = False,
-        behaviour_gate: dict[str, Any] | None = None,
+        behaviour_gate: dict[str, Any] | None = None, **extra: Any,
     ) -> dict[str, Any]:
+        """POST /v1/releases; ``extra``: further fields (``mode="shadow"``, ``report_after``)."""
         body: dict[str, Any] = {
             "fleet": self.fleet,
             "channel": self.channel,
@@ -116,7 +117,7 @@ class ServiceHandle:
         }
         if behaviour_gate is not None:
             body["behaviour_gate"] = behaviour_gate
-        rel: dict[str, Any] = self._api("POST", "/v1/releases", json=body)
+        rel: dict[str, Any] = self._api("POST", "/v1/releases", json={**body, **extra})
         self.releases[(model, version)] = int(rel["id"])
         return rel
 
@@ -127,6 +128,11 @@ class ServiceHandle:
 
     def get(self, path: str) -> Any:
         return self._api("GET", path)
+
+    def promote(self, release_id: int) -> dict[str, Any]:
+        """A shadow release becomes a normal one (POST /v1/releases/{id}/promote)."""
+        out: dict[str, Any] = self._api("POST", f"/v1/releases/{release_id}/promote", json={})
+        return out
 
     def status(self, model: str, version: int) -> dict[str, Any]:
         out: dict[str, Any] = self._api("GET", f"/v1/releases/{self.releases[(model, version)]}/status")
@@ -274,7 +280,7 @@ async def _fleet_phase(
         await fleet.wait(lambda: fleet.share_on(MODEL, 2) >= expected - 1e-9, deadline)
         await asyncio.sleep(2 * poll)  # let a couple of polls pass: nobody outside the bucket moves
         observed = fleet.share_on(MODEL, 2)
-        from packager.manifest import rollout_bucket
+        from packager.rollout import rollout_bucket
 
         outside = sum(
             1
@@ -303,7 +309,7 @@ async def _bad_build(
 ) -> dict[str, Any]:
     """Stage 9: v3, trained on the telemetry in other units, passes every check; released to
     half the fleet under the behaviour gate, the first devices' reports halt it."""
-    from packager.manifest import rollout_bucket
+    from packager.rollout import rollout_bucket
 
     console.rule("[bold]9. v3, trained on telemetry in other units, behind the behaviour gate")
     await asyncio.to_thread(svc.publish, bundle)

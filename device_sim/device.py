@@ -28,6 +28,7 @@ from device_sim.behaviour import BandCheck, Window
 from device_sim.errors import DownloadError, NoModelError
 from device_sim.golden import available_providers, runtime_version
 from device_sim.pack_install import PackResult, install_pack
+from device_sim.shadow import ShadowRunner
 from device_sim.store import Identity, Installed, Store
 from device_sim.transfer import Progress, SyncConfig, detail, make_client
 from device_sim.updater import SyncResult, Updater
@@ -203,6 +204,7 @@ class Device:
         self.progress = progress
         self._engines: dict[str, Any] = {}
         self._stats: dict[tuple[str, int], Window] = {}
+        self.shadow = ShadowRunner(self.store, now)  # held shadow candidates (docs/behaviour.md)
 
     @classmethod
     async def async_register(
@@ -253,9 +255,12 @@ class Device:
     async def async_sync(self, client: httpx.AsyncClient | None = None) -> SyncResult:
         self.queue_stats()
         if client is not None:
-            return await self.updater(client).sync_once()
-        async with make_client(self.store.identity.server, self.config, self.transport) as own:
-            return await self.updater(own).sync_once()
+            result = await self.updater(client).sync_once()
+        else:
+            async with make_client(self.store.identity.server, self.config, self.transport) as own:
+                result = await self.updater(own).sync_once()
+        self.shadow.settle()
+        return result
 
     def install_pack(self, path: str | Path) -> PackResult:
         """Install from an offline pack (device_sim/pack_install.py): the sync's checks on
@@ -273,6 +278,7 @@ class Device:
     async def async_run(self, interval: float, iterations: int | None = None,
                         on_result: Any = None) -> None:
         def after(result: SyncResult) -> None:
+            self.shadow.settle()
             if result.installed:
                 self._engines.clear()
             if on_result is not None:
@@ -355,6 +361,7 @@ class Device:
         out_of_band = check.observe(prediction.labels) if check is not None else None
         if out_of_band is not None:
             self._fall_back(inst, out_of_band)
+        self.shadow.observe(inst.name, inst.version, features, prediction)
         return prediction
 
     def _fall_back(self, inst: Installed, data: dict[str, Any]) -> None:
@@ -366,7 +373,9 @@ class Device:
         self._engines.pop(inst.name, None)
 
     def queue_stats(self) -> None:
-        """One ``behaviour`` report per model version that scored rows since the last one."""
+        """One ``behaviour`` report per model version that scored rows since the last one,
+        and the shadow windows whose hours are up."""
+        self.shadow.queue_due()
         for (name, version), window in self._stats.items():
             if window.rows:
                 self.store.enqueue("behaviour", model=name, version=version, data=window.report())

@@ -45,7 +45,7 @@ from device_sim.store import Store
 from device_sim.transfer import SyncConfig
 from device_sim.updater import SyncResult, Updater, next_delay
 from packager.errors import ModelSyncError, UsageError
-from packager.manifest import rollout_bucket
+from packager.rollout import rollout_bucket
 
 PLATFORMS = {"android": 0.45, "ios": 0.35, "linux": 0.20}
 OLD_RUNTIME = "1.22.0"  # older than any artifact this onnxruntime 1.24 writes

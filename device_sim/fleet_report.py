@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from packager.manifest import rollout_bucket
+from packager.rollout import rollout_bucket
 
 # (seen at, index version, its entries), in the order the fleet's observer read them
 IndexHistory = list[tuple[float, int, list["IndexEntryView"]]]

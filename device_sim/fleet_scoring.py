@@ -20,6 +20,7 @@ import numpy as np
 
 from device_sim.behaviour import Window
 from device_sim.fleet_golden import SessionCache
+from device_sim.shadow import AgreementWindow
 from device_sim.store import Store
 from packager.manifest import ModelManifest, format_time, utcnow
 
@@ -73,3 +74,16 @@ class FleetScorer:
             window.observe(prediction.labels, prediction.scores, seconds, engine.provider)
             store.enqueue("behaviour", model=name, version=inst.version, data=window.report())
             self.scored += self.rows
+            self._shadow(store, name, inst.version, x, prediction)
+
+    def _shadow(self, store: Store, name: str, active_version: int, x: np.ndarray, active: Any) -> None:
+        """A held shadow candidate scores the same rows; one poll's rows are one agreement
+        window here (a device's report_after is at most a poll's rows in the simulator)."""
+        held = store.held_shadow(name)
+        if held is None:
+            return
+        _, artifact = store.held_files(held)
+        shadow = self.cache.get(held.inst.artifact_sha256, artifact.read_bytes).predict(x)
+        window = AgreementWindow(held.inst.version, active_version, format_time(utcnow()))
+        window.observe(active.labels, active.scores, shadow.labels, shadow.scores)
+        store.enqueue("shadow", model=name, version=held.inst.version, data=window.report())

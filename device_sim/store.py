@@ -30,7 +30,7 @@ from packager.manifest import ModelManifest
 
 # The report kinds the service accepts, the TypeScript client's ReportKind (reports.ts).
 ReportKind = Literal["installed", "install_failed", "golden_failed", "transfer_failed", "stale_index",
-                     "inference_stats", "behaviour"]
+                     "inference_stats", "behaviour", "shadow"]
 
 Hook = Callable[[str], None]
 
@@ -65,6 +65,15 @@ class Installed(BaseModel):
     artifact_sha256: str
     artifact_length: int
     installed_at: str
+
+
+class Held(BaseModel):
+    """shadow/<name>/held.json: a verified candidate run beside the model (check 2.7)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    inst: Installed
+    report_rows: int
+    report_hours: float
 
 
 class Slot(BaseModel):
@@ -314,11 +323,68 @@ class Store:
     def usage_bytes(self) -> int:
         """Bytes held by installed models and partial downloads (the storage budget, C.2)."""
         total = 0
-        for sub in ("models", "cache"):
+        for sub in ("models", "cache", "shadow"):
             for p in (self.root / sub).rglob("*"):
                 if p.is_file():
                     total += p.stat().st_size
         return total
+
+    # ------------------------------------------------------------------ held shadow candidates
+
+    def shadow_dir(self, name: str) -> Path:
+        return self.root / "shadow" / name
+
+    def hold_shadow(self, held: Held, manifest: bytes, artifact: bytes) -> None:
+        """Keep a verified shadow candidate (check 2.7) beside, never in, the model's slot:
+        one directory written whole and renamed into place, as an install's version."""
+        final = self.shadow_dir(held.inst.name)
+        tmp = temporary_beside(final)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.write_bytes(tmp / "manifest.json", manifest)
+            self.write_bytes(tmp / f"{held.inst.artifact_sha256}.ort", artifact)
+            self.write_json(tmp / "held.json", held.model_dump())
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreError(f"cannot hold {held.inst.name} v{held.inst.version}: {exc.strerror}") from None
+        self.discard_partial(held.inst.artifact_sha256)
+
+    def held_shadow(self, name: str) -> Held | None:
+        """The candidate held for ``name``, when its files are whole (else it is dropped)."""
+        try:
+            raw = self.read_json(self.shadow_dir(name) / "held.json")
+            held = Held.model_validate(raw) if raw is not None else None
+        except (StoreError, ValidationError):
+            held = None
+        if held is None or not self._whole(self.shadow_dir(name), held.inst):
+            if self.shadow_dir(name).exists():
+                self.drop_shadow(name)
+            return None
+        return held
+
+    @staticmethod
+    def _whole(base: Path, inst: Installed) -> bool:
+        """Cheap (no hash): the hashes are checked again when the candidate is loaded or installed."""
+        art = base / f"{inst.artifact_sha256}.ort"
+        return (base / "manifest.json").is_file() and art.is_file() \
+            and art.stat().st_size == inst.artifact_length
+
+    def held_files(self, held: Held) -> tuple[Path, Path]:
+        """(manifest.json, artifact) of a held candidate."""
+        base = self.shadow_dir(held.inst.name)
+        return base / "manifest.json", base / f"{held.inst.artifact_sha256}.ort"
+
+    def held_names(self) -> list[str]:
+        base = self.root / "shadow"
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and TMP_MARK not in p.name) \
+            if base.exists() else []
+
+    def drop_shadow(self, name: str) -> None:
+        shutil.rmtree(self.shadow_dir(name), ignore_errors=True)
 
     # ------------------------------------------------------------------ download cache
 

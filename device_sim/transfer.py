@@ -31,7 +31,7 @@ ZSTD_MAX_WINDOW = 8 << 20
 
 Progress = Callable[[str, int, int], None]  # (what, bytes so far, bytes in all)
 # How a model's bytes came, as the "installed" report's data.transfer says.
-TransferKind = Literal["delta", "zstd", "full", "resumed"]
+TransferKind = Literal["delta", "zstd", "full", "resumed", "held"]  # held: a shadow candidate's files
 
 
 @dataclass(frozen=True)

@@ -44,14 +44,13 @@ from packager.manifest import (
     Root,
     check_expiry,
     parse_time,
-    pick_entry,
-    rollout_bucket,
     verify_index,
     verify_manifest,
     verify_offline_index,
     verify_root_self,
     verify_root_signed_by,
 )
+from packager.rollout import pick_entry, rollout_bucket
 
 MAX_ROOT_STEPS = 32
 # Why check 2.6 passes over a model: no entry's rollout takes this device, the entry is not

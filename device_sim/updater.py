@@ -18,8 +18,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 
@@ -35,7 +34,8 @@ from device_sim.errors import (
     VerificationError,
 )
 from device_sim.golden import GoldenRunner, run_golden
-from device_sim.store import Identity, Installed, ReportKind, Store
+from device_sim.reports import flush_reports
+from device_sim.store import Held, Identity, Installed, ReportKind, Store
 from device_sim.transfer import Http, Progress, SyncConfig, Transfer, TransferKind
 from packager.manifest import (
     MAX_MANIFEST_BYTES,
@@ -44,15 +44,14 @@ from packager.manifest import (
     IndexEntry,
     ModelManifest,
     Root,
+    ShadowEntry,
     format_time,
     utcnow,
 )
+from packager.rollout import pick_shadow
 
 MAX_ROOT_BYTES = 1 << 20
 MAX_INDEX_BYTES = 8 << 20
-REPORT_BATCH = 500
-# What the service answers a batch it will never take as sent (invalid, too large).
-REFUSED_STATUSES = frozenset({413, 422})
 # A model's bytes that arrived damaged or cut are fetched once more, from byte 0 after a
 # mismatch, before the failure is reported (as transfer_failed): one bit flipped on the path
 # must neither halt a rollout nor cost a poll interval.
@@ -62,7 +61,8 @@ TRANSFER_ATTEMPTS = 2
 # The words are the TypeScript client's (react-native-stub/src/core/client.ts):
 # ModelResult.outcome there is ModelOutcome.outcome here; a sync stopped by a failed check
 # or unreadable state is "failed" on both sides, one stopped by the network "offline".
-ModelOutcomeKind = Literal["installed", "deferred", "failed"]
+# held: a shadow candidate verified and kept beside the model (check 2.7).
+ModelOutcomeKind = Literal["installed", "deferred", "failed", "held"]
 # ok: a fresh index was read and acted on; not_modified: the server answered 304 (the
 # client's notModified); stale: a genuine but expired index (check 2.5), nothing installed.
 SyncStatus = Literal["ok", "not_modified", "stale", "failed", "offline"]
@@ -104,6 +104,7 @@ class SyncResult:
     index_version: int | None = None
     outcomes: list[ModelOutcome] = field(default_factory=list)
     skipped: list[trust.Skipped] = field(default_factory=list)  # check 2.6's "why not"
+    shadows: list[ModelOutcome] = field(default_factory=list)  # check 2.7: candidates held or failed
     reports_sent: int = 0
     error: str | None = None
     error_code: str | None = None
@@ -194,6 +195,22 @@ class Updater:
             outcome = await self.update_model(entry, root)
             result.outcomes.append(outcome)
             result.wire_bytes += outcome.wire_bytes
+        await self._sync_shadows(index, root, result)
+
+    async def _sync_shadows(self, index: ChannelIndex, root: Root, result: SyncResult) -> None:
+        """check 2.7: hold each model's shadow candidate; drop those the index no longer names."""
+        installed, failed = self.store.installed_versions(), self.store.failed()
+        for name in sorted(set(index.shadows) | set(self.store.held_names())):
+            entry = pick_shadow(index.shadows.get(name, []), self.identity.device_id, installed.get(name, 0),
+                                failed.get(name, set()))
+            held = self.store.held_shadow(name)
+            if entry is None or entry.model != name:
+                self.store.drop_shadow(name)
+            elif held is None or (held.inst.version, held.inst.manifest_sha256) != (entry.version,
+                                                                                     entry.manifest.sha256):
+                outcome = await self.update_model(entry, root, shadow=entry)
+                result.shadows.append(outcome)
+                result.wire_bytes += outcome.wire_bytes
 
     # ------------------------------------------------------------------ 1. root
 
@@ -261,16 +278,18 @@ class Updater:
 
     # ------------------------------------------------------------------ 3-5. one model
 
-    async def update_model(self, entry: IndexEntry, root: Root) -> ModelOutcome:
+    async def update_model(self, entry: IndexEntry, root: Root,
+                           shadow: ShadowEntry | None = None) -> ModelOutcome:
+        """Checks 3-5 for one entry; with ``shadow``, checks 3-4 and the candidate is held (2.7)."""
         out = ModelOutcome(entry.model, entry.version, "failed")
         transfer = Transfer()
         try:
             for attempt in range(1, TRANSFER_ATTEMPTS + 1):
                 try:
                     if attempt == 1 or self.fresh_client is None:
-                        await self._install_entry(entry, root, out, transfer)
+                        await self._install_entry(entry, root, out, transfer, shadow)
                     else:
-                        await self._install_on_fresh_connection(entry, root, out, transfer)
+                        await self._install_on_fresh_connection(entry, root, out, transfer, shadow)
                     break
                 except _Damaged:
                     if attempt == TRANSFER_ATTEMPTS:
@@ -296,7 +315,7 @@ class Updater:
         return out
 
     async def _install_on_fresh_connection(self, entry: IndexEntry, root: Root, out: ModelOutcome,
-                                           transfer: Transfer) -> None:
+                                           transfer: Transfer, shadow: ShadowEntry | None) -> None:
         """The retry after damaged bytes goes over a new connection, never the pooled one
         that carried them: a connection a middlebox has desynchronised stays out of it."""
         assert self.fresh_client is not None
@@ -304,26 +323,33 @@ class Updater:
         async with self.fresh_client() as client:
             self.http = Http(client, self.config, self.identity.token)
             try:
-                await self._install_entry(entry, root, out, transfer)
+                await self._install_entry(entry, root, out, transfer, shadow)
             finally:
                 self.http = pooled
 
     async def _install_entry(self, entry: IndexEntry, root: Root, out: ModelOutcome,
-                             transfer: Transfer) -> None:
-        manifest_bytes, manifest, artifact = await self._fetch_manifest(entry, root, transfer)
-        deferred = self._deferred(entry, artifact)
-        if deferred:
-            out.outcome, out.reason = "deferred", deferred
-            out.detail = DEFER_DETAIL[deferred]
-            return
-        try:
-            data = await self._fetch_artifact(artifact, entry.model, transfer)
-        except (DownloadError, LengthMismatchError, HashMismatchError) as exc:
-            if not isinstance(exc, DownloadError) or exc.damaged:
-                # a mismatch or an undecodable body: the partial file is poisoned, the retry
-                # starts from byte 0; a plain cut keeps it and the retry resumes it
-                self.store.partial_path(artifact.sha256).unlink(missing_ok=True)
-            raise _Damaged(exc) from None
+                             transfer: Transfer, shadow: ShadowEntry | None = None) -> None:
+        held = self.store.held_shadow(entry.model) if shadow is None else None
+        if held is not None and (held.inst.version, held.inst.manifest_sha256) == (entry.version,
+                                                                                   entry.manifest.sha256):
+            # a promoted shadow: the files it holds, checked again from 3.1, with no download
+            manifest_bytes, manifest, artifact, data = self._held_bytes(held, entry, root)
+            transfer.kind = "held"
+        else:
+            manifest_bytes, manifest, artifact = await self._fetch_manifest(entry, root, transfer)
+            deferred = self._deferred(entry, artifact)
+            if deferred:
+                out.outcome, out.reason = "deferred", deferred
+                out.detail = DEFER_DETAIL[deferred]
+                return
+            try:
+                data = await self._fetch_artifact(artifact, entry.model, transfer)
+            except (DownloadError, LengthMismatchError, HashMismatchError) as exc:
+                if not isinstance(exc, DownloadError) or exc.damaged:
+                    # a mismatch or an undecodable body: the partial file is poisoned, the retry
+                    # starts from byte 0; a plain cut keeps it and the retry resumes it
+                    self.store.partial_path(artifact.sha256).unlink(missing_ok=True)
+                raise _Damaged(exc) from None
         labels, scores = await asyncio.to_thread(self.golden_runner, data, manifest.golden)  # 4.3
         trust.check_golden(labels, scores, manifest.golden, artifact.golden_tolerance)  # check 4.4
         inst = Installed(
@@ -331,11 +357,31 @@ class Updater:
             manifest_sha256=entry.manifest.sha256, artifact_sha256=artifact.sha256,
             artifact_length=artifact.length, installed_at=format_time(self.now()),
         )
+        if shadow is not None:
+            self.store.hold_shadow(Held(inst=inst, report_rows=shadow.report_after.rows,
+                                        report_hours=shadow.report_after.hours), manifest_bytes, data)
+            out.outcome, out.reason, out.detail = "held", None, ""
+            return
         self.store.install(inst, manifest_bytes, data)  # checks 5.1-5.3
+        if held is not None:
+            self.store.drop_shadow(entry.model)  # installed now, or outdated by this version
         self.store.enqueue("installed", model=inst.name, version=inst.version,  # check 5.4
                            data={"target": artifact.target, "transfer": transfer.kind,
                                  "wire_bytes": transfer.wire})
         out.outcome, out.reason, out.detail = "installed", None, ""
+
+    def _held_bytes(self, held: Held, entry: IndexEntry,
+                    root: Root) -> tuple[bytes, ModelManifest, Artifact, bytes]:
+        manifest_path, artifact_path = self.store.held_files(held)
+        try:
+            manifest_bytes, data = manifest_path.read_bytes(), artifact_path.read_bytes()
+        except OSError as exc:
+            raise errors.StoreError(f"held {held.inst.name} v{held.inst.version}: {exc.strerror}") from None
+        slot = self.store.slot(entry.model)
+        manifest = trust.check_manifest(manifest_bytes, root, entry, slot.current.version if slot else None)
+        artifact = trust.select_artifact(manifest, self.identity.target, self.runtime)  # 3.6, 3.7
+        trust.check_artifact(data, artifact)  # checks 4.1, 4.2
+        return manifest_bytes, manifest, artifact, data
 
     def _deferred(self, entry: IndexEntry, artifact: Artifact) -> DeferReason | None:
         ident = self.identity
@@ -427,33 +473,8 @@ class Updater:
     # ------------------------------------------------------------------ reports
 
     async def flush_reports(self) -> int:
-        """Send queued events, oldest first, in batches; each batch leaves the queue on 200."""
-        sent = 0
-        while True:
-            batch = list(self.store.queued(REPORT_BATCH))
-            if not batch:
-                return sent
-            sent += await self._send_batch(batch)
-
-    async def _send_batch(self, batch: list[tuple[Path, dict[str, Any]]]) -> int:
-        """The service takes a batch whole or not at all, so one event it will never accept
-        (a 422: say, a behaviour report for a version it no longer knows) would hold every
-        later report back for good. A batch refused with 422 or 413 is halved until the
-        refused events stand alone; those are dropped and counted (``reports_refused``).
-        Any other failure raises and leaves the batch queued for the next sync."""
-        try:
-            await self.http.post_json(f"/v1/devices/{self.identity.device_id}/reports",
-                                      {"events": [event for _, event in batch]}, "reports")
-        except DownloadError as exc:
-            if exc.status not in REFUSED_STATUSES:
-                raise
-            if len(batch) > 1:
-                half = len(batch) // 2
-                return await self._send_batch(batch[:half]) + await self._send_batch(batch[half:])
-            self.store.refuse_report(batch[0][0], batch[0][1], str(exc))
-            return 0
-        self.store.dequeue([p for p, _ in batch])
-        return len(batch)
+        """Send queued events, oldest first, in batches (device_sim/reports.py)."""
+        return await flush_reports(self.http, self.store, self.identity.device_id)
 
     # ------------------------------------------------------------------ polling
 

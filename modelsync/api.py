@@ -128,14 +128,22 @@ def release(
     urgent: bool = False,
     behaviour_gate: dict[str, Any] | None = None,
     phases: list[dict[str, Any]] | None = None,
+    shadow: bool = False,
+    report_after: dict[str, Any] | None = None,
     server: str | None = None,
     token: str | None = None,
 ) -> Release:
     """Release a published version to ``percent`` of a fleet's channel (scope ``release``);
-    ``behaviour_gate`` (``{max_rate_ratio, max_psi, min_devices, min_rows}``, any subset)
-    halts it when the candidate behaves unlike the incumbent (docs/behaviour.md)."""
+    ``behaviour_gate`` (``{max_rate_ratio, max_psi, min_agreement, min_rank_correlation,
+    min_devices, min_rows}``, any subset) halts it when the candidate behaves unlike the
+    incumbent; ``shadow``: devices run it beside their model, acting on nothing it says, and
+    report agreement after ``report_after`` (``{rows, hours}``) (docs/behaviour.md)."""
     body: dict[str, Any] = {"fleet": fleet, "channel": channel, "model": model, "version": version,
                             "percent": percent, "urgent": urgent}
+    if shadow:
+        body["mode"] = "shadow"
+        if report_after is not None:
+            body["report_after"] = report_after
     if behaviour_gate is not None:
         body["behaviour_gate"] = behaviour_gate
     if phases is not None:
@@ -273,6 +281,15 @@ def promote(
         body = {"fleet": fleet, "channel": dest, "model": active["model"], "version": active["version"],
                 "percent": percent, "urgent": urgent}
         return Release.from_json(api.json("POST", "/v1/releases", json=body))
+
+
+def promote_shadow(
+    release_id: int, *, percent: float | None = None, server: str | None = None, token: str | None = None,
+) -> Release:
+    """Turn a shadow release into a normal one (same devices; they install what they hold)."""
+    body = {} if percent is None else {"percent": percent}
+    with _client(server, token) as api:
+        return Release.from_json(api.json("POST", f"/v1/releases/{release_id}/promote", json=body))
 
 
 def status(

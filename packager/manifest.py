@@ -312,6 +312,18 @@ class IndexEntry(_Doc):
     urgent: bool = False
 
 
+class ReportAfter(_Doc):
+    rows: int = Field(ge=1, le=1_000_000)
+    hours: float = Field(gt=0, le=720, allow_inf_nan=False)
+
+
+class ShadowEntry(IndexEntry):
+    """A candidate a device holds and runs beside its active model (docs/behaviour.md
+    "Shadow runs"), reporting agreement after ``report_after`` rows or hours."""
+
+    report_after: ReportAfter
+
+
 class ChannelIndex(_Doc):
     type: Literal["channel-index"] = Field("channel-index", alias="_type")
     spec_version: str = SPEC_VERSION
@@ -321,6 +333,8 @@ class ChannelIndex(_Doc):
     expires: str
     # Per model, newest first: a device takes the first entry whose rollout includes it.
     models: dict[str, list[IndexEntry]]
+    # Apart from ``models``, so a client that predates shadows never installs one.
+    shadows: dict[str, list[ShadowEntry]] = Field(default_factory=dict)
 
 
 class OfflineIndex(_Doc):
@@ -496,21 +510,3 @@ def verify_document(raw: Any, root: Root, expected_type: str) -> Any:
     keys, threshold = root.role_keys(ROLE_FOR_TYPE[expected_type])
     check_signatures(env, keys, threshold, expected_type)
     return doc
-
-
-# --------------------------------------------------------------------------- rollout
-
-
-def rollout_bucket(salt: str, device_id: str) -> int:
-    """0..9999, the device's place in a staged rollout (docs/architecture.md)."""
-    digest = hashlib.sha256(f"{salt}:{device_id}".encode()).hexdigest()
-    return int(digest[:8], 16) % 10000
-
-
-def in_rollout(rollout: Rollout, device_id: str) -> bool:
-    return rollout_bucket(rollout.salt, device_id) < rollout.percent * 100
-
-
-def pick_entry(entries: list[IndexEntry], device_id: str) -> IndexEntry | None:
-    """The first (newest) entry whose rollout includes this device."""
-    return next((e for e in entries if in_rollout(e.rollout, device_id)), None)

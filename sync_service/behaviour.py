@@ -29,6 +29,9 @@ from sync_service.errors import Unprocessable
 from sync_service.health_gate import serialize_judgement, window_start
 from sync_service.index import IndexSigner, aware_utc
 from sync_service.models import Channel, Device, DeviceEvent, ModelVersion, Release
+from sync_service.shadow import fleet_reports as shadow_reports
+from sync_service.shadow import judge as judge_shadow
+from sync_service.shadow import summarize as summarize_shadow
 from sync_service.storage import Storage
 
 BEHAVIOUR_GATE = Actor(None, "behaviour-gate")
@@ -87,6 +90,12 @@ class GateBounds(BaseModel):
     )
     max_psi: float = Field(0.25, gt=0, le=100, allow_inf_nan=False,
                            description="halt when the score histograms' PSI is above this")
+    min_agreement: float = Field(0.9, ge=0, le=1, allow_inf_nan=False,
+                                 description="a shadow release halts when its label agreement with the "
+                                 "active model is below this")
+    min_rank_correlation: float | None = Field(
+        None, ge=-1, le=1, allow_inf_nan=False,
+        description="a shadow release halts when its score rank correlation is below this; null: not judged")
     min_devices: int = Field(10, ge=1, le=1_000_000)
     min_rows: int = Field(1000, ge=1, le=COUNT_MAX)
 
@@ -289,17 +298,30 @@ def release_behaviour(session: Session, storage: Storage, view: ReleaseView) -> 
     reference = profile_of(storage, mv)
     bounds = GateBounds.model_validate_json(r.behaviour_gate) if r.behaviour_gate else None
     verdict = judge(candidate, incumbent, reference, bounds or GateBounds())
+    gate = {
+        "bounds": bounds.model_dump() if bounds else None, "baseline": verdict.baseline,
+        "rate_ratio": verdict.rate_ratio, "psi": verdict.psi,
+        "breach": verdict.breach if bounds else None, "waiting": verdict.waiting,
+    }
+    shadow = None
+    if r.report_rows is not None:  # a shadow release, or one promoted from shadow
+        shadow = summarize_shadow(shadow_reports(session, view.fleet.id or 0, mv.name, mv.version, since))
+        if r.mode == "shadow":  # judged on the rows both models scored, not on installs
+            b = bounds or GateBounds()
+            found = judge_shadow(shadow, max_rate_ratio=b.max_rate_ratio, min_agreement=b.min_agreement,
+                                 min_rank_correlation=b.min_rank_correlation, min_devices=b.min_devices,
+                                 min_rows=b.min_rows)
+            gate.update(baseline="active model (shadow)", rate_ratio=found.rate_ratio, psi=None,
+                        breach=found.breach if bounds else None, waiting=found.waiting)
     return {
-        "release_id": r.id, "model": mv.name, "version": mv.version, "since": aware_utc(since),
+        "release_id": r.id, "model": mv.name, "version": mv.version, "mode": r.mode,
+        "since": aware_utc(since),
         "candidate": candidate.public(),
         "incumbent": incumbent.public() if incumbent else None,
         "reference": {"anomaly_rate": reference.anomaly_rate, "histogram": reference.reference_histogram,
                       "score_edges": reference.score_edges} if reference else None,
-        "gate": {
-            "bounds": bounds.model_dump() if bounds else None, "baseline": verdict.baseline,
-            "rate_ratio": verdict.rate_ratio, "psi": verdict.psi,
-            "breach": verdict.breach if bounds else None, "waiting": verdict.waiting,
-        },
+        "shadow": shadow.public() if shadow else None,
+        "gate": gate,
     }
 
 
@@ -308,7 +330,8 @@ def apply_gate(
 ) -> list[ReleaseView]:
     """Halt every active release with a behaviour gate whose candidate this batch reported
     on and which now breaches its bounds."""
-    touched = {(e.model, e.version) for e in events if e.kind == "behaviour" and e.model is not None}
+    touched = {(e.model, e.version) for e in events
+               if e.kind in ("behaviour", "shadow") and e.model is not None}
     if not touched:
         return []
     releases = session.exec(

@@ -97,6 +97,16 @@ def register_release(sub: Any) -> None:
                       help="judge once N devices report (default 10)")
     gate.add_argument("--gate-min-rows", type=positive_int, metavar="N",
                       help="…and they scored N rows (default 1000)")
+    gate.add_argument("--gate-min-agreement", type=float, metavar="A",
+                      help="a shadow release halts below this label agreement, 0..1 (default 0.9)")
+    gate.add_argument("--gate-min-rank-correlation", type=float, metavar="R",
+                      help="a shadow release halts below this score rank correlation (default: not judged)")
+    create.add_argument("--shadow", action="store_true",
+                        help="devices run it beside their model, act on nothing it says, report agreement; "
+                        "`release promote ID` makes it a normal release")
+    create.add_argument("--report-rows", type=positive_int, metavar="N",
+                        help="with --shadow: report agreement after N rows (default 1000)…")
+    create.add_argument("--report-hours", type=float, metavar="H", help="…or H hours (default 24)")
     create.add_argument(
         "--phases", type=_phases, metavar="P:HOLD,…",
         help="a phased ramp, e.g. 5:1h,25:1h,100 (percent:hold; s, m, h or d): each next phase once the "
@@ -128,15 +138,19 @@ def register_release(sub: Any) -> None:
     resume.set_defaults(handler=_resume)
 
     promote = verbs.add_parser(
-        "promote", help="release the version active on one channel to another (e.g. beta → stable)"
+        "promote", help="make shadow release ID a normal one; or release the version active on one "
+        "channel to another (--fleet --from --to, e.g. beta → stable)"
     )
-    promote.add_argument("--fleet", required=True, help="the fleet of both channels")
-    promote.add_argument("--from", dest="source", required=True, metavar="CHANNEL",
+    promote.add_argument("shadow_id", nargs="?", type=positive_int, metavar="ID",
+                         help="a shadow release: its devices install the candidate they hold")
+    promote.add_argument("--fleet", help="the fleet of both channels")
+    promote.add_argument("--from", dest="source", metavar="CHANNEL",
                          help="the channel whose active release is copied")
-    promote.add_argument("--to", dest="dest", required=True, metavar="CHANNEL",
+    promote.add_argument("--to", dest="dest", metavar="CHANNEL",
                          help="the channel to release to")
     promote.add_argument("--model", help="the model, when the source channel releases several")
-    promote.add_argument("--percent", type=_percent, default=100.0, help="share of devices (default 100)")
+    promote.add_argument("--percent", type=_percent,
+                         help="share of devices (default: the shadow's; between channels 100)")
     promote.add_argument("--urgent", action="store_true", help="devices should install without waiting")
     _common(promote)
     promote.set_defaults(handler=_promote)
@@ -239,8 +253,14 @@ def _create(args: argparse.Namespace) -> int:
     from modelsync.api import release
 
     bounds = {k: v for k, v in (("max_rate_ratio", args.gate_rate_ratio), ("max_psi", args.gate_psi),
-                                ("min_devices", args.gate_min_devices), ("min_rows", args.gate_min_rows))
+                                ("min_devices", args.gate_min_devices), ("min_rows", args.gate_min_rows),
+                                ("min_agreement", args.gate_min_agreement),
+                                ("min_rank_correlation", args.gate_min_rank_correlation))
               if v is not None}
+    if (args.report_rows or args.report_hours) and not args.shadow:
+        raise UsageError("--report-rows and --report-hours are for --shadow releases")
+    after = ({"rows": args.report_rows or 1000, "hours": args.report_hours or 24.0}
+             if args.report_rows or args.report_hours else None)
     gate = bounds if bounds or args.behaviour_gate else None
     percent = args.percent
     if percent is None:
@@ -249,8 +269,8 @@ def _create(args: argparse.Namespace) -> int:
         percent = args.phases[0]["percent"]
     created = release(fleet=args.fleet, channel=args.channel, model=args.model, version=args.version,
                       percent=percent, urgent=args.urgent, behaviour_gate=gate, phases=args.phases,
-                      **_where(args))
-    return _print_release(args, created.raw, "created")
+                      shadow=args.shadow, report_after=after, **_where(args))
+    return _print_release(args, created.raw, "created in shadow mode" if args.shadow else "created")
 
 
 def _set(args: argparse.Namespace) -> int:
@@ -275,8 +295,16 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from modelsync.api import promote
+    from modelsync.api import promote, promote_shadow
 
+    if args.shadow_id is not None:
+        if args.fleet or args.source or args.dest or args.model:
+            raise UsageError("promote a shadow release by ID alone, or a channel's by --fleet --from --to")
+        promoted = promote_shadow(args.shadow_id, percent=args.percent, **_where(args))
+        return _print_release(args, promoted.raw, "promoted from shadow")
+    if not (args.fleet and args.source and args.dest):
+        raise UsageError("name a shadow release ID, or --fleet, --from and --to")
+    args.percent = 100.0 if args.percent is None else args.percent
     created = promote(fleet=args.fleet, source=args.source, dest=args.dest, model=args.model,
                       percent=args.percent, urgent=args.urgent, **_where(args))
     return _print_release(args, created.raw, f"created (promoted from {args.source})")
@@ -389,6 +417,13 @@ def _behaviour(args: argparse.Namespace) -> int:
     if body["reference"] is not None:
         table.add_row("reference", "", "", f"{body['reference']['anomaly_rate']:.2%}", "", "", "")
     console().print(table)
+    sh = body.get("shadow")
+    if sh is not None and sh["rows"]:
+        corr = "—" if sh["rank_correlation"] is None else f"{sh['rank_correlation']:.3f}"
+        console().print(f"shadow: {sh['devices']} devices, {sh['rows']:,} rows scored by both; label "
+                        f"agreement {sh['agreement']:.2%}, anomaly rate {sh['shadow_anomaly_rate']:.2%} "
+                        f"against "
+                        f"{sh['active_anomaly_rate']:.2%} active, rank correlation {corr}", highlight=False)
     gate = body["gate"]
     figures = []
     if gate["rate_ratio"] is not None:

@@ -19,17 +19,19 @@ import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import distinct, func, update
 from sqlmodel import Session, col, select
 
-from packager.manifest import rollout_bucket
+from packager.rollout import rollout_bucket
 from sync_service import audit, metrics
 from sync_service.audit import Actor
 from sync_service.errors import (
     NewerReleaseActive,
+    NotShadow,
+    ReleaseHalted,
     ReleaseSuperseded,
     UnknownChannel,
     UnknownFleet,
@@ -78,6 +80,9 @@ class ReleaseView:
             "percent": r.percent,
             "salt": r.salt,
             "urgent": r.urgent,
+            "mode": r.mode,
+            "report_after": ({"rows": r.report_rows, "hours": r.report_hours}
+                             if r.report_rows is not None else None),
             "state": r.state,
             "halt_reason": r.halt_reason,
             "halted_by_health_gate": r.halted_by_health_gate,
@@ -175,7 +180,9 @@ def create_release(
     urgent: bool = False,
     behaviour_gate: dict[str, Any] | None = None,
     phases: list[dict[str, Any]] | None = None,
+    report_after: dict[str, Any] | None = None,
 ) -> ReleaseView:
+    """A new release; with ``report_after``, in shadow mode (docs/behaviour.md "Shadow runs")."""
     fleet_row = session.exec(select(Fleet).where(Fleet.name == fleet)).first()
     if fleet_row is None or fleet_row.id is None:
         raise UnknownFleet(f"no fleet {fleet!r}")
@@ -198,14 +205,9 @@ def create_release(
             f"{model} v{highest} was already released on {fleet}/{channel}: release versions only go up "
             "(to roll back, publish the old artifacts as a new version: modelsync release rollback)"
         )
-    full = [(r, m) for r, m in existing if r.state == "active" and r.percent >= 100]
-    fallback = max(full, key=lambda p: p[1].version)[0] if full else None
+    shadow = report_after is not None
     stamp = now()
-    for r, _ in existing:
-        if r.state == "active" and r is not fallback:
-            r.state = "superseded"
-            r.updated_at = stamp
-            session.add(r)
+    _supersede(session, existing, stamp, only_shadows=shadow)
     release = Release(
         channel_id=channel_row.id,
         model_version_id=mv.id,
@@ -214,6 +216,9 @@ def create_release(
         salt=secrets.token_hex(16),
         urgent=urgent,
         state="active",
+        mode="shadow" if shadow else "install",
+        report_rows=report_after["rows"] if report_after else None,
+        report_hours=report_after["hours"] if report_after else None,
         health_since=stamp,
         behaviour_gate=json.dumps(behaviour_gate, sort_keys=True) if behaviour_gate is not None else None,
         phases=json.dumps(phases) if phases else None,
@@ -229,9 +234,55 @@ def create_release(
     audit.record(
         session, actor=actor, action="create", view=view, index_version=stored.version,
         detail={"percent": percent, "urgent": urgent,
+                **({"mode": "shadow", "report_after": report_after} if shadow else {}),
                 **({"behaviour_gate": behaviour_gate} if behaviour_gate is not None else {}),
                 **({"phases": phases} if phases else {})},
     )
+    return view
+
+
+def _supersede(session: Session, existing: Sequence[tuple[Release, ModelVersion]], stamp: datetime,
+               *, only_shadows: bool, keep: Release | None = None) -> None:
+    """A new install release supersedes the model's active releases on the channel but the
+    newest fully rolled-out install one (the devices outside its bucket fall back to it); a
+    new shadow release supersedes only an older shadow, leaving the installs it is compared
+    with as they are."""
+    full = [(r, m) for r, m in existing if r.state == "active" and r.mode == "install" and r.percent >= 100]
+    fallback = max(full, key=lambda p: p[1].version)[0] if full else None
+    for r, _ in existing:
+        if r.state != "active" or r is fallback or r is keep or (only_shadows and r.mode != "shadow"):
+            continue
+        r.state = "superseded"
+        r.updated_at = stamp
+        session.add(r)
+
+
+def promote_release(
+    *, session: Session, signer: IndexSigner, release_id: int, actor: Actor, percent: float | None = None
+) -> ReleaseView:
+    """A shadow release becomes a normal one with the same salt: the devices that held the
+    candidate are the ones in its bucket, and install what they hold without a download."""
+    view = _require(session=session, release_id=release_id, lock=True)
+    r = view.release
+    if r.mode != "shadow":
+        raise NotShadow(f"release {release_id} is not a shadow release: nothing to promote")
+    if r.state == "superseded":
+        raise ReleaseSuperseded(f"release {release_id} is superseded: create a new release")
+    if r.state == "halted":
+        raise ReleaseHalted(f"release {release_id} was halted ({r.halt_reason}): it cannot be promoted")
+    stamp = now()
+    _supersede(session, _model_releases(session, view.channel.id or 0, view.model_version.name), stamp,
+               only_shadows=False, keep=r)
+    before = r.percent
+    r.mode = "install"
+    r.percent = before if percent is None else percent
+    r.health_since = stamp  # both gates judge the installs from here on
+    r.updated_at = stamp
+    session.add(r)
+    session.flush()
+    stored = _reindex(session, view.channel, signer)
+    audit.record(session, actor=actor, action="promote", view=view, index_version=stored.version,
+                 detail={"from": before, "to": r.percent})
     return view
 
 

@@ -154,6 +154,14 @@ class NewerReleaseActive(Conflict):
     code = "newer_release_active"
 
 
+class NotShadow(Conflict):
+    code = "not_shadow"
+
+
+class ReleaseHalted(Conflict):
+    code = "release_halted"
+
+
 class DeviceInOtherFleet(Conflict):
     code = "device_in_other_fleet"
 

@@ -90,7 +90,7 @@ def entries_newest_first(pairs: Sequence[tuple[Release, ModelVersion]]) -> dict[
     rolled out to everyone: entries after it could never be picked by any device."""
     by_model: dict[str, list[tuple[Release, ModelVersion]]] = {}
     for release, mv in pairs:
-        if release.state == "active":
+        if release.state == "active" and release.mode == "install":
             by_model.setdefault(mv.name, []).append((release, mv))
     models: dict[str, list[dict[str, Any]]] = {}
     for name in sorted(by_model):
@@ -103,10 +103,21 @@ def entries_newest_first(pairs: Sequence[tuple[Release, ModelVersion]]) -> dict[
     return models
 
 
+def shadow_entries(pairs: Sequence[tuple[Release, ModelVersion]]) -> dict[str, list[dict[str, Any]]]:
+    """Per model, its active shadow release (one at most: a new one supersedes the older)."""
+    shadows: dict[str, list[dict[str, Any]]] = {}
+    for release, mv in sorted(pairs, key=lambda p: (p[1].name, -p[1].version)):
+        if release.state == "active" and release.mode == "shadow" and mv.name not in shadows:
+            after = {"rows": release.report_rows, "hours": release.report_hours}
+            shadows[mv.name] = [{**entry_for(release, mv), "report_after": after}]
+    return shadows
+
+
 def build_signed(
-    *, fleet: str, channel: str, version: int, expires: str, models: dict[str, list[dict[str, Any]]]
+    *, fleet: str, channel: str, version: int, expires: str, models: dict[str, list[dict[str, Any]]],
+    shadows: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    signed = {
         "_type": "channel-index",
         "spec_version": SPEC_VERSION,
         "fleet": fleet,
@@ -115,6 +126,9 @@ def build_signed(
         "expires": expires,
         "models": models,
     }
+    if shadows:  # absent when none: the index of a channel without shadows is as before
+        signed["shadows"] = shadows
+    return signed
 
 
 def sign_body(signed: dict[str, Any], keys: Sequence[Ed25519PrivateKey]) -> bytes:
@@ -212,12 +226,14 @@ def write_new_version(
                 version = (head[0] if head else 0) + 1
                 moment = now or utcnow()
                 expires = format_time(moment + signer.lifetime)
+                pairs = active_pairs(session, channel.id)
                 signed = build_signed(
                     fleet=fleet.name,
                     channel=channel.name,
                     version=version,
                     expires=expires,
-                    models=entries_newest_first(active_pairs(session, channel.id)),
+                    models=entries_newest_first(pairs),
+                    shadows=shadow_entries(pairs),
                 )
                 body = sign_body(signed, signer.keys)
                 doc = ChannelIndexDoc(

@@ -14,9 +14,12 @@ from sync_service.auth import TokenKind
 
 # The words stored in (and answered from) the status columns, as on the wire.
 ReleaseState = Literal["active", "halted", "superseded"]
+# install: devices in the bucket run it; shadow: they hold it and run it beside the active
+# model, acting on nothing it says (docs/behaviour.md "Shadow runs")
+ReleaseMode = Literal["install", "shadow"]
 BlobKind = Literal["manifest", "artifact", "reference"]
 ReportKind = Literal["installed", "install_failed", "golden_failed", "transfer_failed", "stale_index",
-                     "inference_stats", "behaviour"]
+                     "inference_stats", "behaviour", "shadow"]
 Platform = Literal["android", "ios", "linux"]
 
 
@@ -103,6 +106,10 @@ class Release(SQLModel, table=True):
     salt: str = Field(max_length=64)
     urgent: bool = False
     state: ReleaseState = one_of(16, default="active")
+    mode: ReleaseMode = one_of(16, default="install")
+    # a shadow release's report_after; kept after promote (it tells a release was a shadow)
+    report_rows: int | None = None
+    report_hours: float | None = None
     halt_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     halted_by_health_gate: bool = False
     health_since: datetime | None = None  # health-gate window start: creation or last resume
@@ -153,7 +160,7 @@ class DeviceEvent(SQLModel, table=True):
     received_at: datetime = Field(default_factory=now)
 
 
-AuditAction = Literal["create", "set_percent", "halt", "resume"]
+AuditAction = Literal["create", "set_percent", "halt", "resume", "promote"]
 
 
 class AuditEvent(SQLModel, table=True):

@@ -25,13 +25,13 @@ from packager.manifest import (
     canonical_bytes,
     keyid_of,
     parse_time,
-    rollout_bucket,
     sha256_hex,
     verify_index,
     verify_manifest,
     verify_root_self,
     verify_root_signed_by,
 )
+from packager.rollout import rollout_bucket
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 INDEX = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))

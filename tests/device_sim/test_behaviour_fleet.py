@@ -52,3 +52,29 @@ def test_a_model_in_other_units_is_halted_in_its_first_phase(
     assert good["gate"]["breach"] is None
     # judged against v1, which it replaces, not the halted v2 still reporting from its devices
     assert good["gate"]["baseline"] in ("incumbent v1", "reference")
+
+
+def test_a_shadow_of_a_model_in_other_units_is_halted_before_any_device_acts_on_it(
+    service: ServiceHandle, keys_dir: Path, tmp_path: Path
+) -> None:
+    # its own fleet and model name: the module's service holds the first scenario's releases
+    shade = dataclasses.replace(service, fleet="shade", releases={})
+    shade.setup_fleet()
+    bundles = behaviour_scenario.build_bundles(tmp_path, keys_dir, trees=20, name="pump-shadow")
+    spec = FleetSpec(
+        devices=12, server=service.url, enroll_token=shade.enroll_token,
+        root_envelope=service.root_envelope(), poll_interval_s=1.0, seed=5, networks={"wifi": 1.0},
+        old_runtime_share=0.0, offline_share=0.0, sample_every_s=0.2, state_root=default_state_root(),
+        device_prefix="shadow", score_rows=200,
+    )
+    gate = {**GATE, "min_agreement": 0.8}
+    out = behaviour_scenario.run_shadow(shade, bundles, spec, gate, say=lambda _: None, model="pump-shadow")
+    bad = out["bad_shadow"]
+    assert bad["halt_reason"].startswith("behaviour gate (shadow):")
+    assert "label agreement" in bad["halt_reason"]
+    assert bad["devices_acting_on_bad"] == 0
+    assert bad["shadow"]["shadow_anomaly_rate"] > 0.5 > 0.2 > bad["shadow"]["active_anomaly_rate"]
+    good = out["good_shadow"]
+    assert good["shadow"]["agreement"] >= 0.8 and good["reached_95"] and good["share"] == 1.0
+    # promoted: every device installed the files it held, without downloading them again
+    assert good["installs_from_held"] == spec.devices and good["bytes_installing_held"] == 0

@@ -17,7 +17,8 @@ from device_sim.demo import ServiceHandle, demo_service
 from device_sim.fleet import OLD_RUNTIME, Fleet, FleetSpec, default_state_root, plan_devices
 from device_sim.fleet_report import write_report
 from packager.keys import load_private_key
-from packager.manifest import rollout_bucket, sha256_hex, sign
+from packager.manifest import sha256_hex, sign
+from packager.rollout import rollout_bucket
 from tests.conftest import MakeBundle
 
 MODEL = "fleet-iforest"

@@ -17,7 +17,7 @@ from device_sim.device import Device
 from device_sim.transfer import SyncConfig
 from packager import exit_codes
 from packager.cli import main as cli_main
-from packager.manifest import rollout_bucket
+from packager.rollout import rollout_bucket
 from tests.device_sim.forge import doc_bytes, entry, index_doc, manifest_doc, ort_model, sha
 from tests.device_sim.repo import Repo
 from tests.device_sim.service import admin, make_token, publish_and_release, service_app

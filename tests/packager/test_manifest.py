@@ -26,14 +26,13 @@ from packager.manifest import (
     format_time,
     keyid_of,
     parse_time,
-    pick_entry,
-    rollout_bucket,
     sign,
     verify_index,
     verify_manifest,
     verify_root_self,
     verify_root_signed_by,
 )
+from packager.rollout import pick_entry, rollout_bucket
 
 SHA = "ab" * 32
 

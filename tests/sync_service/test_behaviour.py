@@ -135,7 +135,7 @@ def _gated(
         "behaviour_gate": GATE})
     assert r.status_code == 201, r.text
     rel = r.json()
-    assert rel["behaviour_gate"] == GATE
+    assert rel["behaviour_gate"] == {**GATE, "min_agreement": 0.9, "min_rank_correlation": None}
     for device_id, token in tokens.items():
         batch = [event("installed", version=1), window(1, 1000, 50, [100, 200, 300, 400])]
         assert post(client, token, device_id, batch).status_code == 200
@@ -294,7 +294,8 @@ def test_cli_creates_a_gated_release_and_shows_its_behaviour(
     assert main(["release", "create", "--fleet", "field", "--model", "demo", "--version", "1",
                  "--percent", "100", "--gate-psi", "0.1", "--gate-min-devices", "1", "--json"]) == 0
     created = json.loads(capsys.readouterr().out)
-    gate = {"max_rate_ratio": 2.0, "max_psi": 0.1, "min_devices": 1, "min_rows": 1000}  # the rest defaults
+    gate = {"max_rate_ratio": 2.0, "max_psi": 0.1, "min_devices": 1, "min_rows": 1000,  # the rest defaults
+            "min_agreement": 0.9, "min_rank_correlation": None}
     assert created["behaviour_gate"] == gate
     with httpx.Client(base_url=live_server) as api:
         token = register(api, enrollment_token, "dev-cli")

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from device_sim.fleet import Fleet, FleetSpec, default_state_root
-from packager.manifest import rollout_bucket
+from packager.rollout import rollout_bucket
 from tests.conftest import MakeBundle
 from tests.sync_service.fleet_helpers import bearer, create_release, publish
 

@@ -116,6 +116,7 @@ def world(
         ("GET", "/v1/audit?limit=5", publisher, {}),
         ("POST", f"/v1/releases/{release['id']}/halt", publisher, {"json": {"reason": "fuzz"}}),
         ("POST", f"/v1/releases/{release['id']}/resume", publisher, {}),
+        ("POST", f"/v1/releases/{release['id']}/promote", publisher, {"json": {}}),  # 409: not a shadow
         (
             "POST",
             "/v1/releases",

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from device_sim.trust import check_index
-from packager.manifest import ChannelIndex, Root, pick_entry
+from packager.manifest import ChannelIndex, Root
+from packager.rollout import pick_entry
 from sync_service import crud
 from sync_service.models import Device
 from tests.sync_service.fleet_helpers import (

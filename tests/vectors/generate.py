@@ -46,11 +46,12 @@ from packager.manifest import (
     canonical_bytes,
     keyid_of,
     public_raw,
-    rollout_bucket,
     sha256_hex,
     sign,
 )
+from packager.rollout import rollout_bucket
 from tests.vectors.generate_cohort import build as build_cohort
+from tests.vectors.generate_shadow import build as build_shadow
 
 HERE = Path(__file__).resolve().parent
 NOTICE = (
@@ -748,6 +749,7 @@ def write_all(out: Path) -> list[Path]:
     packs, pack_files = build_packs()
     files["packs.json"] = packs
     files["cohort.json"] = build_cohort()
+    files["shadow.json"] = build_shadow()
     listing = []
     for case in build_cases():
         rel = f"cases/{case['name']}.json"
@@ -764,6 +766,7 @@ def write_all(out: Path) -> list[Path]:
         "signing": "signing.json",
         "packs": "packs.json",
         "cohort": "cohort.json",
+        "shadow": "shadow.json",
         "cases": listing,
     }
     (out / "packs").mkdir(exist_ok=True)

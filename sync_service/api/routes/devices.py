@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from packager.manifest import first_error
-from sync_service import behaviour, crud, crud_devices
+from sync_service import behaviour, crud, crud_devices, shadow
 from sync_service.api.deps import (
     TEXT_LINE,
     DeviceDep,
@@ -28,6 +28,7 @@ from sync_service.errors import DeviceInOtherFleet, Forbidden, UnknownFleet, Unp
 from sync_service.index import cache_for
 from sync_service.index_fast_path import token_cache_for
 from sync_service.models import DEVICE_ID_MAX, PROVIDERS_MAX, Device, Platform, ReportKind
+from sync_service.shadow import ShadowData
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 log = logging.getLogger("modelsync.devices")
@@ -89,6 +90,13 @@ class ReportEvent(BaseModel):
                 self.data = BehaviourData.model_validate(self.data).model_dump(mode="json")
             except ValidationError as exc:
                 raise ValueError(f"behaviour data: {first_error(exc)}") from None
+        if self.kind == "shadow":
+            if self.model is None or self.version is None or self.data is None:
+                raise ValueError("a shadow report names its model and version and carries its data")
+            try:
+                self.data = ShadowData.model_validate(self.data).model_dump(mode="json")
+            except ValidationError as exc:
+                raise ValueError(f"shadow data: {first_error(exc)}") from None
         return self
 
     @field_validator("at")
@@ -152,7 +160,8 @@ def register_device(
     responses=refusals({
         Forbidden: "the token belongs to another device",
         Unprocessable: "a behaviour report for a version the device never installed "
-        "(behaviour_not_installed), or with another bin count than its manifest's (wrong_bin_count)",
+        "(behaviour_not_installed), or with another bin count than its manifest's (wrong_bin_count); "
+        "a shadow report for a version never released in shadow mode in the fleet (shadow_not_released)",
     }),
 )
 def post_reports(
@@ -183,6 +192,7 @@ def post_reports(
         for e in body.events
     ]
     behaviour.check_reports(session, storage, device_id, events)  # before anything is stored
+    shadow.check_reports(session, row.fleet_id, events)
     accepted, duplicates = crud_devices.store_events(session=session, device_id=device_id, events=events)
     halted = crud_devices.apply_health_gate(
         session=session,

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, model_validator
 
+from packager.manifest import ReportAfter
 from sync_service import adoption, behaviour, crud_releases
 from sync_service.api.deps import (
     TEXT_LINE,
@@ -27,6 +28,8 @@ from sync_service.behaviour import GateBounds
 from sync_service.crud_releases import ReleaseView
 from sync_service.errors import (
     NewerReleaseActive,
+    NotShadow,
+    ReleaseHalted,
     ReleaseSuperseded,
     UnknownChannel,
     UnknownFleet,
@@ -35,7 +38,7 @@ from sync_service.errors import (
     VersionNotNewer,
 )
 from sync_service.index import cache_for
-from sync_service.models import ReleaseState
+from sync_service.models import ReleaseMode, ReleaseState
 from sync_service.phases import Phase, Schedule
 
 router = APIRouter(prefix="/v1/releases", tags=["releases"])
@@ -64,9 +67,24 @@ class ReleaseCreate(BaseModel):
         description="a phased ramp: the service moves to each next percent once the phase has been "
         "held for hold_s and the gates pass; `percent` must be the first phase's",
     )
+    mode: ReleaseMode = Field(
+        "install", description="shadow: devices in the bucket hold the candidate and run it beside their "
+        "active model, acting on none of its answers, and report agreement (docs/behaviour.md)",
+    )
+    report_after: ReportAfter | None = Field(
+        None, description="a shadow release's agreement window: a report after this many rows or hours "
+        "(default 1000 rows, 24 h)",
+    )
 
     @model_validator(mode="after")
     def _schedule(self) -> ReleaseCreate:
+        if self.mode == "shadow":
+            if self.urgent or self.phases is not None:
+                raise ValueError("a shadow release takes neither urgent nor phases: promote it, then ramp")
+            if self.report_after is None:
+                self.report_after = ReportAfter(rows=1000, hours=24.0)
+        elif self.report_after is not None:
+            raise ValueError("report_after is for shadow releases (mode: shadow)")
         if self.phases is not None:
             Schedule(phases=self.phases)  # rising percents
             if self.percent != self.phases[0].percent:
@@ -91,6 +109,11 @@ class PercentUpdate(BaseModel):
     percent: Percent
 
 
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    percent: Percent | None = Field(None, description="the percent once promoted; absent: the shadow's")
+
+
 class HaltRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=1000, pattern=TEXT_LINE)
@@ -105,6 +128,8 @@ class ReleasePublic(BaseModel):
     percent: float
     salt: str
     urgent: bool
+    mode: ReleaseMode
+    report_after: ReportAfter | None = Field(description="set on a release created in shadow mode")
     state: ReleaseState
     halt_reason: str | None
     halted_by_health_gate: bool
@@ -175,9 +200,10 @@ def create_release(
 ) -> ReleasePublic:
     view = crud_releases.create_release(
         session=session, signer=signer, actor=_actor(user),
-        **body.model_dump(exclude={"behaviour_gate", "phases"}),
+        **body.model_dump(exclude={"behaviour_gate", "phases", "mode", "report_after"}),
         behaviour_gate=body.behaviour_gate.model_dump() if body.behaviour_gate else None,
         phases=[p.model_dump() for p in body.phases] if body.phases else None,
+        report_after=body.report_after.model_dump() if body.mode == "shadow" and body.report_after else None,
     )
     return _committed(request, session, view)
 
@@ -238,6 +264,27 @@ def resume_release(
 ) -> ReleasePublic:
     view = crud_releases.resume_release(
         session=session, signer=signer, release_id=release_id, actor=_actor(user)
+    )
+    return _committed(request, session, view)
+
+
+@router.post("/{release_id}/promote", responses=refusals({
+    **UNKNOWN, ReleaseSuperseded: "the release is superseded",
+    NotShadow: "the release is not a shadow release",
+    ReleaseHalted: "the release was halted (by an operator or a gate)",
+}))
+def promote_release(
+    release_id: ReleaseId,
+    body: PromoteRequest,
+    request: Request,
+    session: SessionDep,
+    signer: SignerDep,
+    user: ReleaseDep,
+) -> ReleasePublic:
+    """A shadow release becomes a normal one, same salt: the devices that hold the candidate
+    activate it without downloading it again (docs/behaviour.md "Shadow runs")."""
+    view = crud_releases.promote_release(
+        session=session, signer=signer, release_id=release_id, actor=_actor(user), percent=body.percent
     )
     return _committed(request, session, view)
 
@@ -308,23 +355,38 @@ class ReferenceBehaviour(BaseModel):
 
 class GateState(BaseModel):
     bounds: GateBounds | None = Field(description="null: the release has no behaviour gate")
-    baseline: str = Field(description="what the candidate is judged against: 'incumbent vN' or 'reference'")
+    baseline: str = Field(description="what the candidate is judged against: 'incumbent vN', 'reference', "
+                          "or 'active model (shadow)' for a shadow release")
     rate_ratio: float | None
     psi: float | None
     breach: str | None = Field(description="the halt reason when the bounds are left")
     waiting: str | None = Field(description="why it is not judged yet")
 
 
+class ShadowBehaviour(BaseModel):
+    devices: int
+    reports: int
+    rows: int = Field(description="rows both models scored")
+    agreement: float | None = Field(description="Σ agree / Σ rows")
+    active_anomaly_rate: float | None
+    shadow_anomaly_rate: float | None
+    rank_correlation: float | None = Field(
+        description="the reports' Spearman correlations, weighted by their pairs")
+
+
 class ReleaseBehaviour(BaseModel):
     release_id: int
     model: str
     version: int
+    mode: ReleaseMode
     since: datetime = Field(description="reports received since the release was created or last resumed")
     candidate: VersionBehaviourPublic
     incumbent: VersionBehaviourPublic | None = Field(
         description="the newest lower version with reports in the fleet in the same window"
     )
     reference: ReferenceBehaviour | None = Field(description="the manifest's profile of the reference model")
+    shadow: ShadowBehaviour | None = Field(
+        description="a release created in shadow mode: its agreement reports in the same window")
     gate: GateState
 
 
