@@ -158,6 +158,12 @@ def test_the_gate_halts_a_shadow_that_disagrees_and_it_cannot_be_promoted(
     assert index.shadows == {} and [e.version for e in index.models["demo"]] == [1]
     r = client.post(f"/v1/releases/{rel['id']}/promote", headers=auth, json={})
     assert (r.status_code, r.json()["code"]) == (409, "release_halted")
+    # the release console's page says it was a shadow, and shows both models on the same rows
+    login = client.post("/console/login", data={"token": auth["Authorization"].removeprefix("Bearer ")})
+    assert login.status_code == 200
+    page = client.get(f"/console/releases/{rel['id']}").text
+    assert 'id="shadow-tag"' in page and 'id="shadow"' in page
+    assert "6.0% → 100.0%" in page and "label agreement 6.0%" in page
 
 
 def test_a_shadow_that_agrees_passes(
