@@ -17,8 +17,8 @@ export const SKIP_REASON = HAVE_PYTHON
   : `the Python venv (${PYTHON}) is absent: service-backed tests need the modelsync service`;
 
 /** Start test/fixtures/live_service.py; it serves until its stdin closes. */
-export function startService(): Promise<Service> {
-  return startLiveService(STUB, PYTHON);
+export function startService(args: string[] = []): Promise<Service> {
+  return startLiveService(STUB, PYTHON, args);
 }
 
 /** The Python device's outputs for an artifact (device_sim's OnnxEngine). */
@@ -124,5 +124,46 @@ export function flipByte(sha: string, at: number): Fault {
       },
     });
     return withBody(res, stream);
+  };
+}
+
+/** fetch, counting the requests to /v1/blobs/ and the body bytes their answers delivered
+ * (the bytes the client read off the wire; zstd bytes when the service sent zstd). */
+export function countingFetch(inner: HttpFetch = fetch as unknown as HttpFetch): {
+  fetch: HttpFetch;
+  blobRequests: () => number;
+  blobBytes: () => number;
+  reset: () => void;
+} {
+  let requests = 0;
+  let bytes = 0;
+  const fetchFn: HttpFetch = async (url, init) => {
+    const res = await inner(url, init);
+    if (!new URL(url).pathname.startsWith("/v1/blobs/")) return res;
+    requests += 1;
+    const body = res.body as unknown as ReadableStream<Uint8Array> | null | undefined;
+    if (body === null || body === undefined) {
+      const data = new Uint8Array(await res.arrayBuffer());
+      bytes += data.length;
+      return withBody(res, new Blob([data]).stream());
+    }
+    const counted = body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          bytes += chunk.length;
+          controller.enqueue(chunk);
+        },
+      }),
+    );
+    return withBody(res, counted);
+  };
+  return {
+    fetch: fetchFn,
+    blobRequests: () => requests,
+    blobBytes: () => bytes,
+    reset: () => {
+      requests = 0;
+      bytes = 0;
+    },
   };
 }

@@ -20,12 +20,12 @@ export interface Service {
 }
 
 /** Start test/fixtures/live_service.py with the repository's Python; it serves until its
- * stdin closes. */
-export async function startService(stub: string, python: string): Promise<Service> {
+ * stdin closes. `args`: the fixture's options (e.g. "--with-v4"). */
+export async function startService(stub: string, python: string, args: string[] = []): Promise<Service> {
   const workDir = mkdtempSync(join(tmpdir(), "modelsync-ts-"));
   const child: ChildProcessWithoutNullStreams = spawn(
     python,
-    [join(stub, "test", "fixtures", "live_service.py"), join(workDir, "service")],
+    [join(stub, "test", "fixtures", "live_service.py"), join(workDir, "service"), ...args],
     { cwd: resolve(stub, ".."), stdio: ["pipe", "pipe", "pipe"] },
   );
   let stderr = "";

@@ -8,7 +8,8 @@ import { parseTime, verifyIndex, verifyManifest, verifyRootSelf, verifyRootSigne
 import { verifyEd25519 } from "../src/core/ed25519";
 import { ModelSyncError } from "../src/core/errors";
 import { packVerdict, planPack } from "../src/core/pack";
-import { rolloutBucket } from "../src/core/rollout";
+import { pickShadow, rolloutBucket } from "../src/core/rollout";
+import { AgreementWindow } from "../src/core/shadow";
 import { checkIndex, checkManifestSigned, finalRoot, nextRoot, trustedRoot } from "../src/core/trust";
 
 export type Load = (rel: string) => any;
@@ -197,6 +198,41 @@ export function behaviourWindowProblem(c: BehaviourCase): string | null {
   return got === sortedJson(c.expect) ? null : `${c.why}: report ${got}, expected ${sortedJson(c.expect)}`;
 }
 
+export interface ShadowWindowCase {
+  name: string;
+  /** Calls of rows [active_score, active_label, shadow_score, shadow_label]. */
+  calls: number[][][];
+  expected: Record<string, unknown>;
+}
+
+export interface ShadowPickCase {
+  name: string;
+  entries: { version: number; rollout: { percent: number; salt: string } }[];
+  device_id: string;
+  runs_version: number;
+  failed: number[];
+  expected_version: number | null;
+}
+
+/** A shadow.json `windows` case through an AgreementWindow: its report, `since` and
+ * `active_version` (not in the vectors) left out. */
+export function runShadowWindowCase(c: ShadowWindowCase): Record<string, unknown> {
+  const w = new AgreementWindow("m", 2, 1, Date.UTC(2026, 0, 1));
+  for (const call of c.calls) w.observeRows(call);
+  const { since: _since, active_version: _active, ...rest } = w.report();
+  return rest;
+}
+
+export function shadowWindowProblem(c: ShadowWindowCase): string | null {
+  const got = sortedJson(runShadowWindowCase(c));
+  return got === sortedJson(c.expected) ? null : `${c.name}: window ${got}, expected ${sortedJson(c.expected)}`;
+}
+
+export function shadowPickProblem(c: ShadowPickCase): string | null {
+  const got = pickShadow(c.entries, c.device_id, c.runs_version, c.failed)?.version ?? null;
+  return got === c.expected_version ? null : `${c.name}: picked ${got}, expected ${c.expected_version}`;
+}
+
 /** Every case of every vector file, as "file: problem" lines (empty: all agree). With
  * `loadBytes`, the offline packs of packs.json too. */
 export function allProblems(load: Load, loadBytes?: LoadBytes): { checked: number; problems: string[] } {
@@ -206,7 +242,7 @@ export function allProblems(load: Load, loadBytes?: LoadBytes): { checked: numbe
     checked += 1;
     if (p !== null) problems.push(p);
   };
-  const index = load("manifest.json") as { cases: CaseRef[]; packs?: string; behaviour?: string };
+  const index = load("manifest.json") as { cases: CaseRef[]; packs?: string; behaviour?: string; shadow?: string };
   for (const c of index.cases) {
     const body = load(c.file);
     const device = verdictOf(() => runDeviceCase(c.operation, body));
@@ -223,6 +259,11 @@ export function allProblems(load: Load, loadBytes?: LoadBytes): { checked: numbe
   for (const c of load("rollout.json").cases) note(rolloutProblem(c));
   note(utf8ToBytes("Gerät").length === 6 ? null : "UTF-8 is not what rollout buckets hash");
   for (const c of load(index.behaviour ?? "behaviour.json").cases) note(behaviourWindowProblem(c));
+  if (index.shadow !== undefined) {
+    const shadow = load(index.shadow) as { windows: ShadowWindowCase[]; pick: ShadowPickCase[] };
+    for (const c of shadow.windows) note(shadowWindowProblem(c));
+    for (const c of shadow.pick) note(shadowPickProblem(c));
+  }
   if (loadBytes !== undefined) {
     const packs = load(index.packs ?? "packs.json") as { trusted_root: unknown; cases: PackCase[] };
     for (const c of packs.cases) note(packProblem(c, packs.trusted_root, loadBytes(c.file)));

@@ -11,26 +11,34 @@ import {
   DownloadError,
   FormatError,
   GoldenVectorError,
+  HashMismatchError,
+  LengthMismatchError,
+  MixAndMatchError,
   ModelSyncError,
   StaleIndexError,
   StoreError,
   VerificationError,
   isPermanent,
 } from "./errors";
+import { type HeldRecord, HeldShadows } from "./held";
 import { type PlannedModel, planPack } from "./pack";
 import type { HttpFetch, InferenceRunner, NetworkMonitor, NetworkStatus, Storage } from "./ports";
 import { executionProviders, fixedBatch } from "./providers";
 import { type RefusedReports, ReportQueue } from "./reports";
+import { pickShadow } from "./rollout";
 import {
   type Artifact,
   type ChannelIndex,
   type IndexEntry,
   type ModelManifest,
+  type ReportAfter,
   type Root,
+  type ShadowEntry,
   type Target,
   parseEnvelope,
   validateManifest,
 } from "./schema";
+import { AgreementWindow, type SavedWindow, type ShadowData, shadowProblem, windowKey } from "./shadow";
 import { type Activation, type StagedModel, Staging } from "./staging";
 import { type DeviceIdentity, type Installed, State, indexVersionOf } from "./state";
 import {
@@ -159,6 +167,38 @@ export interface ModelResult {
   error?: ModelSyncError;
   /** Failed as a transfer (reported as transfer_failed), not as a verified model. */
   transport?: boolean;
+  /** "held": installed from the held shadow candidate's files (check 2.7), nothing
+   * downloaded; absent for a download. */
+  transfer?: "held";
+}
+
+/** What check 2.7 did for one model's shadow candidate in a sync (nothing is listed for a
+ * candidate held already and still chosen). */
+export interface ShadowResult {
+  model: string;
+  version: number;
+  /** "held": downloaded, verified like an install and held beside the active model.
+   * "dropped": no longer chosen (halted, superseded, promoted, or no longer above what the
+   * device runs); its pending agreement windows were queued as `shadow` reports first.
+   * "deferred", "failed": as an install's. */
+  outcome: "held" | "dropped" | "deferred" | "failed";
+  reason?: string;
+  error?: ModelSyncError;
+  transport?: boolean;
+}
+
+/** The shadow candidate a device holds for a model (check 2.7): run it beside the active
+ * model on the same rows (observeShadow), never serve its outputs. */
+export interface HeldShadow {
+  name: string;
+  version: number;
+  /** sha256 of its signed manifest, as the index entry names it. */
+  manifestSha256: string;
+  /** Absolute path of the .ort file. */
+  path: string;
+  providers: string[];
+  fixedBatch: number | null;
+  reportAfter: ReportAfter;
 }
 
 export interface SyncResult {
@@ -167,6 +207,9 @@ export interface SyncResult {
   /** The server answered 304 to If-None-Match. */
   notModified: boolean;
   models: ModelResult[];
+  /** Check 2.7's shadow candidates: held, dropped, deferred or failed in this sync. They
+   * never change `outcome`, which is about the models the app is served. */
+  shadows: ShadowResult[];
   /** What stopped the sync before any model (root, index, network). */
   error?: ModelSyncError;
   reportsSent: number;
@@ -178,6 +221,8 @@ export interface ProgressEvent {
   phase: SyncPhase;
   model?: string;
   version?: number;
+  /** The event is about a shadow candidate being fetched to be held (check 2.7). */
+  shadow?: boolean;
   received?: number;
   total?: number;
 }
@@ -225,6 +270,21 @@ const TRANSFER_ATTEMPTS = 2;
 
 const REPORT_DEADLINE_MS = 60_000;
 
+/** An agreement window changed by observeShadow() is written to disk at most this often
+ * (and at every sync, and whenever one is reported): a restart loses at most these last
+ * rows of a window, never reports one twice. */
+export const SHADOW_SAVE_INTERVAL_MS = 30_000;
+
+/** What install() made of an entry. */
+type Done = { outcome: "installed" | "staged" | "held"; transfer?: "held" } | { outcome: "deferred"; reason: string };
+
+/** One model's agreement windows in memory, as loaded from shadow/<name>/windows.json. */
+interface ModelWindows {
+  windows: Map<string, AgreementWindow>;
+  savedAt: number;
+  dirty: boolean;
+}
+
 export class ModelSyncClient {
   private readonly state: State;
   private readonly reports: ReportQueue;
@@ -237,12 +297,21 @@ export class ModelSyncClient {
   private queue: Promise<unknown> = Promise.resolve();
   // The expected-band check's counts, per "<model>@<version>" (observeBand).
   private readonly bands = new Map<string, BandCount>();
+  private readonly held: HeldShadows;
+  // Agreement windows per model, and held records read once: observeShadow() runs per
+  // scoring call. Every change to either goes through shadowLock, so a sync dropping a
+  // candidate and a call scoring with it never interleave (scoring never waits for a
+  // download: the sync takes the lock only to commit or drop).
+  private readonly shadowWindowsByModel = new Map<string, ModelWindows>();
+  private readonly heldRecords = new Map<string, HeldRecord | null>();
+  private shadowLock: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly opts: ClientOptions) {
     this.state = new State(opts.storage);
     this.now = opts.now ?? (() => Date.now());
     this.reports = new ReportQueue(this.state, this.now);
     this.staging = new Staging(this.state);
+    this.held = new HeldShadows(this.state);
   }
 
   /** The cold start: activates what a previous run staged (activation "next-start"), once
@@ -370,7 +439,14 @@ export class ModelSyncClient {
     await this.start();
     const deadline = new Deadline(this.opts.deadlineMs ?? 10 * 60_000);
     const ep: Endpoint = { server: this.opts.server, token: id.device_token, fetch: this.opts.fetch, deadline };
-    const result: SyncResult = { outcome: "up_to_date", indexVersion: null, notModified: false, models: [], reportsSent: 0 };
+    const result: SyncResult = {
+      outcome: "up_to_date",
+      indexVersion: null,
+      notModified: false,
+      models: [],
+      shadows: [],
+      reportsSent: 0,
+    };
     const net = await this.opts.network.current();
     if (!net.connected) {
       deadline.clear();
@@ -399,9 +475,10 @@ export class ModelSyncClient {
       result.indexVersion = index.version;
       const installed = await this.haveVersions();
       for (const entry of wantedEntries(index, id.device_id, installed, await this.state.failed())) {
-        result.models.push(await this.installEntry(ep, root, entry, id, net));
+        result.models.push((await this.installEntry(ep, root, entry, id, net)) as ModelResult);
       }
       result.outcome = overallOutcome(result.models);
+      result.shadows = await this.syncShadows(ep, root, index, id, net); // check 2.7
     } catch (err) {
       if (!(err instanceof ModelSyncError)) throw err;
       result.outcome = "failed";
@@ -645,18 +722,20 @@ export class ModelSyncClient {
 
   // ------------------------------------------------------------------------- 3-5. one model
 
+  /** One entry of check 2.6, or with `shadow`, the candidate check 2.7 holds: the same
+   * checks, retries and failure reports either way. */
   private async installEntry(
     ep: Endpoint,
     root: Root,
     entry: IndexEntry,
     id: DeviceIdentity,
     net: NetworkStatus,
-  ): Promise<ModelResult> {
+    shadow?: ShadowEntry,
+  ): Promise<Omit<ModelResult, "outcome"> & { outcome: ModelResult["outcome"] | "held" }> {
     const base = { model: entry.model, version: entry.version };
     for (let attempt = 1; ; attempt++) {
       try {
-        const done = await this.install(ep, root, entry, id, net);
-        return done === "installed" || done === "staged" ? { ...base, outcome: done } : { ...base, outcome: "deferred", reason: done };
+        return { ...base, ...(await this.install(ep, root, entry, id, net, shadow)) };
       } catch (caught) {
         const damaged = caught instanceof Damaged;
         const err = caught instanceof Damaged ? caught.failure : caught;
@@ -682,16 +761,23 @@ export class ModelSyncClient {
     }
   }
 
-  /** Returns "installed" or "staged", or why it was deferred. */
+  /** Installed, staged or (with `shadow`) held, or why it was deferred. */
   private async install(
     ep: Endpoint,
     root: Root,
     entry: IndexEntry,
     id: DeviceIdentity,
     net: NetworkStatus,
-  ): Promise<string> {
+    shadow?: ShadowEntry,
+  ): Promise<Done> {
     const { model: name, version } = entry;
-    this.emit({ phase: "manifest", model: name, version });
+    const tag = shadow === undefined ? {} : { shadow: true };
+    if (shadow === undefined) {
+      // check 2.7: the candidate held as a shadow is this entry: its files, no download
+      const fromHeld = await this.installHeld(root, entry, id);
+      if (fromHeld !== null) return fromHeld;
+    }
+    this.emit({ phase: "manifest", model: name, version, ...tag });
     const pointer = await this.state.pointer(name);
     if (entry.manifest.length > MAX_MANIFEST_BYTES) {
       throw new FormatError(
@@ -709,22 +795,23 @@ export class ModelSyncClient {
 
     const compression = this.opts.compression ?? true;
     const wire = compression && artifact.compressed !== null ? artifact.compressed.length : artifact.length;
-    if (net.metered && !entry.urgent && wire > (this.opts.meteredMaxBytes ?? 0)) return "metered"; // C.1
+    if (net.metered && !entry.urgent && wire > (this.opts.meteredMaxBytes ?? 0)) return { outcome: "deferred", reason: "metered" }; // C.1
     const budget = this.opts.storageBudgetBytes ?? Number.POSITIVE_INFINITY;
-    if ((await this.state.installedBytes()) + artifact.length > budget) return "storage_budget"; // C.2
+    const used = (await this.state.installedBytes()) + (await this.held.bytes());
+    if (used + artifact.length > budget) return { outcome: "deferred", reason: "storage_budget" }; // C.2
 
     const storage = this.opts.storage;
     const part = `cache/${artifact.sha256}.part`;
-    this.emit({ phase: "download", model: name, version, received: 0, total: artifact.length });
+    this.emit({ phase: "download", model: name, version, received: 0, total: artifact.length, ...tag });
     await damagedBy(downloadToPart(ep, storage, {
       sha256: artifact.sha256,
       length: artifact.length,
       compressedLength: artifact.compressed?.length ?? null,
       partPath: part,
       useZstd: compression,
-      onBytes: (received, total) => this.emit({ phase: "download", model: name, version, received, total }),
+      onBytes: (received, total) => this.emit({ phase: "download", model: name, version, received, total, ...tag }),
     })); // check 4.1 while downloading
-    this.emit({ phase: "verify", model: name, version });
+    this.emit({ phase: "verify", model: name, version, ...tag });
     const bytes = await storage.read(part);
     try {
       checkArtifact(bytes ?? new Uint8Array(0), artifact); // checks 4.1, 4.2
@@ -733,7 +820,53 @@ export class ModelSyncClient {
       throw new Damaged(err);
     }
 
-    return this.place(manifest, data, artifact, (path) => storage.rename(part, path), id, {});
+    const putArtifact = (path: string): Promise<void> => storage.rename(part, path);
+    if (shadow !== undefined) return { outcome: await this.holdVerified(manifest, data, artifact, putArtifact, shadow) };
+    return { outcome: await this.place(manifest, data, artifact, putArtifact, id, {}) };
+  }
+
+  /**
+   * check 2.7's install from the held shadow candidate: when `entry` names the held version
+   * with the held manifest's sha256, checks 3.1-4.4 run again on the held bytes and the
+   * version is installed from them (`transfer: "held"`, nothing downloaded); then the held
+   * area goes, its pending agreement windows reported first. Null when nothing matching is
+   * held, or when the held files no longer are what was verified (this device's disk, not
+   * the release: they go, and the entry is downloaded as usual).
+   */
+  private async installHeld(root: Root, entry: IndexEntry, id: DeviceIdentity): Promise<Done | null> {
+    const name = entry.model;
+    const rec = await this.heldRecord(name);
+    if (rec === null || rec.version !== entry.version || rec.manifest_sha256 !== entry.manifest.sha256) return null;
+    const storage = this.opts.storage;
+    const base = { model: name, version: entry.version };
+    this.emit({ phase: "verify", ...base });
+    const data = (await storage.read(this.held.manifestPath(name, rec.version))) ?? new Uint8Array(0);
+    const heldArtifact = this.held.artifactPath(name, rec);
+    let manifest: ModelManifest;
+    let artifact: Artifact;
+    try {
+      checkManifestBytes(data, entry.manifest); // check 3.1 on the held bytes
+      manifest = checkManifest(data, root, entry, (await this.state.pointer(name))?.current.version ?? null); // 3.1-3.5
+      artifact = selectArtifact(manifest, this.target, this.opts.ortVersion); // checks 3.6, 3.7
+      if (artifact.sha256 !== rec.artifact_sha256) throw new MixAndMatchError("the held artifact is not the manifest's");
+      checkArtifact((await storage.read(heldArtifact)) ?? new Uint8Array(0), artifact); // checks 4.1, 4.2
+    } catch (err) {
+      if (!(err instanceof MixAndMatchError || err instanceof LengthMismatchError || err instanceof HashMismatchError)) {
+        throw err;
+      }
+      await this.dropShadow(name); // changed on disk since it was held
+      return null;
+    }
+    const done = await this.place(
+      manifest,
+      data,
+      artifact,
+      (path) => storage.rename(heldArtifact, path),
+      id,
+      { target: artifact.target, transfer: "held", wire_bytes: 0 },
+    ); // checks 4.3-5.4
+    await this.dropShadow(name); // its windows reported, the held area cleared
+    return { outcome: done, transfer: "held" };
   }
 
   /**
@@ -792,6 +925,289 @@ export class ModelSyncClient {
       data: { ...reportData, providers: installed.providers },
     });
     return "installed";
+  }
+
+  /**
+   * check 2.7's hold: checks 4.3, 4.4 for a verified shadow candidate, its files under
+   * shadow/<name>/v<N>, then its record (the commit point). Nothing points at it from
+   * current.json and nothing is reported: the candidate is not installed.
+   */
+  private async holdVerified(
+    manifest: ModelManifest,
+    data: Uint8Array,
+    artifact: Artifact,
+    putArtifact: (path: string) => Promise<void>,
+    entry: ShadowEntry,
+  ): Promise<"held"> {
+    const { name, version } = manifest;
+    const storage = this.opts.storage;
+    const dir = this.held.versionDir(name, version);
+    const probe: Installed = {
+      name,
+      version,
+      target: artifact.target,
+      sha256: artifact.sha256,
+      length: artifact.length,
+      artifact_path: this.held.artifactPath(name, { version, artifact_sha256: artifact.sha256 }),
+      manifest_path: this.held.manifestPath(name, version),
+      providers: executionProviders(artifact, this.opts.availableProviders),
+      fixed_batch: fixedBatch(artifact),
+      installed_at: formatTime(this.now()),
+    };
+    await storage.remove(dir);
+    await storage.writeAtomic(probe.manifest_path, data);
+    await putArtifact(probe.artifact_path);
+    try {
+      await this.goldenCheck(probe, manifest); // checks 4.3, 4.4, exactly as for an install
+    } catch (err) {
+      // nothing else is held for the model (a candidate is fetched only when none is)
+      await this.withShadowLock(() => this.held.discard(name));
+      throw err;
+    }
+    const rec: HeldRecord = {
+      version,
+      manifest_sha256: entry.manifest.sha256,
+      artifact_sha256: artifact.sha256,
+      target: artifact.target,
+      report_after: { ...entry.report_after },
+      length: artifact.length,
+      providers: probe.providers,
+      fixed_batch: probe.fixed_batch,
+      held_at: probe.installed_at,
+    };
+    await this.withShadowLock(async () => {
+      await this.held.hold(name, rec);
+      this.heldRecords.set(name, rec);
+    });
+    return "held";
+  }
+
+  // ------------------------------------------------------------------------- 2.7 shadows
+
+  /**
+   * check 2.7, after the installs of 2.6: per model, the shadow entry to hold (pickShadow:
+   * the first covering this device, above the version it runs now, not known bad). A held
+   * candidate no longer chosen, or whose files are no longer whole, is dropped, its pending
+   * agreement windows queued as `shadow` reports first; a chosen one not held yet is
+   * fetched and verified as an install and held. Windows past their `report_after.hours`
+   * are reported here too, so that one no call adds to still goes out.
+   */
+  private async syncShadows(
+    ep: Endpoint,
+    root: Root,
+    index: ChannelIndex,
+    id: DeviceIdentity,
+    net: NetworkStatus,
+  ): Promise<ShadowResult[]> {
+    const out: ShadowResult[] = [];
+    const runs = await this.haveVersions();
+    const failed = await this.state.failed();
+    const names = new Set([...Object.keys(index.shadows), ...(await this.held.names())]);
+    for (const name of [...names].sort()) {
+      let entry = pickShadow(index.shadows[name] ?? [], id.device_id, runs[name] ?? 0, failed[name] ?? []);
+      if (entry !== undefined && entry.model !== name) entry = undefined;
+      let rec = await this.heldRecord(name);
+      if (rec === null) {
+        await this.withShadowLock(() => this.held.discard(name)); // a crash before the commit point
+      } else if (
+        entry === undefined ||
+        entry.version !== rec.version ||
+        entry.manifest.sha256 !== rec.manifest_sha256 ||
+        (await this.opts.storage.size(this.held.artifactPath(name, rec))) !== rec.length
+      ) {
+        await this.dropShadow(name);
+        out.push({ model: name, version: rec.version, outcome: "dropped" });
+        rec = null;
+      } else if (JSON.stringify(rec.report_after) !== JSON.stringify(entry.report_after)) {
+        const next = { ...rec, report_after: { ...entry.report_after } };
+        await this.withShadowLock(async () => {
+          await this.held.update(name, next);
+          this.heldRecords.set(name, next);
+        });
+      }
+      if (entry === undefined || rec !== null) continue;
+      const done = await this.installEntry(ep, root, entry, id, net, entry);
+      const { outcome } = done;
+      out.push({
+        model: name,
+        version: entry.version,
+        outcome: outcome === "held" || outcome === "deferred" || outcome === "failed" ? outcome : "failed",
+        ...(done.reason !== undefined ? { reason: done.reason } : {}),
+        ...(done.error !== undefined ? { error: done.error } : {}),
+        ...(done.transport !== undefined ? { transport: done.transport } : {}),
+      });
+    }
+    await this.withShadowLock(() => this.settleWindows(id.device_id));
+    return out;
+  }
+
+  /** Everything held for `name` goes, its windows with rows reported first. */
+  private dropShadow(name: string): Promise<void> {
+    return this.withShadowLock(async () => {
+      const id = await this.state.identity();
+      const mw = await this.windowsOf(name);
+      for (const w of mw.windows.values()) await this.enqueueWindow(id?.device_id ?? this.opts.deviceId, w);
+      this.shadowWindowsByModel.delete(name);
+      await this.held.discard(name);
+      this.heldRecords.set(name, null);
+    });
+  }
+
+  /** Under shadowLock, at a sync: windows past their hours (or of a candidate no longer
+   * held) are reported; every changed window is saved. */
+  private async settleWindows(deviceId: string): Promise<void> {
+    const nowMs = this.now();
+    const names = new Set([...(await this.held.names()), ...this.shadowWindowsByModel.keys()]);
+    for (const name of names) {
+      const mw = await this.windowsOf(name);
+      const rec = await this.heldRecord(name);
+      for (const [key, w] of mw.windows) {
+        if (rec === null || rec.version !== w.candidate || w.due(rec.report_after, nowMs)) {
+          await this.enqueueWindow(deviceId, w);
+          mw.windows.delete(key);
+          mw.dirty = true;
+        }
+      }
+      if (rec === null) this.shadowWindowsByModel.delete(name);
+      else if (mw.dirty) await this.saveWindows(name, mw, nowMs);
+    }
+  }
+
+  private withShadowLock<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.shadowLock.then(fn, fn);
+    this.shadowLock = run.catch(() => undefined);
+    return run;
+  }
+
+  private async heldRecord(name: string): Promise<HeldRecord | null> {
+    if (!this.heldRecords.has(name)) this.heldRecords.set(name, await this.held.held(name));
+    return this.heldRecords.get(name) ?? null;
+  }
+
+  /** A model's windows, loaded from disk on first use (under shadowLock). */
+  private async windowsOf(name: string): Promise<ModelWindows> {
+    let mw = this.shadowWindowsByModel.get(name);
+    if (mw === undefined) {
+      const windows = new Map<string, AgreementWindow>();
+      for (const raw of await this.held.windows(name)) {
+        const w = AgreementWindow.fromJSON(raw);
+        if (w !== null && w.model === name) windows.set(w.key, w);
+      }
+      mw = { windows, savedAt: this.now(), dirty: false };
+      this.shadowWindowsByModel.set(name, mw);
+    }
+    return mw;
+  }
+
+  private async saveWindows(name: string, mw: ModelWindows, nowMs: number): Promise<void> {
+    const saved: SavedWindow[] = [...mw.windows.values()].filter((w) => w.rows > 0).map((w) => w.toJSON());
+    await this.held.saveWindows(name, saved);
+    mw.savedAt = nowMs;
+    mw.dirty = false;
+  }
+
+  /** Queue one window's `shadow` report; returns its data, or null for an empty window or
+   * data the service would refuse in any case (then dropped: it would only be refused). */
+  private async enqueueWindow(deviceId: string, w: AgreementWindow): Promise<ShadowData | null> {
+    if (w.rows === 0) return null;
+    const data = w.report();
+    if (shadowProblem(w.candidate, data) !== null) return null;
+    await this.reports.enqueue(deviceId, "shadow", { model: w.model, version: w.candidate, data: { ...data } });
+    return data;
+  }
+
+  /** The shadow candidate held for `name` (check 2.7) when its file is whole, else null. */
+  async heldShadow(name: string): Promise<HeldShadow | null> {
+    await this.start();
+    const rec = await this.heldRecord(name);
+    if (rec === null) return null;
+    const path = this.held.artifactPath(name, rec);
+    if ((await this.opts.storage.size(path)) !== rec.length) return null;
+    return {
+      name,
+      version: rec.version,
+      manifestSha256: rec.manifest_sha256,
+      path: this.opts.storage.localPath(path),
+      providers: [...rec.providers],
+      fixedBatch: rec.fixed_batch,
+      reportAfter: { ...rec.report_after },
+    };
+  }
+
+  /**
+   * One call's rows scored by the active model `model` v`activeVersion` and by the held
+   * candidate v`candidate` (docs/behaviour.md "Shadow runs"); the hook calls it after every
+   * call while a candidate is held, an app that scores outside the hook may too. The rows go
+   * into the (model, candidate, active version) agreement window; a window that reached
+   * `report_after.rows` rows with this call, or whose `report_after.hours` had passed before
+   * it, is queued as one `shadow` report (sent with the next sync) and a new one starts; so
+   * is the window of another active version (the app was served another one before).
+   * Returns the reports this call queued. Rows for a candidate no longer held, or not above
+   * the active version, are not counted.
+   */
+  observeShadow(
+    model: string,
+    candidate: number,
+    activeVersion: number,
+    active: { label: ArrayLike<number | bigint>; score: ArrayLike<number> },
+    shadow: { label: ArrayLike<number | bigint>; score: ArrayLike<number> },
+  ): Promise<ShadowData[]> {
+    if (active.label.length !== shadow.label.length) {
+      return Promise.reject(
+        new RangeError(`observeShadow ${model}: ${active.label.length} active labels, ${shadow.label.length} candidate labels`),
+      );
+    }
+    return this.withShadowLock(async () => {
+      const rec = await this.heldRecord(model);
+      if (rec === null || rec.version !== candidate || !(activeVersion >= 1 && activeVersion < candidate)) return [];
+      if (active.label.length === 0) return [];
+      const id = await this.state.identity();
+      const deviceId = id?.device_id ?? this.opts.deviceId;
+      const mw = await this.windowsOf(model);
+      const key = windowKey(model, candidate, activeVersion);
+      const nowMs = this.now();
+      const queued: ShadowData[] = [];
+      for (const [other, open] of mw.windows) {
+        if (other === key) continue;
+        // another active version served before this one: its window is complete (at most
+        // one is open per model, as on the Python device)
+        const data = await this.enqueueWindow(deviceId, open);
+        if (data !== null) queued.push(data);
+        mw.windows.delete(other);
+      }
+      let w = mw.windows.get(key);
+      if (w !== undefined && w.due(rec.report_after, nowMs)) {
+        // its hours passed before this call: reported as it was, this call starts the next
+        const data = await this.enqueueWindow(deviceId, w);
+        if (data !== null) queued.push(data);
+        w = undefined;
+      }
+      if (w === undefined) {
+        w = new AgreementWindow(model, candidate, activeVersion, nowMs);
+        mw.windows.set(key, w);
+      }
+      w.observe(active.label, active.score, shadow.label, shadow.score);
+      mw.dirty = true;
+      if (w.due(rec.report_after, nowMs)) {
+        const data = await this.enqueueWindow(deviceId, w);
+        if (data !== null) queued.push(data);
+        mw.windows.delete(key);
+      }
+      // a report is saved at once (a restart never reports a window twice); rows at most
+      // every SHADOW_SAVE_INTERVAL_MS
+      if (queued.length > 0 || nowMs - mw.savedAt >= SHADOW_SAVE_INTERVAL_MS) await this.saveWindows(model, mw, nowMs);
+      return queued;
+    });
+  }
+
+  /** The agreement windows not yet reported for `model`, as their reports would read now. */
+  async shadowWindows(model: string): Promise<(ShadowData & { version: number })[]> {
+    await this.start();
+    return this.withShadowLock(async () =>
+      [...(await this.windowsOf(model)).windows.values()]
+        .filter((w) => w.rows > 0)
+        .map((w) => ({ version: w.candidate, ...w.report() })),
+    );
   }
 
   // ------------------------------------------------------------------------- offline packs

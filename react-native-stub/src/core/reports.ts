@@ -13,8 +13,10 @@ import type { RefusedReport, State, Status } from "./state";
 import { type Endpoint, failure, request } from "./transfer";
 
 /** The kinds the service takes (device_sim/store.py's ReportKind). `behaviour` is what a
- * model did since the last report (behaviour.ts); `inference_stats`, its predecessor, is
- * still accepted (reportInferenceStats, deprecated) but no longer sent by the hook. */
+ * model did since the last report (behaviour.ts); `shadow`, one agreement window of a held
+ * shadow candidate beside the active model (shadow.ts); `inference_stats`, the
+ * predecessor of `behaviour`, is still accepted (reportInferenceStats, deprecated) but no
+ * longer sent by the hook. */
 export type ReportKind =
   | "installed"
   | "install_failed"
@@ -22,7 +24,8 @@ export type ReportKind =
   | "transfer_failed"
   | "stale_index"
   | "inference_stats"
-  | "behaviour";
+  | "behaviour"
+  | "shadow";
 
 export interface ReportEvent {
   event_id: string;

@@ -127,6 +127,19 @@ export interface IndexEntry {
   rollout: Rollout;
   urgent: boolean;
 }
+/** When a held shadow candidate's agreement window is reported (docs/behaviour.md "Shadow
+ * runs"): after this many rows, or this many hours since its first row. */
+export interface ReportAfter {
+  /** 1 to 1,000,000. */
+  rows: number;
+  /** Above 0, at most 720. */
+  hours: number;
+}
+/** A shadow release's entry (index `shadows`): a candidate the device holds and runs beside
+ * its active model, never activated from there (docs/device.md check 2.7). */
+export interface ShadowEntry extends IndexEntry {
+  report_after: ReportAfter;
+}
 export interface ChannelIndex {
   _type: "channel-index";
   fleet: string;
@@ -134,6 +147,8 @@ export interface ChannelIndex {
   version: number;
   expires: string;
   models: Record<string, IndexEntry[]>;
+  /** Per model, its shadow entries; {} when the index has none (the field is absent). */
+  shadows: Record<string, ShadowEntry[]>;
 }
 /** The channel index as an offline pack carries it (packager.manifest.OfflineIndex): the
  * same entries, signed by the `offline` role, valid from `valid_from` to `expires`. A
@@ -417,12 +432,29 @@ function entry(v: Json, where: string): IndexEntry {
   };
 }
 
+function shadowEntry(v: Json, where: string): ShadowEntry {
+  const base = entry(v, where);
+  const ra = obj(field(v as Record<string, unknown>, "report_after", where), `${where}.report_after`);
+  const rows = int(field(ra, "rows", `${where}.report_after`), `${where}.report_after.rows`, 1);
+  if (rows > 1_000_000) fail(`${where}.report_after.rows`, "must be <= 1000000");
+  const hours = num(field(ra, "hours", `${where}.report_after`), `${where}.report_after.hours`, undefined, 720);
+  if (!(hours > 0)) fail(`${where}.report_after.hours`, "must be > 0");
+  return { ...base, report_after: { rows, hours } };
+}
+
 export function validateIndex(s: Record<string, unknown>): ChannelIndex {
   const w = "channel-index";
   const f = (k: string): unknown => field(s, k, w);
   const models: Record<string, IndexEntry[]> = {};
   for (const [name, list] of Object.entries(obj(f("models"), `${w}.models`))) {
     models[name] = arr(list, `${w}.models.${name}`).map((e, i) => entry(e, `${w}.models.${name}.${i}`));
+  }
+  // absent in indexes of channels without shadow releases, and in those written before them
+  const shadows: Record<string, ShadowEntry[]> = {};
+  if ("shadows" in s) {
+    for (const [name, list] of Object.entries(obj(s.shadows, `${w}.shadows`))) {
+      shadows[name] = arr(list, `${w}.shadows.${name}`).map((e, i) => shadowEntry(e, `${w}.shadows.${name}.${i}`));
+    }
   }
   return {
     _type: "channel-index",
@@ -431,6 +463,7 @@ export function validateIndex(s: Record<string, unknown>): ChannelIndex {
     version: int(f("version"), `${w}.version`, 1),
     expires: str(f("expires"), `${w}.expires`),
     models,
+    shadows,
   };
 }
 

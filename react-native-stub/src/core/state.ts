@@ -13,6 +13,8 @@
  *   models/<name>/v<version>/     manifest.json + <sha256>.ort of an installed version
  *   cache/<sha256>.part           partial download, resumed with Range
  *   staged/<name>/                a verified version waiting for the next start (staging.ts)
+ *   shadow/<name>/                a held shadow candidate (held.json, v<version>/) and its
+ *                                 open agreement windows (windows.json): check 2.7, held.ts
  *   queue/<ms>-<seq>.json         one report event per file, removed once the server took it
  *   failed.json                   {"<model>": [versions]} never retried
  *   status.json                   bookkeeping: last stale index reported, event sequence,

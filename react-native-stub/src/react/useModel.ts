@@ -11,6 +11,10 @@
  * rows also go to the client's expected-band check (ModelSyncClient.observeBand): a version
  * whose anomaly rate leaves its manifest's band in its first rows falls back, and the hook
  * then serves what is current (the previous version, or the embedded model).
+ * While the client holds a shadow candidate for the model (ModelSyncClient.heldShadow,
+ * check 2.7), every call's rows are scored by it too, after the served model answered and
+ * without holding up the call; its labels and scores never reach the app, only the
+ * agreement window (ModelSyncClient.observeShadow) that becomes a `shadow` report.
  */
 import { useCallback, useEffect, useRef, useState } from "react";
 
@@ -52,6 +56,9 @@ export interface AnomalyModel {
   progress: ProgressEvent | null;
   /** A verified version waiting for the next cold start (activation "next-start"), or null. */
   staged: number | null;
+  /** The held shadow candidate scoring every call's rows beside the served version (its
+   * outputs never returned), or null. */
+  shadowVersion: number | null;
   /** Score one row of features (manifest order) or several. */
   run(features: readonly number[] | readonly (readonly number[])[]): Promise<Score[]>;
   sync(): Promise<SyncResult | null>;
@@ -83,6 +90,14 @@ interface Serving {
   reported: { name: string; version: number; edges: number[] | null } | null;
 }
 
+/** The held shadow candidate's session, beside the served one. */
+interface ShadowServing {
+  key: string;
+  open: ModelSession;
+  name: string;
+  version: number;
+}
+
 interface VersionWindow {
   name: string;
   version: number;
@@ -108,9 +123,39 @@ export function useModel(
   const [error, setError] = useState<string | null>(null);
   const [progress, setProgress] = useState<ProgressEvent | null>(null);
   const [staged, setStaged] = useState<number | null>(null);
+  const [shadowVersion, setShadowVersion] = useState<number | null>(null);
   const session = useRef<Serving | null>(null);
+  const shadowSession = useRef<ShadowServing | null>(null);
+  // The candidate's runs, one after the other, behind the served model's answers; a sync
+  // waits for them, so the rows scored before it are in the windows it may report.
+  const shadowRuns = useRef<Promise<void>>(Promise.resolve());
   const windows = useRef(new Map<string, VersionWindow>());
   const mounted = useRef(true);
+
+  /** Open (or keep, or close) the held shadow candidate's session: only beside a served
+   * version the service knows this device installed, and below the candidate. */
+  const loadShadow = useCallback(async (): Promise<void> => {
+    const reported = session.current?.reported ?? null;
+    const held = reported === null ? null : await client.heldShadow(reported.name);
+    const wanted = held !== null && reported !== null && held.version > reported.version ? held : null;
+    const key = wanted === null ? null : `${wanted.name}@${wanted.version}:${wanted.path}`;
+    if (shadowSession.current?.key === key) return;
+    let next: ShadowServing | null = null;
+    if (wanted !== null && key !== null) {
+      try {
+        next = { key, open: await openSession(wanted.path, wanted.providers, wanted.fixedBatch), name: wanted.name, version: wanted.version };
+      } catch {
+        next = null; // the candidate cannot run here: the app is served as before
+      }
+    }
+    const old = shadowSession.current;
+    shadowSession.current = next;
+    if (old !== null) {
+      await shadowRuns.current; // runs already started on it finish first
+      await old.open.release();
+    }
+    if (mounted.current) setShadowVersion(next?.version ?? null);
+  }, [client, openSession]);
 
   /** Open (or keep) the session for whatever the client says is current. */
   const load = useCallback(async (): Promise<void> => {
@@ -146,11 +191,13 @@ export function useModel(
     setActive(current);
     setStatus("ready");
     setError(null);
-  }, [client, model, openSession]);
+    await loadShadow();
+  }, [client, model, openSession, loadShadow]);
 
   const sync = useCallback(async (): Promise<SyncResult | null> => {
     setSyncState("syncing");
     try {
+      await shadowRuns.current; // the candidate's windows hold every call made so far
       // Each window that scored rows becomes one report; calls from now on start new ones.
       const due = [...windows.current.values()].filter((w) => w.window.rows > 0);
       windows.current = new Map();
@@ -168,6 +215,7 @@ export function useModel(
       const why = result.error ?? result.models.find((m) => m.error !== undefined)?.error;
       setError(result.outcome === "failed" && why !== undefined ? why.message : null);
       if (result.outcome === "updated" || result.outcome === "staged") await load();
+      else await loadShadow(); // a candidate held or dropped by this sync
       return result;
     } catch (err) {
       if (mounted.current) {
@@ -176,7 +224,7 @@ export function useModel(
       }
       return null;
     }
-  }, [client, load]);
+  }, [client, load, loadShadow]);
 
   useEffect(() => {
     mounted.current = true;
@@ -212,6 +260,9 @@ export function useModel(
       if (timer !== undefined) clearTimeout(timer);
       void session.current?.open.release();
       session.current = null;
+      const shadow = shadowSession.current;
+      shadowSession.current = null;
+      if (shadow !== null) void shadowRuns.current.then(() => shadow.open.release());
     };
   }, [client, model, syncIntervalMs, syncOnMount, syncOnForeground, appState, load, sync]);
 
@@ -253,6 +304,19 @@ export function useModel(
         .catch((err: unknown) => {
           if (mounted.current) setError((err as Error).message);
         });
+      // The held shadow candidate scores the same rows; nothing of it reaches the caller.
+      const shadow = shadowSession.current;
+      if (shadow !== null && shadow.name === reported.name && shadow.version > reported.version) {
+        const activeOut = { label: scores.map((x) => x.label), score: scores.map((x) => x.score) };
+        const activeVersion = reported.version;
+        shadowRuns.current = shadowRuns.current
+          .then(async () => {
+            if (shadowSession.current !== shadow) return; // dropped or replaced meanwhile
+            const out = await shadow.open.run(rows);
+            await client.observeShadow(shadow.name, shadow.version, activeVersion, activeOut, out);
+          })
+          .catch(() => undefined); // a candidate that fails to run changes nothing for the app
+      }
     }
     return scores;
   }, [client, load]);
@@ -266,6 +330,7 @@ export function useModel(
     error,
     progress,
     staged,
+    shadowVersion,
     run,
     sync,
   };
