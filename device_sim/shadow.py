@@ -10,7 +10,6 @@ Bounded: the rank correlation is computed on the window's first RANK_PAIRS_MAX s
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,7 @@ import numpy as np
 
 from device_sim.errors import EngineError, ModelSyncError
 from device_sim.store import Held, Store
-from packager.manifest import ModelManifest, format_time, parse_time
+from packager.manifest import format_time, parse_time
 
 log = logging.getLogger("modelsync.device")
 RANK_PAIRS_MAX = 2000
@@ -106,17 +105,14 @@ class ShadowRunner:
         return self._held[name]
 
     def _load(self, name: str) -> tuple[Held, Any] | None:
-        from device_sim.engine import EngineType, create_inference_engine
+        from device_sim.engine import engine_for_installed
 
         held = self.store.held_shadow(name)
         if held is None:
             return None
-        manifest_path, artifact_path = self.store.held_files(held)
         try:
-            manifest = ModelManifest.model_validate(json.loads(manifest_path.read_bytes())["signed"])
-            art = next(a for a in manifest.artifacts if a.sha256 == held.inst.artifact_sha256)
-            engine = create_inference_engine(artifact_path, EngineType.ONNX, art.ep_plan.providers,
-                                             feature_names=[f.name for f in manifest.model.features])
+            engine = engine_for_installed(self.store.held_manifest(held), held.inst.artifact_sha256,
+                                          self.store.held_files(held)[1])
         except (OSError, ValueError, KeyError, StopIteration, ModelSyncError) as exc:
             log.warning("held shadow %s v%s does not load, not run: %s", name, held.inst.version, exc)
             return None
@@ -154,9 +150,11 @@ class ShadowRunner:
         """Windows whose hours are up become reports (rows are checked as they come)."""
         moment: datetime = self.now()
         for name, window in list(self._windows.items()):
-            found = self._held.get(name)
-            hours = found[0].report_hours if found else 0.0
-            if (moment - parse_time(window.since)).total_seconds() >= hours * 3600:
+            # from the store: settle() empties the engine cache, and a window must not fall due
+            # early because no row was scored since the last sync
+            held = self.store.held_shadow(name)
+            elapsed = (moment - parse_time(window.since)).total_seconds()
+            if held is None or elapsed >= held.report_hours * 3600:
                 self._emit(name)
 
     def settle(self) -> None:
