@@ -107,20 +107,9 @@ def run(
             rel = await asyncio.to_thread(svc.release, MODEL, 2, first_phase, False, gate)
             fleet.result.mark(fleet.now(), f"v2 (other units) to {first_phase:g}%, gated")
 
-            def halted() -> bool:
-                return bool(state["state"] == "halted")
-
-            state: dict[str, Any] = {"state": "active"}
-
-            async def poll_release() -> bool:
-                while time.monotonic() - t0 < deadline_s:
-                    state.update(await asyncio.to_thread(svc.get, f"/v1/releases/{rel['id']}"))
-                    if halted():
-                        return True
-                    await asyncio.sleep(0.25)
-                return False
-
-            if not await poll_release():
+            halted, state = await _until(lambda: svc.get(f"/v1/releases/{rel['id']}"),
+                                         lambda r: r["state"] == "halted", deadline_s)
+            if not halted:
                 seen = await asyncio.to_thread(svc.get, f"/v1/releases/{rel['id']}/behaviour")
                 raise RuntimeError(
                     f"the behaviour gate did not halt v2 within {deadline_s:g} s: gate {seen['gate']}, "

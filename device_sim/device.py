@@ -295,18 +295,14 @@ class Device:
         return self.store.manifest(inst)
 
     def _load(self, inst: Installed, failures: list[str]) -> Any:
-        from device_sim.engine import EngineType, create_inference_engine
+        from device_sim.engine import engine_for_installed
         from device_sim.errors import ModelLoadError
 
         try:
             if not self.store.intact(inst):  # checked once per load: a bit-rotted file falls back
                 raise ModelLoadError(f"v{inst.version} files missing or altered")
-            manifest = self.manifest(inst)
-            art = next(a for a in manifest.artifacts if a.sha256 == inst.artifact_sha256)
-            return create_inference_engine(
-                self.store.artifact_path(inst), EngineType.ONNX, art.ep_plan.providers,
-                feature_names=[f.name for f in manifest.model.features],
-            )
+            return engine_for_installed(self.manifest(inst), inst.artifact_sha256,
+                                        self.store.artifact_path(inst))
         except ModelLoadError as exc:
             failures.append(str(exc))
             raise

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from device_sim.errors import StoreError
 from packager.errors import UsageError
 from packager.fsutil import TMP_MARK, fsync_dir, temporary_beside, write_atomic_with
-from packager.manifest import ModelManifest
+from packager.manifest import IndexEntry, ModelManifest
 
 # The report kinds the service accepts, the TypeScript client's ReportKind (reports.ts).
 ReportKind = Literal["installed", "install_failed", "golden_failed", "transfer_failed", "stale_index",
@@ -74,6 +74,10 @@ class Held(BaseModel):
     inst: Installed
     report_rows: int
     report_hours: float
+
+    def matches(self, entry: IndexEntry) -> bool:
+        """The index entry names this very candidate (version and manifest)."""
+        return (self.inst.version, self.inst.manifest_sha256) == (entry.version, entry.manifest.sha256)
 
 
 class Slot(BaseModel):
@@ -250,8 +254,15 @@ class Store:
 
     def manifest(self, inst: Installed) -> ModelManifest:
         """The installed version's manifest (verified at install, checks 3.2-3.3)."""
-        raw = json.loads(self.manifest_path(inst).read_bytes())
-        return ModelManifest.model_validate(raw["signed"])
+        return self._manifest_at(self.manifest_path(inst))
+
+    def held_manifest(self, held: Held) -> ModelManifest:
+        """A held shadow candidate's manifest (verified when it was held, check 2.7)."""
+        return self._manifest_at(self.held_files(held)[0])
+
+    @staticmethod
+    def _manifest_at(path: Path) -> ModelManifest:
+        return ModelManifest.model_validate(json.loads(path.read_bytes())["signed"])
 
     def intact(self, inst: Installed) -> bool:
         """Both files present and the artifact's bytes still hash to what was installed."""

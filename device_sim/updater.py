@@ -206,8 +206,7 @@ class Updater:
             held = self.store.held_shadow(name)
             if entry is None or entry.model != name:
                 self.store.drop_shadow(name)
-            elif held is None or (held.inst.version, held.inst.manifest_sha256) != (entry.version,
-                                                                                     entry.manifest.sha256):
+            elif held is None or not held.matches(entry):
                 outcome = await self.update_model(entry, root, shadow=entry)
                 result.shadows.append(outcome)
                 result.wire_bytes += outcome.wire_bytes
@@ -330,8 +329,7 @@ class Updater:
     async def _install_entry(self, entry: IndexEntry, root: Root, out: ModelOutcome,
                              transfer: Transfer, shadow: ShadowEntry | None = None) -> None:
         held = self.store.held_shadow(entry.model) if shadow is None else None
-        if held is not None and (held.inst.version, held.inst.manifest_sha256) == (entry.version,
-                                                                                   entry.manifest.sha256):
+        if held is not None and held.matches(entry):
             # a promoted shadow: the files it holds, checked again from 3.1, with no download
             manifest_bytes, manifest, artifact, data = self._held_bytes(held, entry, root)
             transfer.kind = "held"

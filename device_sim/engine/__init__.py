@@ -24,7 +24,12 @@ when the SKLEARN engine is asked for: a device does not load a trainer.
 """
 
 from device_sim.engine.base import EngineType, InferenceEngine, Prediction, as_matrix
-from device_sim.engine.factories import artifact_or_cpu, create_inference_engine, engine_for_bundle
+from device_sim.engine.factories import (
+    artifact_or_cpu,
+    create_inference_engine,
+    engine_for_bundle,
+    engine_for_installed,
+)
 from device_sim.engine.fallback import Candidate, FallbackEngine
 from device_sim.engine.onnx import OnnxEngine
 from device_sim.engine.providers import CPU, ProviderChoice, canonical_provider, resolve_providers
@@ -49,6 +54,7 @@ __all__ = [
     "canonical_provider",
     "create_inference_engine",
     "engine_for_bundle",
+    "engine_for_installed",
     "load_reference",
     "reference_predict",
     "resolve_providers",

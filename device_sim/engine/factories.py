@@ -76,6 +76,14 @@ def artifact_or_cpu(manifest: ModelManifest, target: str, quantize: bool = False
     return art
 
 
+def engine_for_installed(manifest: ModelManifest, artifact_sha256: str, path: str | Path) -> InferenceEngine:
+    """The engine of a verified artifact a device keeps (installed or held as a shadow): the
+    manifest's artifact with that hash, its EP plan's providers, the manifest's feature order."""
+    art = next(a for a in manifest.artifacts if a.sha256 == artifact_sha256)
+    return create_inference_engine(path, EngineType.ONNX, art.ep_plan.providers,
+                                   feature_names=[f.name for f in manifest.model.features])
+
+
 def engine_for_bundle(
     manifest: ModelManifest,
     directory: str | Path,
